@@ -1,0 +1,105 @@
+"""Drive a real ``horovodrun`` elastic job on this machine: hosts file, discovery script, events.
+
+Used by the integration tests and benchmarks (and handy for experiments). On one machine Horovod
+treats ``localhost`` and ``127.0.0.1`` as two hosts (Horovod's own elastic tests do this), so a
+killed worker blacklists only its "host". ``--network-interface lo`` is required: without it a
+single-machine elastic run hangs while detecting NICs.
+
+The job runs in its own process group and is always killed on exit (context manager), so a failed
+test leaves no workers behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .eventlog import read_events
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class ElasticJob:
+    def __init__(self, script_args: Sequence[str], hosts: Sequence[str], *, np: int, min_np: int,
+                 max_np: int, env: dict[str, str] | None = None, gloo_timeout_s: int = 30,
+                 workdir: str | None = None, script: str = "examples/train_elastic.py"):
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix="chaos-job-"))
+        self.events_path = self.dir / "events.jsonl"
+        self.hosts_path = self.dir / "hosts"
+        self.discover = self.dir / "discover.sh"
+        self.discover.write_text(f"#!/bin/sh\ncat {self.hosts_path}\n")
+        self.discover.chmod(0o755)
+        self.set_hosts(hosts)
+        self.log_path = self.dir / "horovodrun.log"
+        bindir = Path(sys.executable).parent
+        self.cmd = [str(bindir / "horovodrun"), "-np", str(np), "--min-np", str(min_np),
+                    "--max-np", str(max_np), "--host-discovery-script", str(self.discover),
+                    "--network-interface", "lo", "--gloo-timeout-seconds", str(gloo_timeout_s),
+                    sys.executable, str(REPO / script), *script_args]
+        self.env = dict(os.environ, CHAOS_EVENT_LOG=str(self.events_path), PYTHONUNBUFFERED="1",
+                        PATH=f"{bindir}:{os.environ.get('PATH', '')}", **(env or {}))
+        self.proc: subprocess.Popen | None = None
+
+    def set_hosts(self, hosts: Sequence[str]) -> None:
+        tmp = self.hosts_path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{h}\n" for h in hosts))
+        os.replace(tmp, self.hosts_path)  # the discovery script never sees a half-written file
+
+    def start(self) -> "ElasticJob":
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def events(self, event: str | None = None) -> list[dict]:
+        if not self.events_path.exists():
+            return []
+        return read_events(str(self.events_path), event)
+
+    def wait_for(self, predicate: Callable[[list[dict]], object], timeout_s: float,
+                 what: str = "condition"):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            result = predicate(self.events())
+            if result:
+                return result
+            if self.proc is not None and self.proc.poll() is not None:
+                result = predicate(self.events())
+                if result:
+                    return result
+                raise RuntimeError(f"job exited ({self.proc.returncode}) before {what}; "
+                                   f"log tail:\n{self.log_tail()}")
+            time.sleep(0.1)
+        raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}; log tail:\n{self.log_tail()}")
+
+    def wait(self, timeout_s: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout_s)
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=30)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def __enter__(self) -> "ElasticJob":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

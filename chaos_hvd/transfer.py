@@ -1,0 +1,505 @@
+"""Shard transfer: every up-to-date worker serves its committed snapshot; a joiner pulls in parallel.
+
+Wire protocol (TCP, one persistent connection per (joiner, source)):
+
+    request  := u32 length || JSON {"op": "manifest"|"range", "version", "start", "end", "nonce", "mac"}
+    response := u32 length || JSON {"ok": true, "nbytes": n} || n raw bytes
+              | u32 length || JSON {"ok": false, "error": "..."}   (then the server closes)
+
+``mac`` is HMAC-SHA256 over the canonical JSON of the other fields, keyed with the source's per-sync
+token. Tokens are exchanged through Horovod's own (already connected and authenticated) collective, so
+only ranks of the job can ask for state; a nonce may be used once (no replay). Nothing received is ever
+unpickled: headers are size-limited JSON, payloads are raw bytes checked against the manifest's
+per-chunk BLAKE2b digests before anything is loaded.
+
+Client: each source starts with the byte ranges the scheduler planned for it, split into batches of
+whole chunks; two requests are kept in flight per connection to hide the round trip. A source that
+runs out of work steals batches from the tail of the source with the most work left, so the transfer
+adapts when estimates were wrong or the joiner's ingress is the shared bottleneck. A chunk whose digest
+fails is fetched again (from any source); a source that errors or makes no progress for ``timeout_s``
+is dropped and its work re-planned over the rest. Only if no source is left does the pull fail, with
+:class:`TransferError` -- never a hang.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import socket
+import socketserver
+import struct
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+
+from .errors import AuthenticationError, CorruptShardError, SnapshotError, TransferError
+from .snapshot import MAX_MANIFEST_BYTES, Manifest, chunk_digest
+
+MAX_HEADER_BYTES = 4096
+MAX_RANGE_BYTES = 64 * 1024 * 1024
+DEFAULT_BATCH_BYTES = 2 * 1024 * 1024
+DEFAULT_TIMEOUT_S = 30.0
+PIPELINE_DEPTH = 2
+MAX_CHUNK_ATTEMPTS = 3
+_LEN = struct.Struct("!I")
+_MAX_SEEN_NONCES = 1_000_000
+
+
+def new_token() -> bytes:
+    return os.urandom(32)
+
+
+def _canonical(fields: dict) -> bytes:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign(token: bytes, fields: dict) -> dict:
+    msg = dict(fields, nonce=os.urandom(16).hex())
+    msg["mac"] = hmac.new(token, _canonical(msg), hashlib.sha256).hexdigest()
+    return msg
+
+
+def verify(token: bytes, msg: dict) -> None:
+    mac = msg.get("mac")
+    body = {k: v for k, v in msg.items() if k != "mac"}
+    want = hmac.new(token, _canonical(body), hashlib.sha256).hexdigest()
+    if not isinstance(mac, str) or not hmac.compare_digest(mac, want):
+        raise AuthenticationError("bad or missing MAC")
+
+
+def send_frame(sock: socket.socket, obj: dict) -> None:
+    data = json.dumps(obj, separators=(",", ":")).encode()
+    sock.sendall(_LEN.pack(len(data)) + data)
+
+
+def _recv_exact_into(sock: socket.socket, view: memoryview) -> None:
+    got = 0
+    while got < len(view):
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            raise ConnectionError("peer closed the connection")
+        got += n
+
+
+def recv_frame(sock: socket.socket, limit: int = MAX_HEADER_BYTES) -> dict:
+    head = bytearray(_LEN.size)
+    _recv_exact_into(sock, memoryview(head))
+    (n,) = _LEN.unpack(head)
+    if n > limit:
+        raise AuthenticationError(f"frame of {n} bytes exceeds the {limit}-byte limit")
+    body = bytearray(n)
+    _recv_exact_into(sock, memoryview(body))
+    try:
+        obj = json.loads(body)
+    except ValueError as e:
+        raise AuthenticationError(f"frame is not JSON: {e}") from e
+    if not isinstance(obj, dict):
+        raise AuthenticationError("frame is not a JSON object")
+    return obj
+
+
+# --------------------------------------------------------------------------------------------------
+# server
+
+
+@dataclass
+class _Publication:
+    version: int
+    manifest: bytes
+    data: memoryview
+    token: bytes
+    seen: set = field(default_factory=set)
+
+
+class ShardServer:
+    """Serves the published snapshot of this rank. Thread-safe; one instance per process."""
+
+    def __init__(self, host: str = "0.0.0.0", port: int = 0,
+                 on_event: Callable[[dict], None] | None = None):
+        self._pub: _Publication | None = None
+        self._cond = threading.Condition()
+        self._active = 0
+        self._on_event = on_event or (lambda e: None)
+        self.rejected = 0
+        server = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                server._serve(self.request, self.client_address)
+
+        class TCPServer(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self._watchers: set[socket.socket] = set()
+        self._watch_pub: _Publication | None = None
+        self._srv = TCPServer((host, port), Handler)
+        self.port = self._srv.server_address[1]
+        self._thread = threading.Thread(target=self._srv.serve_forever, name="chaos-shard-server",
+                                        daemon=True)
+        self._thread.start()
+
+    def publish(self, version: int, manifest: bytes, data: memoryview, token: bytes) -> None:
+        self.retract()
+        with self._cond:
+            self._pub = _Publication(version, manifest, data, token)
+            # watch connections outlive a publication (they are opened after a sync, while the
+            # data may already be retracted by the next commit): they use the last token
+            self._watch_pub = _Publication(version, b"", memoryview(b""), token)
+
+    def retract(self) -> None:
+        """Stop serving and wait until no send reads the buffer (call before overwriting it)."""
+        with self._cond:
+            self._pub = None
+            self._cond.wait_for(lambda: self._active == 0)
+
+    def farewell(self) -> None:
+        """Tell every peer watching this process that it leaves on purpose (call at exit)."""
+        with self._cond:
+            watchers, self._watchers = list(self._watchers), set()
+        for sock in watchers:
+            try:
+                send_frame(sock, {"bye": True})
+                sock.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.retract()
+        self._srv.shutdown()
+        self._srv.server_close()
+
+    def _reject(self, sock, peer, why: str) -> None:
+        self.rejected += 1
+        self._on_event({"event": "shard_request_rejected", "peer": f"{peer[0]}:{peer[1]}", "why": why})
+        try:
+            send_frame(sock, {"ok": False, "error": why})
+        except OSError:
+            pass
+
+    def _serve(self, sock: socket.socket, peer) -> None:
+        sock.settimeout(None)  # idle persistent connections are fine; peers time out themselves
+        while True:
+            try:
+                req = recv_frame(sock)
+            except (ConnectionError, OSError):
+                return
+            except AuthenticationError as e:
+                return self._reject(sock, peer, str(e))
+            with self._cond:
+                pub = self._watch_pub if req.get("op") == "watch" else self._pub
+                if pub is None:
+                    return self._reject(sock, peer, "nothing published")
+                try:
+                    verify(pub.token, req)
+                    if req.get("op") != "watch" and req.get("version") != pub.version:
+                        raise AuthenticationError(f"stale version {req.get('version')!r}")
+                    if req["nonce"] in pub.seen or len(pub.seen) > _MAX_SEEN_NONCES:
+                        raise AuthenticationError("replayed nonce")
+                    pub.seen.add(req["nonce"])
+                    if req.get("op") == "watch":
+                        self._watchers.add(sock)
+                        payload = None
+                    elif req.get("op") == "manifest":
+                        payload = memoryview(pub.manifest)
+                    elif req.get("op") == "range":
+                        a, b = req.get("start"), req.get("end")
+                        if not (isinstance(a, int) and isinstance(b, int)
+                                and 0 <= a <= b <= len(pub.data) and b - a <= MAX_RANGE_BYTES):
+                            raise AuthenticationError(f"bad range {a!r}..{b!r}")
+                        payload = pub.data[a:b]
+                    else:
+                        raise AuthenticationError(f"unknown op {req.get('op')!r}")
+                except AuthenticationError as e:
+                    return self._reject(sock, peer, str(e))
+                if payload is None:
+                    break
+                self._active += 1
+            try:
+                send_frame(sock, {"ok": True, "nbytes": len(payload)})
+                sock.sendall(payload)
+            except OSError:
+                return
+            finally:
+                with self._cond:
+                    self._active -= 1
+                    self._cond.notify_all()
+        # A watch connection stays open until this process exits (farewell) or dies (EOF at the peer).
+        try:
+            send_frame(sock, {"ok": True, "nbytes": 0})
+            while sock.recv(1):
+                pass
+        except OSError:
+            pass
+        finally:
+            with self._cond:
+                self._watchers.discard(sock)
+
+
+# --------------------------------------------------------------------------------------------------
+# client
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    host: str
+    port: int
+    token: bytes
+
+
+class _Conn:
+    def __init__(self, peer: Peer, version: int, timeout_s: float):
+        self.peer, self.version = peer, version
+        self.sock = socket.create_connection((peer.host, peer.port), timeout=timeout_s)
+        self.sock.settimeout(timeout_s)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def request(self, op: str, start: int = 0, end: int = 0) -> None:
+        send_frame(self.sock, sign(self.peer.token, {"op": op, "version": self.version,
+                                                     "start": start, "end": end}))
+
+    def response_header(self, expect: int | None) -> int:
+        head = recv_frame(self.sock)
+        if not head.get("ok"):
+            raise TransferError(f"{self.peer.name} refused: {head.get('error')}")
+        n = head.get("nbytes")
+        if not isinstance(n, int) or (expect is not None and n != expect):
+            raise TransferError(f"{self.peer.name} announced {n!r} bytes, expected {expect}")
+        return n
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def fetch_manifest(peers: Iterable[Peer], version: int, expected_digest: str,
+                   timeout_s: float = DEFAULT_TIMEOUT_S) -> Manifest:
+    """Get the manifest from the first peer that answers with one matching the agreed digest."""
+    errors = []
+    for peer in peers:
+        try:
+            conn = _Conn(peer, version, timeout_s)
+            try:
+                conn.request("manifest")
+                n = conn.response_header(None)
+                if n > MAX_MANIFEST_BYTES:
+                    raise TransferError(f"manifest of {n} bytes is too large")
+                data = bytearray(n)
+                _recv_exact_into(conn.sock, memoryview(data))
+            finally:
+                conn.close()
+            manifest = Manifest.from_bytes(bytes(data))
+            if manifest.digest() != expected_digest:
+                raise CorruptShardError("manifest digest differs from the one agreed by the ranks")
+            return manifest
+        except (OSError, TransferError, SnapshotError, AuthenticationError) as e:
+            errors.append(f"{peer.name}: {e}")
+    raise TransferError("no source delivered the manifest: " + "; ".join(errors))
+
+
+@dataclass
+class PullStats:
+    bytes_by_source: dict[str, int] = field(default_factory=dict)
+    seconds_by_source: dict[str, float] = field(default_factory=dict)
+    failed_sources: dict[str, str] = field(default_factory=dict)
+    corrupt_chunks: int = 0
+    stolen_batches: int = 0
+
+
+class _Work:
+    """Chunk queues per source, shared by the worker threads."""
+
+    def __init__(self, manifest: Manifest, assigned: dict[str, list[int]],
+                 holders: dict[int, set[str]] | None, needed: set[int], batch_chunks: int):
+        self.m = manifest
+        self.batch_chunks = max(1, batch_chunks)
+        self.lock = threading.Lock()
+        self.holders = holders
+        self.bad_from: dict[int, set[str]] = {}
+        self.queues: dict[str, deque[int]] = {}
+        seen: set[int] = set()
+        for name, chunks in assigned.items():
+            for c in chunks:
+                if c in seen or not 0 <= c < manifest.n_chunks:
+                    raise TransferError(f"chunk {c} assigned twice or out of range")
+                if not self.holds(name, c):
+                    raise TransferError(f"chunk {c} assigned to {name}, which does not hold it")
+                seen.add(c)
+            self.queues[name] = deque(sorted(chunks))
+        if seen != needed:
+            raise TransferError(f"plan covers {len(seen)} chunk(s) but {len(needed)} are needed")
+        self.orphans: deque[int] = deque()
+        self.attempts: dict[int, int] = {}
+        self.alive = set(assigned)
+        self.rate: dict[str, float] = {}
+
+    def holds(self, name: str, c: int) -> bool:
+        if name in self.bad_from.get(c, ()):
+            return False  # it sent bytes that failed the digest: ask someone else
+        return self.holders is None or name in self.holders.get(c, ())
+
+    def _take_run(self, q: deque, name: str, from_tail: bool) -> list[int]:
+        """Up to batch_chunks consecutive chunks that `name` holds, from one end of q."""
+        items = list(reversed(q)) if from_tail else list(q)
+        run: list[int] = []
+        for c in items:
+            if not self.holds(name, c):
+                if run:
+                    break
+                continue
+            if run and abs(c - run[-1]) != 1:
+                break
+            run.append(c)
+            if len(run) == self.batch_chunks:
+                break
+        for c in run:
+            q.remove(c)
+        return sorted(run)
+
+    def take(self, name: str, stats: PullStats) -> list[int]:
+        with self.lock:
+            run = self._take_run(self.orphans, name, False)
+            if run:
+                return run
+            if self.queues[name]:
+                return self._take_run(self.queues[name], name, False)
+            # steal from the source expected to finish last, keeping its next batches for it
+            def eta(n):
+                return len(self.queues[n]) / max(self.rate.get(n, 1.0), 1e-9)
+            victims = [n for n in self.alive if n != name
+                       and len(self.queues[n]) > PIPELINE_DEPTH * self.batch_chunks]
+            for victim in sorted(victims, key=eta, reverse=True):
+                run = self._take_run(self.queues[victim], name, True)
+                if run:
+                    stats.stolen_batches += 1
+                    return run
+            return []
+
+    def give_back(self, chunks: Iterable[int]) -> None:
+        with self.lock:
+            self.orphans.extend(sorted(chunks))
+
+    def drop(self, name: str) -> None:
+        with self.lock:
+            self.alive.discard(name)
+            self.orphans.extend(self.queues[name])
+            self.queues[name].clear()
+
+    def bad_chunk(self, c: int, name: str) -> None:
+        with self.lock:
+            self.bad_from.setdefault(c, set()).add(name)
+            self.attempts[c] = self.attempts.get(c, 0) + 1
+            if self.attempts[c] >= MAX_CHUNK_ATTEMPTS:
+                raise CorruptShardError(f"chunk {c} failed its digest {self.attempts[c]} times")
+            self.orphans.append(c)
+
+    def remaining(self) -> int:
+        with self.lock:
+            return len(self.orphans) + sum(len(q) for q in self.queues.values())
+
+    def stranded(self) -> list[int]:
+        """Chunks left that no live source holds."""
+        with self.lock:
+            left = list(self.orphans) + [c for q in self.queues.values() for c in q]
+            return [c for c in left if not any(self.holds(n, c) for n in self.alive)]
+
+
+def _worker(peer: Peer, version: int, work: _Work, view: memoryview, stats: PullStats,
+            timeout_s: float, fatal: list) -> None:
+    m = work.m
+    inflight: deque[list[int]] = deque()
+    conn = None
+    t0 = time.perf_counter()
+    got = 0
+    try:
+        conn = _Conn(peer, version, timeout_s)
+        while True:
+            while len(inflight) < PIPELINE_DEPTH:
+                batch = work.take(peer.name, stats)
+                if not batch:
+                    break
+                start, end = m.chunk_range(batch[0])[0], m.chunk_range(batch[-1])[1]
+                conn.request("range", start, end)
+                inflight.append(batch)
+            if not inflight:
+                break
+            batch = inflight[0]
+            start, end = m.chunk_range(batch[0])[0], m.chunk_range(batch[-1])[1]
+            conn.response_header(end - start)
+            _recv_exact_into(conn.sock, view[start:end])
+            inflight.popleft()
+            for c in batch:
+                a, b = m.chunk_range(c)
+                if chunk_digest(view[a:b]) != m.chunk_digests[c]:
+                    stats.corrupt_chunks += 1
+                    work.bad_chunk(c, peer.name)
+                else:
+                    got += b - a
+            with work.lock:
+                work.rate[peer.name] = got / max(time.perf_counter() - t0, 1e-6)
+    except CorruptShardError as e:
+        fatal.append(e)
+    except (OSError, TransferError, AuthenticationError) as e:
+        stats.failed_sources[peer.name] = f"{type(e).__name__}: {e}"
+        for batch in inflight:
+            work.give_back(batch)
+        work.drop(peer.name)
+    finally:
+        if conn:
+            conn.close()
+        stats.bytes_by_source[peer.name] = stats.bytes_by_source.get(peer.name, 0) + got
+        stats.seconds_by_source[peer.name] = (stats.seconds_by_source.get(peer.name, 0.0)
+                                              + time.perf_counter() - t0)
+
+
+def pull(manifest: Manifest, peers: Iterable[Peer], assigned: dict[str, list[int]], *,
+         holders: dict[int, set[str]] | None = None, buffer: torch.Tensor | None = None,
+         batch_bytes: int = DEFAULT_BATCH_BYTES,
+         timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[torch.Tensor, PullStats]:
+    """Fetch the chunks in `assigned` (peer name -> chunk indices) into `buffer`.
+
+    `buffer` (default: a new one) may already hold the chunks that are not assigned, e.g. a survivor
+    that only lacks the target's BatchNorm statistics. `holders` (chunk -> peer names) limits which
+    peer may serve a chunk when work is stolen or re-planned; default: every peer holds everything.
+    On return every assigned chunk matched its digest.
+    """
+    peers = {p.name: p for p in peers}
+    unknown = set(assigned) - set(peers)
+    if unknown:
+        raise TransferError(f"plan names unknown sources {sorted(unknown)}")
+    needed = {c for chunks in assigned.values() for c in chunks}
+    # Peers with no planned work still join in: they can take orphans and steal.
+    assigned = {name: list(assigned.get(name, [])) for name in peers}
+    work = _Work(manifest, assigned, holders, needed, batch_bytes // manifest.chunk_bytes)
+    if buffer is None:
+        buffer = torch.empty(manifest.size_bytes, dtype=torch.uint8)
+    if buffer.numel() != manifest.size_bytes:
+        raise TransferError("buffer size differs from the manifest")
+    view = memoryview(buffer.numpy()) if manifest.size_bytes else memoryview(bytearray())
+    stats, fatal = PullStats(), []
+    while work.remaining() and not fatal and not work.stranded():
+        threads = [threading.Thread(target=_worker, name=f"chaos-pull-{name}", daemon=True,
+                                    args=(peers[name], manifest.version, work, view, stats,
+                                          timeout_s, fatal))
+                   for name in sorted(work.alive)]
+        if not threads:
+            break
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if fatal:
+        raise fatal[0]
+    if work.remaining():
+        raise TransferError(
+            f"{work.remaining()} chunk(s) undelivered; failed sources: {stats.failed_sources}")
+    return buffer, stats

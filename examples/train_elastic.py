@@ -1,0 +1,124 @@
+"""Horovod elastic training of a ResNet-18-sized CNN on CIFAR-10-shaped data, with chaos_hvd.
+
+The only change from a plain Horovod elastic script is the line marked ``# <- the one-line change``.
+Run it (on one machine, two "hosts" = localhost and 127.0.0.1, as Horovod's own tests do):
+
+    echo localhost:2 > /tmp/hosts; printf '#!/bin/sh\\ncat /tmp/hosts\\n' > /tmp/discover.sh
+    chmod +x /tmp/discover.sh
+    horovodrun -np 2 --min-np 1 --max-np 4 --host-discovery-script /tmp/discover.sh \\
+        --network-interface lo --gloo-timeout-seconds 60 python examples/train_elastic.py
+    # later: echo -e 'localhost:2\\n127.0.0.1:2' > /tmp/hosts   -> two joiners pull the state
+
+Data is deterministic and learnable (a class-dependent pattern plus noise), so every run is
+reproducible and the loss falls. ``--state torch`` runs Horovod's own TorchState for comparison.
+With ``CHAOS_EVENT_LOG`` set, steps, commits, resumes and the final digest are logged as JSON lines
+next to the plugin's own sync events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+import horovod.torch as hvd
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import chaos_hvd  # noqa: E402
+from chaos_hvd.eventlog import EventLog  # noqa: E402
+from chaos_hvd.models import SmallCNN, resnet18  # noqa: E402
+
+
+def make_data(n: int, num_classes: int = 10, seed: int = 1234):
+    g = torch.Generator().manual_seed(seed)
+    patterns = torch.randn(num_classes, 3, 32, 32, generator=g)
+    labels = torch.randint(0, num_classes, (n,), generator=g)
+    images = patterns[labels] + 1.5 * torch.randn(n, 3, 32, 32, generator=g)
+    return torch.utils.data.TensorDataset(images, labels)
+
+
+def params_digest(model: torch.nn.Module) -> str:
+    """Digest of the parameters (BatchNorm statistics are per rank by design, as in Horovod)."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in model.parameters():
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=["resnet18", "medium", "small"], default="resnet18",
+                    help="resnet18: 11.7 M params (93.5 MB state with momentum); medium: 0.27 M; small: 3 k")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--commit-every", type=int, default=2, help="commit every N batches")
+    ap.add_argument("--step-sleep", type=float, default=0.0,
+                    help="seconds to sleep per step (stretches short test runs)")
+    ap.add_argument("--state", choices=["chaos", "torch"], default="chaos")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    hvd.init()
+    torch.manual_seed(args.seed + hvd.rank())  # different inits per rank: sync must fix that
+    torch.set_num_threads(1)
+    log = EventLog(os.environ.get("CHAOS_EVENT_LOG"), source="train_elastic")
+
+    dataset = make_data(args.samples)
+    model = {"resnet18": lambda: resnet18(10), "medium": lambda: SmallCNN(10, width=32, hidden=512),
+             "small": lambda: SmallCNN(10)}[args.model]()
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
+    optimizer = hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.8)
+    sampler = hvd.elastic.ElasticSampler(dataset, shuffle=True, seed=args.seed)
+
+    StateClass = chaos_hvd.ChaosState if args.state == "chaos" else hvd.elastic.TorchState
+    state = StateClass(model, optimizer, lr_scheduler=scheduler,  # <- the one-line change
+                       train_sampler=sampler, epoch=0, step=0)
+
+    @hvd.elastic.run
+    def train(state):
+        log.write("resumed", rank=hvd.rank(), size=hvd.size(), host=os.environ.get("HOROVOD_HOSTNAME"),
+                  step=state.step, epoch=state.epoch, lr=state.lr_scheduler.get_last_lr()[0],
+                  digest=params_digest(state.model))
+        while state.epoch < args.epochs:
+            loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size,
+                                                 sampler=state.train_sampler)
+            state.model.train()
+            for images, labels in loader:
+                state.optimizer.zero_grad()
+                loss = F.cross_entropy(state.model(images), labels)
+                loss.backward()
+                state.optimizer.step()
+                state.lr_scheduler.step()
+                state.train_sampler.record_batch(0, args.batch_size)
+                state.step += 1
+                log.write("step", rank=hvd.rank(), size=hvd.size(), step=state.step,
+                          epoch=state.epoch, loss=loss.item(), lr=state.lr_scheduler.get_last_lr()[0],
+                          host=os.environ.get("HOROVOD_HOSTNAME"))
+                if args.step_sleep:
+                    time.sleep(args.step_sleep)
+                if state.step % args.commit_every == 0:
+                    log.write("commit", rank=hvd.rank(), size=hvd.size(), step=state.step)
+                    state.commit()
+            state.epoch += 1
+            state.train_sampler.set_epoch(state.epoch)
+            log.write("commit", rank=hvd.rank(), size=hvd.size(), step=state.step)
+            state.commit()
+
+    t0 = time.time()
+    train(state)
+    log.write("final", rank=hvd.rank(), size=hvd.size(), step=state.step,
+              digest=params_digest(state.model), seconds=time.time() - t0)
+    if hvd.rank() == 0:
+        print(f"done: {state.step} steps, world size {hvd.size()}, digest {params_digest(state.model)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Property tests of the pure shard scheduler."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from scipy.optimize import linprog
+
+from chaos_hvd.errors import SchedulerInputError
+from chaos_hvd.scheduler import (ALGORITHMS, Joiner, Problem, Source, lower_bound, make_plan,
+                                 optimal_fluid_makespan, plan_greedy)
+
+MB = 1e6 / 8
+
+
+@st.composite
+def problems(draw, max_sources=5, max_joiners=3, ready=True, caps=True):
+    n_src = draw(st.integers(1, max_sources))
+    n_j = draw(st.integers(1, max_joiners))
+    chunk = draw(st.sampled_from([1024, 4096, 65536]))
+    size = draw(st.integers(1, 400)) * chunk - draw(st.integers(0, chunk - 1))
+    sources = tuple(Source(f"s{i}", draw(st.floats(5, 1000)) * MB,
+                           draw(st.floats(0, 0.5)) if ready else 0.0) for i in range(n_src))
+    joiners = tuple(Joiner(f"j{i}", draw(st.floats(20, 2000)) * MB
+                           if caps and draw(st.booleans()) else None) for i in range(n_j))
+    links = {}
+    for s in sources:
+        for j in joiners:
+            if draw(st.integers(0, 4)) == 0:
+                links[(s.name, j.name)] = draw(st.floats(5, 1000)) * MB
+    return Problem(max(size, 1), sources, joiners, links, chunk)
+
+
+def lp_makespan(p: Problem) -> float:
+    """Independent check: bisection on T with an LP feasibility test (scipy), not max-flow."""
+    def feasible(T):
+        cuts = sorted({0.0, T, *(s.ready_s for s in p.sources if s.ready_s < T)})
+        ivs = list(zip(cuts, cuts[1:]))
+        U, J, K = len(p.sources), len(p.joiners), len(ivs)
+        idx = lambda u, j, k: (u * J + j) * K + k  # noqa: E731
+        n = U * J * K
+        A_ub, b_ub, A_eq, b_eq, bounds = [], [], [], [], []
+        for u, s in enumerate(p.sources):
+            for j, jn in enumerate(p.joiners):
+                for k, (a, b) in enumerate(ivs):
+                    active = max(0.0, b - max(a, s.ready_s))
+                    bounds.append((0, p.pair_rate(s, jn) * active))
+        for j in range(J):
+            row = np.zeros(n)
+            for u in range(U):
+                for k in range(K):
+                    row[idx(u, j, k)] = 1
+            A_eq.append(row)
+            b_eq.append(p.size_bytes)
+        for u, s in enumerate(p.sources):
+            for k, (a, b) in enumerate(ivs):
+                row = np.zeros(n)
+                for j in range(J):
+                    row[idx(u, j, k)] = 1
+                A_ub.append(row)
+                b_ub.append(s.egress_bytes_per_s * max(0.0, b - max(a, s.ready_s)))
+        for j, jn in enumerate(p.joiners):
+            if jn.ingress_bytes_per_s:
+                for k, (a, b) in enumerate(ivs):
+                    row = np.zeros(n)
+                    for u in range(U):
+                        row[idx(u, j, k)] = 1
+                    A_ub.append(row)
+                    b_ub.append(jn.ingress_bytes_per_s * (b - a))
+        res = linprog(np.zeros(n), A_ub=np.array(A_ub), b_ub=b_ub, A_eq=np.array(A_eq), b_eq=b_eq,
+                      bounds=bounds, method="highs")
+        return res.status == 0
+
+    lo, hi = 0.0, 1.0
+    while not feasible(hi):
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if feasible(mid) else (mid, hi)
+    return hi
+
+
+def covers_exactly_once(p, plan):
+    for j in p.joiners:
+        ranges = sorted((a.start, a.end) for a in plan.for_joiner(j.name))
+        pos = 0
+        for a, b in ranges:
+            assert a == pos and b > a
+            assert a % p.chunk_bytes == 0
+            pos = b
+        assert pos == p.size_bytes
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems(), st.sampled_from(ALGORITHMS))
+def test_every_byte_assigned_once_and_makespan_at_least_bound(p, algorithm):
+    plan = make_plan(p, algorithm)
+    covers_exactly_once(p, plan)
+    assert plan.makespan_s >= plan.bound_s * (1 - 1e-6)
+    assert plan.bound_s == pytest.approx(lower_bound(p))
+
+
+@settings(max_examples=30, deadline=None)
+@given(problems(max_sources=4, max_joiners=2))
+def test_optimal_within_one_percent_of_lp(p):
+    lp = lp_makespan(p)
+    assert optimal_fluid_makespan(p) <= lp * 1.01 + 1e-9
+    assert optimal_fluid_makespan(p) >= lp * 0.99 - 1e-9
+
+
+@settings(max_examples=30, deadline=None)
+@given(problems(max_sources=5, max_joiners=1, caps=False))
+def test_rounded_optimal_plan_close_to_fluid_optimum(p):
+    plan = make_plan(p, "optimal")
+    slack = max(p.chunk_bytes / p.pair_rate(s, p.joiners[0]) for s in p.sources)
+    assert plan.makespan_s <= optimal_fluid_makespan(p) * 1.01 + slack
+
+
+def brute_force(sizes, m):
+    best = math.inf
+    for assign in itertools.product(range(m), repeat=len(sizes)):
+        loads = [0] * m
+        for s, a in zip(sizes, assign):
+            loads[a] += s
+        best = min(best, max(loads))
+    return best
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 3), st.lists(st.integers(1, 100), min_size=1, max_size=8))
+def test_greedy_lpt_within_graham_bound(m, sizes):
+    rate = 1000.0
+    p = Problem(sum(sizes), tuple(Source(f"s{i}", rate) for i in range(m)), (Joiner("j"),),
+                tensor_sizes=tuple(sizes))
+    plan = plan_greedy(p, shard_overhead_s=0.0)
+    opt = brute_force(sizes, m) / rate
+    assert plan.makespan_s <= (4 / 3 - 1 / (3 * m)) * opt + 1e-9
+
+
+@settings(max_examples=30, deadline=None)
+@given(problems(max_joiners=1, caps=False, ready=False))
+def test_greedy_bytes_within_graham_factor_of_optimal(p):
+    if p.n_chunks < 64 * len(p.sources):
+        return  # the factor is about scheduling, not about a state smaller than a few chunks
+    greedy = make_plan(p, "greedy")
+    covers_exactly_once(p, greedy)
+    m = len(p.sources)
+    assert greedy.makespan_s <= (4 / 3 - 1 / (3 * m)) * optimal_fluid_makespan(p)
+
+
+def test_baseline_network_from_baseline_md():
+    rates = [78.3, 47.2, 137.2, 33.0, 116.5]
+    p = Problem(93_554_656, tuple(Source(f"h{i}", r * MB) for i, r in enumerate(rates)),
+                (Joiner("h6"),), chunk_bytes=256 * 1024)
+    assert lower_bound(p) == pytest.approx(1.816, abs=0.001)
+    assert make_plan(p, "optimal").makespan_s < 1.01 * lower_bound(p) + 0.01
+    capped = Problem(p.size_bytes, p.sources, (Joiner("h6", 300 * MB),), chunk_bytes=256 * 1024)
+    assert lower_bound(capped) == pytest.approx(2.495, abs=0.001)
+    assert make_plan(capped, "optimal").makespan_s < 1.01 * lower_bound(capped) + 0.01
+    assert make_plan(p, "single").makespan_s == pytest.approx(93_554_656 / (137.2 * MB))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(size_bytes=0), "size_bytes"),
+    (dict(sources=()), "no sources"),
+    (dict(joiners=()), "no joiners"),
+    (dict(sources=(Source("a", 0.0),)), "positive"),
+    (dict(sources=(Source("a", float("inf")),)), "positive"),
+    (dict(sources=(Source("a", 1.0, -1.0),)), "ready_s"),
+    (dict(sources=(Source("a", 1.0), Source("a", 2.0))), "duplicate"),
+    (dict(link_bytes_per_s={("x", "j"): 1.0}), "unknown"),
+    (dict(chunk_bytes=0), "chunk_bytes"),
+])
+def test_invalid_problems_raise_typed_errors(kwargs, match):
+    base = dict(size_bytes=100, sources=(Source("a", 1.0),), joiners=(Joiner("j"),))
+    base.update(kwargs)
+    with pytest.raises(SchedulerInputError, match=match):
+        Problem(**base)
+
+
+def test_unknown_algorithm():
+    p = Problem(10, (Source("a", 1.0),), (Joiner("j"),))
+    with pytest.raises(SchedulerInputError, match="unknown algorithm"):
+        make_plan(p, "magic")
