@@ -1,0 +1,51 @@
+"""Commit cost: ChaosState.save() vs Horovod's TorchState.save() on the same ResNet-18 + SGD state.
+
+Both measured side by side in one process (no hvd.init needed: save() is local). Prints the figures,
+then one JSON line. Usage: python bench/bench_commit.py [--repeats 10]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import horovod.torch as hvd  # noqa: E402
+
+from chaos_hvd.hvd_adapter import ChaosState  # noqa: E402
+from chaos_hvd.models import resnet18  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=10)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    model = resnet18()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    opt.step()  # creates momentum buffers: the state is 93.5 MB like BASELINE.md's
+    sched = torch.optim.lr_scheduler.StepLR(opt, 10)
+    chaos = ChaosState(model, opt, lr_scheduler=sched, epoch=0, batch=0)
+    torch_state = hvd.elastic.TorchState(model, opt, lr_scheduler=sched, epoch=0, batch=0)
+    times = {"chaos": [], "torch": []}
+    for _ in range(args.repeats):  # interleaved, so both see the same machine load
+        for name, state in (("chaos", chaos), ("torch", torch_state)):
+            t = time.perf_counter()
+            state.save()
+            times[name].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    size = chaos._snapshot.size_bytes
+    print(f"state {size / 1e6:.1f} MB; median of {args.repeats}: ChaosState.save {med['chaos'] * 1e3:.1f} ms, "
+          f"TorchState.save {med['torch'] * 1e3:.1f} ms, ratio torch/chaos {med['torch'] / med['chaos']:.2f}")
+    print(json.dumps({"bench": "commit", "state_bytes": size, "chaos_save_s": med["chaos"],
+                      "torch_save_s": med["torch"], "torch_over_chaos": med["torch"] / med["chaos"],
+                      "repeats": args.repeats}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Sync time per strategy on localhost: a real elastic horovodrun job grows from 2 to 4 workers.
+
+For each strategy, the two joiners' sync ``total_s`` and ``transfer_s`` (from the event log) are
+reported, and ratios against ``chaos``. All strategies run in this one invocation, one after the other,
+on the same machine. Loopback has no link limits, so on 2 cores this measures the software path
+(memory copies, hashing, Horovod's broadcasts), not a network: see the README for the edge-network
+comparison. Ends with one JSON line. Usage: python bench/bench_sync.py [--model resnet18]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from chaos_hvd.elastic_job import ElasticJob  # noqa: E402
+
+STRATEGIES = ("chaos", "single", "checkpoint", "broadcast")
+
+
+def run(strategy, model, bandwidth):
+    workdir = tempfile.mkdtemp(prefix=f"chaos-bench-{strategy}-")
+    env = {"CHAOS_SYNC_STRATEGY": strategy, "CHAOS_CHECKPOINT_DIR": os.path.join(workdir, "ckpt"),
+           "CHAOS_BANDWIDTH": bandwidth}
+    args = ["--model", model, "--epochs", "40", "--samples", "128", "--batch-size", "8", "--step-sleep", "0.05",
+            "--commit-every", "2"]
+    with ElasticJob(args, ["localhost:2"], np=2, min_np=2, max_np=4, env=env, workdir=workdir,
+                    gloo_timeout_s=600) as job:
+        job.wait_for(lambda ev: any(e["event"] == "commit" for e in ev), 600, "a commit")
+        job.set_hosts(["localhost:2", "127.0.0.1:2"])
+        syncs = job.wait_for(lambda ev: [e for e in ev if e["event"] == "sync" and e["size"] == 4]
+                             if sum(e["event"] == "sync" and e["size"] == 4 for e in ev) >= 4 else [],
+                             900, "the sync at size 4")
+    joiners = [s for s in syncs if s["role"] == "needer" and s.get("needed_chunks", 0) != 1]
+    return {"total_s": statistics.median(s["total_s"] for s in joiners),
+            "transfer_s": statistics.median(s["transfer_s"] for s in joiners),
+            "state_bytes": syncs[0]["state_bytes"],
+            "sources_used": max(len([v for v in (s.get("bytes_per_source") or {}).values() if v])
+                                for s in joiners)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="resnet18", choices=["resnet18", "medium", "small"])
+    ap.add_argument("--bandwidth", default="", help="CHAOS_BANDWIDTH for the chaos plan")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    args = ap.parse_args()
+    results = {s: run(s, args.model, args.bandwidth) for s in args.strategies.split(",")}
+    for s, r in results.items():
+        ratio = r["total_s"] / results["chaos"]["total_s"] if "chaos" in results else float("nan")
+        print(f"{s:10} joiner sync {r['total_s']:.3f} s (transfer {r['transfer_s']:.3f} s) "
+              f"sources used {r['sources_used']}  x{ratio:.2f} of chaos")
+    print(json.dumps({"bench": "sync", "model": args.model, "results": results}))
+
+
+if __name__ == "__main__":
+    main()
