@@ -103,3 +103,27 @@ class ElasticJob:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def join_then_crash(job: ElasticJob, *, joiner_host: str = "127.0.0.1:2", victim_host: str = "localhost",
+                    commits_before_join: int = 4, steps_after_join: int = 8,
+                    timeout_s: float = 120) -> dict:
+    """The canonical scenario on a started job (begun on `localhost:2` with max_np >= 4).
+
+    Wait for commits at size 2, add `joiner_host`, wait for training at size 4, SIGKILL the newest
+    worker on `victim_host`, and wait until training resumes at size 2. Returns the victim's last
+    step event and the crash-to-resumed-training time (``recovery_s``, monotonic clock).
+    """
+    job.wait_for(lambda ev: any(e["event"] == "commit" and e["size"] == 2
+                                and e["step"] >= commits_before_join for e in ev),
+                 timeout_s, "commits at size 2")
+    job.set_hosts(["localhost:2", joiner_host])
+    job.wait_for(lambda ev: sum(e["event"] == "step" and e["size"] == 4 for e in ev) >= steps_after_join,
+                 timeout_s, "training at size 4")
+    victim = [e for e in job.events("step") if e["size"] == 4 and e["host"] == victim_host][-1]
+    os.kill(victim["pid"], signal.SIGKILL)
+    killed_at = time.monotonic()
+    resumed = job.wait_for(lambda ev: [e for e in ev if e["event"] == "step"
+                                       and e["t_mono"] > killed_at and e["size"] == 2],
+                           timeout_s, "training resumed after the crash")
+    return {"victim": victim, "recovery_s": resumed[0]["t_mono"] - killed_at}

@@ -242,7 +242,7 @@ class ChaosState(State):
         record.update(algorithm=plan.algorithm, plan_s=t1 - t0, transfer_s=t2 - t1,
                       load_s=time.perf_counter() - t2,
                       predicted_makespan_s=plan.predicted_makespan_s, bound_s=plan.bound_s,
-                      needed_chunks=len(roles.needs[rank]),
+                      needed_chunks=len(roles.needs[rank]), needed_bytes=roles.needed_bytes(rank),
                       planned_bytes_per_source=plan.bytes_by_source(roles),
                       bytes_per_source=stats.bytes_by_source,
                       failed_sources=stats.failed_sources, corrupt_chunks=stats.corrupt_chunks,

@@ -80,8 +80,10 @@ class Roles:
 
     @property
     def transfer_bytes(self) -> int:
-        return sum(min(self.chunk_bytes, self.size_bytes - c * self.chunk_bytes)
-                   for chunks in self.needs.values() for c in chunks)
+        return sum(self.needed_bytes(r) for r in self.needs)
+
+    def needed_bytes(self, rank: int) -> int:
+        return sum(_chunk_len(self, c) for c in self.needs.get(rank, ()))
 
     def role_of(self, rank: int) -> str:
         return "needer" if rank in self.needs else "source"

@@ -185,7 +185,7 @@ def _active_len(src: Source, interval: tuple[float, float]) -> float:
 
 def _min_time_for(volume: float, rate_at: Sequence[tuple[float, float]]) -> float:
     """Smallest T with integral_0^T rate(t) dt >= volume; rate_at = [(from_t, rate)] steps, sorted."""
-    done, t = 0.0, 0.0
+    done = 0.0
     for i, (start, rate) in enumerate(rate_at):
         end = rate_at[i + 1][0] if i + 1 < len(rate_at) else math.inf
         if rate > 0 and done + rate * (end - start) >= volume:

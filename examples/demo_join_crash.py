@@ -6,13 +6,11 @@ Prints one line per sync and the crash-to-resumed-training time. Usage:
 
 import argparse
 import os
-import signal
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from chaos_hvd.elastic_job import ElasticJob  # noqa: E402
+from chaos_hvd.elastic_job import ElasticJob, join_then_crash  # noqa: E402
 
 
 def main():
@@ -29,18 +27,10 @@ def main():
     job = ElasticJob(train, ["localhost:2"], np=2, min_np=2, max_np=4, env=env, workdir=workdir)
     print(f"work dir {workdir}; starting 2 workers ({args.model}, strategy {args.strategy})")
     with job:
-        job.wait_for(lambda ev: any(e["event"] == "commit" and e["step"] >= 2 for e in ev), 300, "commits")
-        print("adding host 127.0.0.1 with 2 slots")
-        job.set_hosts(["localhost:2", "127.0.0.1:2"])
-        job.wait_for(lambda ev: sum(e["event"] == "step" and e["size"] == 4 for e in ev) >= 4, 300,
-                     "training at size 4")
-        victim = [e for e in job.events("step") if e["size"] == 4 and e["host"] == "localhost"][-1]
-        print(f"SIGKILL rank {victim['rank']} (pid {victim['pid']})")
-        os.kill(victim["pid"], signal.SIGKILL)
-        t = time.monotonic()
-        r = job.wait_for(lambda ev: [e for e in ev if e["event"] == "step" and e["t_mono"] > t
-                                     and e["size"] == 2], 300, "resume")
-        print(f"crash -> resumed training: {r[0]['t_mono'] - t:.2f} s")
+        print("training; host 127.0.0.1 (2 slots) joins after 2 commits, then a worker is SIGKILLed")
+        result = join_then_crash(job, commits_before_join=2, steps_after_join=4, timeout_s=600)
+        print(f"SIGKILLed rank {result['victim']['rank']} (pid {result['victim']['pid']}); "
+              f"crash -> resumed training: {result['recovery_s']:.2f} s")
         rc = job.wait(1800)
     for e in job.events("sync"):
         src = e.get("bytes_per_source") or {}

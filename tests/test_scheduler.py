@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from scipy.optimize import linprog
 
 from chaos_hvd.errors import SchedulerInputError
-from chaos_hvd.scheduler import (ALGORITHMS, Joiner, Problem, Source, lower_bound, make_plan,
+from chaos_hvd.scheduler import (ALGORITHMS, DEFAULT_SHARD_OVERHEAD_S, Joiner, Problem, Source, lower_bound, make_plan,
                                  optimal_fluid_makespan, plan_greedy)
 
 MB = 1e6 / 8
@@ -140,11 +140,17 @@ def test_greedy_lpt_within_graham_bound(m, sizes):
 
 
 @settings(max_examples=30, deadline=None)
-@given(problems(max_joiners=1, caps=False, ready=False))
-def test_greedy_bytes_within_graham_factor_of_optimal(p):
-    if p.n_chunks < 64 * len(p.sources):
-        return  # the factor is about scheduling, not about a state smaller than a few chunks
-    greedy = make_plan(p, "greedy")
+@given(st.lists(st.floats(5, 1000), min_size=1, max_size=5), st.integers(64, 400),
+       st.sampled_from([(4096, 0.0), (256 * 1024, DEFAULT_SHARD_OVERHEAD_S)]))
+def test_greedy_bytes_within_graham_factor_of_optimal(rates, chunks_per_source, chunk_overhead):
+    # The factor is about scheduling many shards, so every source gets >= 64 chunks' worth. With
+    # the default per-shard overhead the rule trades shard count for size, so it is checked on
+    # states large enough for that overhead to be small (256 KiB chunks, as ChaosState uses).
+    chunk, overhead = chunk_overhead
+    p = Problem(chunks_per_source * len(rates) * chunk,
+                tuple(Source(f"s{i}", r * MB) for i, r in enumerate(rates)), (Joiner("j"),),
+                chunk_bytes=chunk)
+    greedy = plan_greedy(p, shard_overhead_s=overhead)
     covers_exactly_once(p, greedy)
     m = len(p.sources)
     assert greedy.makespan_s <= (4 / 3 - 1 / (3 * m)) * optimal_fluid_makespan(p)
