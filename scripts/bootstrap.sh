@@ -22,7 +22,7 @@ PY="${CHAOS_PYTHON:-python3}"
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
-apt_packages=(mininet iperf3 openssh-server nftables iptables iproute2 ethtool
+apt_packages=(mininet iperf3 iputils-ping openssh-server nftables iptables iproute2 ethtool
               libnetfilter-queue-dev libnfnetlink-dev cmake g++ make)
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -90,8 +90,9 @@ if [ -d /usr/lib/python3/dist-packages/mininet ] && ! "$VPY" -c "import mininet"
   echo "$VENV/debian-mininet" >"$SITE/debian-mininet.pth"
 fi
 
-if ! "$VPY" -c "import chaos_hvd, yaml, pyroute2, hypothesis, scipy" 2>/dev/null; then
-  log "installing chaos-hvd (editable) with test extras"
-  pip_q -e "$REPO[test]"
+if ! "$VPY" -c "import chaos_hvd, testbed, yaml, pyroute2, hypothesis, scipy, netfilterqueue" 2>/dev/null \
+   || ! [ -x "$VENV/bin/chaos-testbed" ]; then
+  log "installing chaos-hvd (editable) with test and testbed extras"
+  pip_q -e "$REPO[test,testbed]"
 fi
 echo "$VENV"

@@ -1,0 +1,68 @@
+"""Run a fault-injection suite: ``sudo python -m ci.run_suite ci/suites/<name>.yaml [--out DIR]``.
+
+A suite names a topology, a fault schedule, the training arguments and the invariants to check
+(ci/checks.py). It runs ``chaos-testbed run`` with a real elastic ``horovodrun`` of
+examples/train_elastic.py using ChaosState, then checks the timeline and the event log.
+Exit status 0 = every invariant held; the failures are printed otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import yaml
+
+from chaos_hvd.eventlog import read_events
+
+from . import checks
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def horovod_command(suite: dict) -> list[str]:
+    h = suite.get("horovod", {})
+    return ["horovodrun", "-np", "{np}", "--min-np", str(h.get("min_np", 1)),
+            "--max-np", "{max_np}", "--host-discovery-script", "{discovery}",
+            "--network-interface", "eth0",
+            "--gloo-timeout-seconds", str(h.get("gloo_timeout_s", 30)),
+            "python", os.path.join(REPO, "examples", "train_elastic.py"),
+            *[str(a) for a in suite.get("train", [])]]
+
+
+def run(path: str, out: str | None = None) -> tuple[list[str], dict]:
+    from testbed.cli import main as testbed_main
+    with open(path) as f:
+        suite = yaml.safe_load(f)
+    out = out or os.path.join(REPO, "results", f"ci-{suite['name']}-{time.strftime('%H%M%S')}")
+    argv = ["run", os.path.join(REPO, suite["topology"]), "--out", out,
+            "--timeout", str(suite.get("timeout_s", 600))]
+    if suite.get("faults"):
+        argv += ["--faults", os.path.join(REPO, suite["faults"])]
+    rc = testbed_main(argv + ["--"] + horovod_command(suite))
+    timeline = read_events(os.path.join(out, "timeline.jsonl"))
+    events_path = os.path.join(out, "events.jsonl")
+    events = read_events(events_path) if os.path.exists(events_path) else []
+    failures = checks.check_run(timeline, events, suite.get("expect", {}))
+    if rc != 0 and not failures:
+        failures.append(f"chaos-testbed run exited with {rc}")
+    return failures, {"out": out, "rc": rc, "timeline": timeline, "events": events}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("suite")
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    failures, result = run(args.suite, args.out)
+    summary = {"suite": args.suite, "ok": not failures, "failures": failures,
+               "out": result["out"]}
+    print(json.dumps(summary))
+    return 0 if not failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

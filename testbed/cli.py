@@ -1,0 +1,349 @@
+"""``chaos-testbed``: emulate an edge cluster on this machine and inject faults into a real run.
+
+    sudo chaos-testbed run topologies/paper-5plus1-small.yaml --faults ci/faults/join-crash-flap.yaml \\
+        -- horovodrun -np {np} --min-np 2 --max-np {max_np} \\
+           --host-discovery-script {discovery} --network-interface eth0 python examples/...
+    sudo chaos-testbed up topologies/wifi-mesh-8.yaml        # foreground; Ctrl-C tears down
+    sudo chaos-testbed inject link_down link=j3-ap1          # into the running testbed
+    sudo chaos-testbed show | down | clean
+    chaos-testbed check topologies/x.yaml [--faults f.yaml]  # validate files (no root)
+    chaos-testbed probe                                       # what this kernel can emulate
+
+``{discovery}``, ``{hosts}``, ``{np}``, ``{max_np}``, ``{out}`` and ``{event_log}`` in the command are
+replaced. Exit codes: the command's own status for ``run``; 2 bad input, 3 missing kernel feature,
+4 verification failed, 77 not root, 130 interrupted, 1 other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from .errors import InputError, TestbedError
+
+EXIT_INTERRUPTED = 130
+
+
+class _Interrupted(BaseException):
+    pass
+
+
+_MAIN_PID = os.getpid()
+
+
+def _on_signal(signum, _frame):
+    if os.getpid() != _MAIN_PID:
+        # a forked helper (pyroute2 runs netns work in children): die as if unhandled
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise _Interrupted(signal.Signals(signum).name)
+
+
+def _install_signal_handlers() -> None:
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+
+
+def _say(msg: str) -> None:
+    print(f"chaos-testbed: {msg}", file=sys.stderr, flush=True)
+
+
+def _progress(entry: dict) -> None:
+    if entry["event"] == "fault":
+        extra = f" at step {entry['step_seen']}" if entry.get("at_step") is not None else ""
+        _say(f"[{entry['t_rel']:8.2f}s] {entry['action']} {entry['target']}{extra} "
+             f"(applied in {entry['applied_ms']:.1f} ms)")
+    elif entry["event"] == "fault_error":
+        _say(f"[{entry['t_rel']:8.2f}s] FAILED {entry['action']} {entry['target']}: "
+             f"{entry['error']}")
+
+
+def _load(args):
+    from .faults import Schedule, chaos_schedule, load_schedule
+    from .topology import load_topology
+    topo = load_topology(args.topology)
+    schedule = Schedule()
+    if getattr(args, "faults", None):
+        schedule = load_schedule(args.faults, topo)
+    if getattr(args, "chaos_seed", None) is not None:
+        extra = chaos_schedule(topo, args.chaos_seed, args.chaos_duration, args.chaos_interval)
+        schedule = Schedule(schedule.actions + extra.actions, args.chaos_seed)
+    return topo, schedule
+
+
+def _default_out(topo) -> str:
+    return os.path.join("results", f"testbed-{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _verify(tb, args) -> None:
+    from .verify import verify
+    report = verify(tb.net, seconds=args.verify_seconds, strict=True)
+    with open(os.path.join(tb.out_dir, "verify.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    for r in report["rate"]:
+        conf = r["configured_bps"]
+        _say(f"verify {r['src']}->{r['dst']}: {r['measured_bps'] / 1e6:.1f} Mbit/s measured, "
+             + ("unshaped" if conf is None else f"{conf / 1e6:.1f} configured"))
+    for r in report["rtt"]:
+        _say(f"verify ping {r['src']}->{r['dst']}: {r['measured_ms']} ms measured, "
+             f"{r['configured_ms']:.2f} ms configured (+ ~0.1 ms bridge)")
+
+
+def cmd_check(args) -> int:
+    topo, schedule = _load(args)
+    _say(f"{args.topology}: {len(topo.nodes)} hosts, {len(topo.switches)} switches, "
+         f"{len(topo.links)} links: OK")
+    if args.faults or args.chaos_seed is not None:
+        for a in schedule.expand():
+            when = f"{a.at_s + a.offset_s:.3f}s" if a.at_s is not None else \
+                f"step {a.at_step}+{a.offset_s:g}s"
+            print(f"{when:>14}  {a.action:<10} {a.target}")
+    return 0
+
+
+def cmd_probe(args) -> int:
+    from .capabilities import probe
+    caps = probe()
+    print(json.dumps(caps.as_dict(), indent=1))
+    for line in caps.fallbacks():
+        _say(line)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .emulation import Testbed, require_root
+    from .executor import Executor
+    require_root()
+    topo, schedule = _load(args)
+    if topo.launcher is None:
+        raise InputError(f"topology {topo.name!r} has no launcher node; add "
+                         "{name: ctl, role: launcher} linked to a switch", args.topology)
+    command = args.command
+    if not command:
+        raise InputError("run needs a command after --")
+    _install_signal_handlers()
+    out = args.out or _default_out(topo)
+    with Testbed(topo, out) as tb:
+        _say(f"testbed {tb.reg.id} up: {len(topo.nodes)} hosts; timeline {tb.timeline_path}")
+        for line in tb.caps.fallbacks():
+            _say(line)
+        if args.verify:
+            _verify(tb, args)
+        ph = tb.placeholders()
+        argv = [_substitute(a, ph) for a in command]
+        env = {"CHAOS_EVENT_LOG": ph["event_log"], "CHAOS_TESTBED_DISCOVERY": ph["discovery"],
+               "CHAOS_TESTBED_OUT": tb.out_dir, "CHAOS_BANDWIDTH": "@" + ph["bandwidth"],
+               "PYTHONUNBUFFERED": "1"}
+        ex = Executor(tb, schedule, ph["event_log"], progress=_progress)
+        tb.log("command_start", argv=argv, host=topo.launcher.name)
+        proc = tb.hosts.launch(topo.launcher.name, argv, env)
+        ex.start()
+        try:
+            rc = proc.wait(timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            tb.log("command_timeout", timeout_s=args.timeout)
+            _say(f"command still running after {args.timeout} s: stopping it")
+            proc.terminate()
+            try:
+                rc = proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
+            rc = rc or 124
+        ex.stop()
+        tb.log("command_exit", rc=rc, pending_actions=len(ex.pending))
+        if ex.pending:
+            _say(f"{len(ex.pending)} scheduled action(s) never fired (the command ended first)")
+        _say(f"command exited with {rc}; tearing down")
+    return rc
+
+
+def _substitute(arg: str, ph: dict) -> str:
+    for key, value in ph.items():
+        arg = arg.replace("{" + key + "}", value)
+    return arg
+
+
+def cmd_up(args) -> int:
+    import threading
+
+    from .control import ControlServer
+    from .emulation import Testbed, require_root
+    require_root()
+    topo, _ = _load(args)
+    _install_signal_handlers()
+    stop = threading.Event()
+    with Testbed(topo, args.out or _default_out(topo)) as tb:
+        if args.verify:
+            _verify(tb, args)
+        server = ControlServer(tb, stop.set)
+        server.start()
+        d = tb.describe()
+        for name, h in d["hosts"].items():
+            print(f"{name:<12} {h['ip']:<15} {h['role']:<8} ip netns exec {h['netns']} ...")
+        print(f"discovery script: {tb.discovery_script}")
+        _say(f"testbed {tb.reg.id} up; 'chaos-testbed down' or Ctrl-C to tear down")
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            server.close()
+    return 0
+
+
+def _running(ident: str | None):
+    from .registry import Registry
+    regs = [r for r in Registry.all() if r.owner_alive()]
+    if ident:
+        regs = [r for r in regs if r.id == ident]
+    if not regs:
+        raise TestbedError("no running testbed" + (f" with id {ident}" if ident else ""))
+    if len(regs) > 1:
+        raise InputError(f"several testbeds are running ({', '.join(r.id for r in regs)}): "
+                         "pass --id")
+    return regs[0]
+
+
+def cmd_inject(args) -> int:
+    import yaml
+
+    from .control import request
+    from .emulation import require_root
+    require_root()
+    action = {"action": args.action}
+    for kv in args.params:
+        if "=" not in kv:
+            raise InputError(f"expected key=value, got {kv!r}")
+        k, v = kv.split("=", 1)
+        action[k] = yaml.safe_load(v)
+    reply = request(_running(args.id).dir, {"op": "inject", "action": action})
+    if not reply.get("ok"):
+        raise InputError(reply.get("error", "inject failed"))
+    for entry in reply["applied"]:
+        _progress(entry)
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .control import request
+    from .emulation import require_root
+    from .registry import Registry
+    require_root()
+    regs = Registry.all()
+    if not regs:
+        _say("no testbed instances")
+    for reg in regs:
+        if reg.owner_alive():
+            print(json.dumps(request(reg.dir, {"op": "show"})["testbed"], indent=1))
+        else:
+            _say(f"instance {reg.id}: owner gone, leftovers recorded ('chaos-testbed clean')")
+    return 0
+
+
+def cmd_down(args) -> int:
+    from .control import request
+    from .emulation import require_root
+    require_root()
+    reg = _running(args.id)
+    request(reg.dir, {"op": "down"})
+    for _ in range(200):
+        if not os.path.exists(reg.dir):
+            return 0
+        time.sleep(0.05)
+    raise TestbedError(f"testbed {reg.id} did not go down; try 'chaos-testbed clean --force'")
+
+
+def cmd_clean(args) -> int:
+    from .emulation import require_root
+    from .registry import clean_all
+    require_root()
+    cleaned, problems = clean_all(force=args.force)
+    _say(f"cleaned {len(cleaned)} instance(s)" + (f": {', '.join(cleaned)}" if cleaned else ""))
+    for p in problems:
+        _say(f"could not remove: {p}")
+    return 1 if problems else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="chaos-testbed", description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(__doc__.splitlines()[2:]))
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def files(p, faults=True):
+        p.add_argument("topology")
+        if faults:
+            p.add_argument("--faults", help="fault schedule YAML")
+            p.add_argument("--chaos-seed", type=int, help="add a seeded random schedule")
+            p.add_argument("--chaos-duration", type=float, default=60.0)
+            p.add_argument("--chaos-interval", type=float, default=10.0)
+
+    def verify_opts(p):
+        p.add_argument("--verify", action="store_true",
+                       help="measure rates (iperf3) and RTTs and fail outside ±5%%")
+        p.add_argument("--verify-seconds", type=float, default=3.0)
+
+    p = sub.add_parser("run", help="build, run a command in the launcher host, inject faults")
+    files(p)
+    verify_opts(p)
+    p.add_argument("--out", help="directory for timeline.jsonl, events.jsonl (default results/)")
+    p.add_argument("--timeout", type=float, default=None, help="stop the command after S s")
+    p.set_defaults(fn=cmd_run)  # the command comes after "--" (split off in main)
+
+    p = sub.add_parser("up", help="build and hold the network until Ctrl-C or 'down'")
+    files(p, faults=False)
+    verify_opts(p)
+    p.add_argument("--out")
+    p.set_defaults(fn=cmd_up)
+
+    p = sub.add_parser("inject", help="apply one action to the running testbed now")
+    p.add_argument("action")
+    p.add_argument("params", nargs="*", help="key=value, e.g. link=h1-s1 rate=10Mbit")
+    p.add_argument("--id")
+    p.set_defaults(fn=cmd_inject)
+
+    for name, fn, text in (("show", cmd_show, "describe running testbeds"),
+                           ("down", cmd_down, "tear a running testbed down")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--id")
+        p.set_defaults(fn=fn)
+
+    p = sub.add_parser("clean", help="remove leftovers of testbeds whose process is gone")
+    p.add_argument("--force", action="store_true", help="also tear down running ones")
+    p.set_defaults(fn=cmd_clean)
+
+    p = sub.add_parser("check", help="validate a topology (and schedule) without root")
+    files(p)
+    p.set_defaults(fn=cmd_check)
+
+    p = sub.add_parser("probe", help="what this kernel can emulate")
+    p.set_defaults(fn=cmd_probe)
+    return ap
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    args = build_parser().parse_args(argv)
+    args.command = command
+    try:
+        return args.fn(args)
+    except TestbedError as e:
+        _say(str(e))
+        return e.exit_code
+    except _Interrupted as e:
+        _say(f"interrupted ({e}); torn down")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

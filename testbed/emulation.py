@@ -1,0 +1,196 @@
+"""One running testbed instance: network + hosts + discovery + timeline, and how actions apply.
+
+``Testbed`` is a context manager: leaving the block (normally, by exception, or by the SIGINT /
+SIGTERM / SIGHUP handlers the CLI installs) tears everything down through the registry. A
+SIGKILLed testbed leaves its registry behind for ``chaos-testbed clean``.
+
+Discovery for elastic Horovod: ``<run dir>/discover.sh`` prints ``IP:slots`` of every host that is
+currently discoverable (non-standby workers at start; ``join`` adds one, ``crash``/``leave``
+remove one), read from a file the testbed rewrites atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+
+import yaml
+
+from chaos_hvd.eventlog import EventLog
+
+from .capabilities import Capabilities, probe
+from .errors import CapabilityError, NotRootError
+from .faults import Action
+from .hosts import HostProcesses
+from .network import EmulatedNetwork
+from .registry import Registry
+from .topology import MAX_RATE_BPS, Topology
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise NotRootError("chaos-testbed needs root (network namespaces, tc, nftables): "
+                           "run it with sudo")
+
+
+class Testbed:
+    __test__ = False  # not a pytest class
+    def __init__(self, topo: Topology, out_dir: str, caps: Capabilities | None = None,
+                 timeline: str | None = None):
+        require_root()
+        self.topo = topo
+        self.caps = caps or probe()
+        self.out_dir = os.path.abspath(out_dir)
+        os.makedirs(self.out_dir, exist_ok=True)
+        self.timeline_path = timeline or os.path.join(self.out_dir, "timeline.jsonl")
+        self.timeline = EventLog(self.timeline_path)
+        self.reg: Registry | None = None
+        self.net: EmulatedNetwork | None = None
+        self.hosts: HostProcesses | None = None
+        self.discoverable: dict[str, int] = {n.name: n.slots for n in topo.workers
+                                             if not n.standby}
+        self.t0 = time.monotonic()
+        self._pid = os.getpid()
+
+    # ------------------------------------------------------------ lifecycle
+    def __enter__(self) -> "Testbed":
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    def up(self, sshd: bool = True) -> None:
+        if not self.caps.root:
+            raise NotRootError("chaos-testbed needs root")
+        for line in self.caps.fallbacks():
+            self.log("capability", detail=line)
+        self.reg = Registry().open()
+        self.reg.state["info"] = {"topology": self.topo.name, "out_dir": self.out_dir,
+                                  "timeline": self.timeline_path}
+        self.reg.save()
+        t = time.monotonic()
+        self.net = EmulatedNetwork(self.topo, self.caps, self.reg)
+        self.net.start()
+        self.hosts = HostProcesses(self.net, self.reg)
+        if sshd:
+            if not self.caps.sshd:
+                raise CapabilityError("openssh-server (/usr/sbin/sshd) is not installed")
+            self.hosts.prepare()
+            self.hosts.start_sshd()
+        self._write_discovery()
+        self.log("up", id=self.reg.id, hosts=len(self.topo.nodes), links=len(self.topo.links),
+                 native_netem=self.caps.netem, setup_s=round(time.monotonic() - t, 3))
+
+    def down(self) -> list[str]:
+        if os.getpid() != self._pid:  # a forked child must never tear down its parent's testbed
+            return []
+        problems: list[str] = []
+        if self.net is not None:
+            try:
+                self.net.stop()
+            except Exception as e:  # noqa: BLE001 - the registry still removes what is left
+                problems.append(f"mininet stop: {e}")
+            self.net = None
+        if self.reg is not None:
+            problems += self.reg.teardown()
+            self.log("down", id=self.reg.id, problems=problems)
+            self.reg = None
+        return problems
+
+    # ------------------------------------------------------------ records
+    def log(self, event: str, **fields) -> dict:
+        return self.timeline.write(event, t_rel=round(time.monotonic() - self.t0, 4), **fields)
+
+    @property
+    def run_dir(self) -> str:
+        return self.reg.dir
+
+    @property
+    def discovery_script(self) -> str:
+        return os.path.join(self.reg.dir, "discover.sh")
+
+    def _write_discovery(self) -> None:
+        hosts_file = os.path.join(self.reg.dir, "discovered_hosts")
+        tmp = hosts_file + ".tmp"
+        with open(tmp, "w") as f:
+            for name, slots in self.discoverable.items():
+                f.write(f"{self.topo.node(name).ip}:{slots}\n")
+        os.replace(tmp, hosts_file)
+        if not os.path.exists(self.discovery_script):
+            with open(self.discovery_script, "w") as f:
+                f.write(f"#!/bin/sh\nexec cat {hosts_file}\n")
+            os.chmod(self.discovery_script, 0o755)
+
+    def write_bandwidth(self) -> str:
+        """The topology's rates as a CHAOS_BANDWIDTH file (Mbit/s, keyed by IP as Horovod names
+        hosts): each host's egress and ingress, and every pair whose path is slower than both."""
+        topo, mbit = self.topo, 1e6
+        hosts, ingress, links = {}, {}, {}
+        for n in topo.workers:
+            ln = topo.host_link(n.name)
+            up, down = ln.direction(n.name), ln.direction(ln.other(n.name))
+            if up.rate_bps:
+                hosts[n.ip] = up.rate_bps / mbit
+            if down.rate_bps:
+                ingress[n.ip] = down.rate_bps / mbit
+        for a in topo.workers:
+            for b in topo.workers:
+                rate = topo.path_rate_bps(a.name, b.name) if a is not b else None
+                if rate and rate / mbit < min(hosts.get(a.ip, 1e9), ingress.get(b.ip, 1e9)):
+                    links[f"{a.ip}>{b.ip}"] = rate / mbit
+        path = os.path.join(self.reg.dir, "bandwidth.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump({"default": MAX_RATE_BPS / mbit, "hosts": hosts, "ingress": ingress,
+                            "links": links}, f)
+        return path
+
+    def placeholders(self) -> dict[str, str]:
+        initial = [f"{self.topo.node(n).ip}:{s}" for n, s in self.discoverable.items()]
+        return {"discovery": self.discovery_script, "hosts": ",".join(initial),
+                "np": str(sum(self.discoverable.values())),
+                "max_np": str(sum(n.slots for n in self.topo.workers)),
+                "out": self.out_dir, "event_log": os.path.join(self.out_dir, "events.jsonl"),
+                "bandwidth": self.write_bandwidth()}
+
+    # ------------------------------------------------------------ actions
+    def apply(self, a: Action) -> dict:
+        """Apply one primitive action now; returns what was done (for the timeline)."""
+        net, hosts = self.net, self.hosts
+        t = time.perf_counter()
+        detail: dict = {}
+        if a.action in ("crash", "leave", "pause", "resume"):
+            detail["signalled"] = getattr(hosts, a.action)(a.node)
+            if a.action in ("crash", "leave"):
+                self.discoverable.pop(a.node, None)
+                self._write_discovery()
+        elif a.action == "join":
+            self.discoverable[a.node] = self.topo.node(a.node).slots
+            self._write_discovery()
+        elif a.action in ("link_down", "link_up"):
+            net.set_link(a.link, a.action == "link_up")
+        elif a.action == "degrade":
+            net.degrade(a.link, a.direction, dict(a.changes))
+            st = net.links[a.link]
+            detail.update(up=st.up_dir.describe(), down=st.down_dir.describe())
+        elif a.action == "restore":
+            net.restore(a.link)
+        elif a.action == "partition":
+            net.partition(a.groups)
+        elif a.action == "heal":
+            net.heal()
+        else:
+            raise ValueError(f"not a primitive action: {a.action}")
+        applied_ms = (time.perf_counter() - t) * 1e3
+        return {"action": a.action, "target": a.target, "applied_ms": round(applied_ms, 3),
+                **({"at_step": a.at_step} if a.at_step is not None else {}), **detail}
+
+    def describe(self) -> dict:
+        return {"id": self.reg.id if self.reg else None, "topology": self.topo.name,
+                "capabilities": asdict(self.caps), "discoverable": dict(self.discoverable),
+                **(self.net.describe() if self.net else {})}

@@ -1,0 +1,298 @@
+"""Fault schedules: a declarative list of timed actions, or a seeded random "chaos mode". Pure.
+
+File shape::
+
+    actions:
+      - {at: 5s, action: join, node: h6}                # wall time since the job started
+      - {at_step: 40, action: crash, node: h3}          # when any rank logs training step >= 40
+      - {at: 20s, action: flap, link: h2-s1, period: 2s, count: 3}
+      - {at: 30s, action: partition, groups: [[h1, h2], [h3, h4]]}
+      - {at: 36s, action: heal}
+      - {at: 40s, action: degrade, link: h1-s1, direction: up, rate: 10Mbit, delay: 50ms}
+      - {at: 50s, action: restore, link: h1-s1}
+    chaos: {seed: 7, duration: 60s, mean_interval: 10s, kinds: [crash, flap, degrade],
+            min_workers: 2}                          # optional: random actions appended
+
+Node actions: ``crash`` (SIGKILL the host's workers), ``leave`` (SIGTERM), ``pause``/``resume``
+(SIGSTOP/SIGCONT), ``join`` (the host becomes discoverable). Link actions: ``link_down``,
+``link_up``, ``flap`` (``count`` times down for ``period``/2 then up), ``degrade`` (change any
+direction field; ``direction`` up|down|both), ``restore`` (back to the topology's values).
+``partition`` cuts every pair of hosts in different groups (hosts not listed form their own
+group); ``heal`` removes it. ``expand`` turns a schedule into primitive steps; the executor
+(testbed.executor) applies them and logs each as one JSON line.
+"""
+
+from __future__ import annotations
+
+import random
+import difflib
+from dataclasses import dataclass, field, replace
+
+from .errors import ScheduleError
+from .topology import DIRECTION_KEYS, Reader, Topology, _direction_fields, load_yaml
+from .units import parse_duration_s
+
+NODE_ACTIONS = ("crash", "leave", "pause", "resume", "join")
+LINK_ACTIONS = ("link_down", "link_up", "flap", "degrade", "restore")
+NET_ACTIONS = ("partition", "heal")
+ACTIONS = NODE_ACTIONS + LINK_ACTIONS + NET_ACTIONS
+PRIMITIVE = NODE_ACTIONS + ("link_down", "link_up", "degrade", "restore") + NET_ACTIONS
+CHAOS_KINDS = ("crash", "leave", "pause", "flap", "degrade", "partition")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One scheduled action. Exactly one of ``at_s`` / ``at_step`` is set."""
+
+    action: str
+    at_s: float | None = None
+    at_step: int | None = None
+    node: str | None = None
+    link: str | None = None
+    direction: str = "both"
+    changes: tuple[tuple[str, float], ...] = ()   # Direction field -> value, for degrade
+    groups: tuple[tuple[str, ...], ...] = ()      # for partition
+    period_s: float = 1.0                          # for flap
+    count: int = 1                                 # for flap
+    offset_s: float = 0.0                          # after the trigger (flap expansion)
+
+    @property
+    def target(self) -> str:
+        return self.node or self.link or " | ".join(",".join(g) for g in self.groups) or "-"
+
+    def trigger_key(self) -> tuple:
+        return (0, self.at_s + self.offset_s) if self.at_s is not None else \
+            (1, self.at_step, self.offset_s)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    actions: tuple[Action, ...] = ()
+    seed: int | None = None
+
+    def expand(self) -> list[Action]:
+        """Primitive actions (flap unrolled), time-triggered ones first in time order, then
+        step-triggered ones in step order; ties keep file order."""
+        out: list[Action] = []
+        for a in self.actions:
+            if a.action == "flap":
+                for k in range(a.count):
+                    base = a.offset_s + k * a.period_s
+                    out.append(replace(a, action="link_down", offset_s=base))
+                    out.append(replace(a, action="link_up", offset_s=base + a.period_s / 2))
+            else:
+                out.append(a)
+        return sorted(out, key=Action.trigger_key)
+
+
+# ---------------------------------------------------------------- parsing
+
+def _parse_action(r: Reader, topo: Topology) -> Action:
+    r.check_keys(("at", "at_step", "action", "node", "link", "direction", "groups", "period",
+                  "count") + DIRECTION_KEYS)
+    kind = r.require("action")
+    if kind not in ACTIONS:
+        hint = difflib.get_close_matches(str(kind), ACTIONS, n=1)
+        r.fail(f"unknown action {kind!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+               + f"; known: {', '.join(ACTIONS)}", "action")
+    if ("at" in r.data) == ("at_step" in r.data):
+        r.fail("give exactly one trigger: 'at' (time) or 'at_step' (training step)")
+    at_s = r.parse("at", parse_duration_s)
+    at_step = r.get("at_step")
+    if at_step is not None and (isinstance(at_step, bool) or not isinstance(at_step, int)
+                                or at_step < 0):
+        r.fail(f"at_step must be a non-negative integer, got {at_step!r}", "at_step")
+    kw: dict = {"action": kind, "at_s": at_s, "at_step": at_step}
+    workers = {n.name for n in topo.workers}
+
+    if kind in NODE_ACTIONS:
+        node = r.require("node")
+        if node not in workers:
+            r.fail(f"{node!r} is not a worker node of topology {topo.name!r} "
+                   f"(workers: {', '.join(sorted(workers))})", "node")
+        if kind == "join" and not topo.node(node).standby:
+            r.fail(f"{node!r} is discoverable from the start; mark it 'standby: true' in the "
+                   "topology to join it later", "node")
+        kw["node"] = node
+    elif kind in LINK_ACTIONS:
+        link = r.require("link")
+        names = [ln.name for ln in topo.links]
+        if link not in names:
+            r.fail(f"no link {link!r} in topology {topo.name!r} (links: {', '.join(names)})",
+                   "link")
+        kw["link"] = link
+    if kind == "flap":
+        period = r.parse("period", parse_duration_s, 1.0)
+        count = r.get("count", 1)
+        if period <= 0:
+            r.fail("period must be positive", "period")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            r.fail(f"count must be a positive integer, got {count!r}", "count")
+        kw.update(period_s=period, count=count)
+    if kind == "degrade":
+        direction = r.get("direction", "both")
+        if direction not in ("up", "down", "both"):
+            r.fail(f"direction must be up, down or both, got {direction!r}", "direction")
+        changes = _direction_fields(r, {})
+        if not changes:
+            r.fail(f"degrade needs at least one of {', '.join(DIRECTION_KEYS)}")
+        kw.update(direction=direction, changes=tuple(sorted(changes.items())))
+    if kind == "partition":
+        groups = r.require("groups")
+        hosts = {n.name for n in topo.nodes}
+        if not isinstance(groups, list) or len(groups) < 1 or \
+                not all(isinstance(g, list) and g for g in groups):
+            r.fail("groups must be a list of non-empty lists of node names", "groups")
+        flat = [h for g in groups for h in g]
+        for h in flat:
+            if h not in hosts:
+                r.fail(f"{h!r} is not a node of topology {topo.name!r}", "groups")
+        if len(flat) != len(set(flat)):
+            r.fail("a node appears in two groups", "groups")
+        kw["groups"] = tuple(tuple(g) for g in groups)
+    extra = [k for k in ("node", "link", "groups", "period", "count", "direction")
+             + DIRECTION_KEYS if k in r.data and k not in _KEYS_FOR[kind]]
+    if extra:
+        r.fail(f"{', '.join(extra)} do not apply to action {kind!r}", extra[0])
+    return Action(**kw)
+
+
+_KEYS_FOR = {**{k: ("node",) for k in NODE_ACTIONS},
+             **{k: ("link",) for k in ("link_down", "link_up", "restore")},
+             "flap": ("link", "period", "count"),
+             "degrade": ("link", "direction") + DIRECTION_KEYS,
+             "partition": ("groups",), "heal": ()}
+
+
+def parse_schedule(text: str, topo: Topology, source: str = "<schedule>") -> Schedule:
+    data = load_yaml(text, source, ScheduleError)
+    if data is None:
+        raise ScheduleError("file is empty", source)
+    top = Reader(data, "", source, ScheduleError)
+    top.check_keys(("actions", "chaos"))
+    actions = [_parse_action(top.item("actions", i, item), topo)
+               for i, item, _ in top.items("actions")]
+    seed = None
+    if top.get("chaos") is not None:
+        c = top.child("chaos")
+        c.check_keys(("seed", "duration", "mean_interval", "kinds", "min_workers"))
+        seed = c.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            c.fail(f"seed must be an integer, got {seed!r}", "seed")
+        kinds = c.get("kinds", list(CHAOS_KINDS))
+        if not isinstance(kinds, list) or not kinds or any(k not in CHAOS_KINDS for k in kinds):
+            c.fail(f"kinds must be a non-empty list drawn from {', '.join(CHAOS_KINDS)}", "kinds")
+        min_workers = c.get("min_workers", 2)
+        if isinstance(min_workers, bool) or not isinstance(min_workers, int) or min_workers < 1:
+            c.fail("min_workers must be a positive integer", "min_workers")
+        try:
+            generated = chaos_schedule(
+                topo, seed, c.parse("duration", parse_duration_s, 60.0),
+                c.parse("mean_interval", parse_duration_s, 10.0), tuple(kinds), min_workers)
+        except ScheduleError as e:
+            c.fail(str(e))
+        actions += generated.actions
+    _check_consistency(actions, topo, source)
+    return Schedule(tuple(actions), seed)
+
+
+def _check_consistency(actions: list[Action], topo: Topology, source: str) -> None:
+    """Reject schedules that cannot mean anything: e.g. joining a host twice."""
+    joined: set[str] = set()
+    for a in sorted(actions, key=Action.trigger_key):
+        if a.action == "join":
+            if a.node in joined:
+                raise ScheduleError(f"node {a.node!r} joins twice", source)
+            joined.add(a.node)
+
+
+def load_schedule(path: str, topo: Topology) -> Schedule:
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ScheduleError(f"cannot read schedule: {e.strerror}", path) from None
+    return parse_schedule(text, topo, path)
+
+
+# ---------------------------------------------------------------- chaos mode
+
+@dataclass
+class _World:
+    alive: list[str]
+    paused: set[str] = field(default_factory=set)
+
+
+def chaos_schedule(topo: Topology, seed: int, duration_s: float, mean_interval_s: float,
+                   kinds: tuple[str, ...] = CHAOS_KINDS, min_workers: int = 2) -> Schedule:
+    """A reproducible random schedule: same topology and arguments -> same actions.
+
+    Invariants (property-tested): never fewer than ``min_workers`` active (not crashed, left or
+    paused) workers; every link taken down, degraded or partitioned is restored, and every paused
+    node resumed, before ``duration_s``; a node is never acted on after it crashed or left.
+    """
+    if duration_s <= 0 or mean_interval_s <= 0:
+        raise ScheduleError("duration and mean_interval must be positive")
+    if any(k not in CHAOS_KINDS for k in kinds):
+        raise ScheduleError(f"chaos kinds must be drawn from {CHAOS_KINDS}")
+    rng = random.Random(seed)
+    world = _World(alive=sorted(n.name for n in topo.workers if not n.standby))
+    links = [ln.name for ln in topo.links]
+    actions: list[Action] = []
+    busy_until: dict[str, float] = {}   # link/node -> time its last disturbance ends
+    t = 0.0
+    while True:
+        t += rng.expovariate(1.0 / mean_interval_s)
+        if t >= duration_s:
+            break
+        world.paused = {n for n in world.paused if busy_until[n] > t}  # resumed by now
+        kind = rng.choice(kinds)
+        remaining = duration_s - t
+        hold = min(rng.uniform(0.5, 3.0), remaining * 0.9)
+        active = [n for n in world.alive if n not in world.paused]
+        if kind in ("crash", "leave", "pause"):
+            candidates = [n for n in active if busy_until.get(n, 0) <= t]
+            if len(active) - 1 < min_workers or not candidates:
+                continue
+            node = rng.choice(candidates)
+            actions.append(Action(kind, at_s=round(t, 3), node=node))
+            if kind == "pause":
+                world.paused.add(node)
+                end = round(t + hold, 3)
+                actions.append(Action("resume", at_s=end, node=node))
+                busy_until[node] = end
+            else:
+                world.alive.remove(node)
+        elif kind in ("flap", "degrade"):
+            free = [ln for ln in links if busy_until.get(ln, 0) <= t]
+            if not free:
+                continue
+            link = rng.choice(free)
+            if kind == "flap":
+                count = rng.randint(1, 3)
+                period = round(hold / count, 3)
+                if period < 0.2:  # too close to the end for a visible flap
+                    continue
+                actions.append(Action("flap", at_s=round(t, 3), link=link, period_s=period,
+                                      count=count))
+                busy_until[link] = t + period * count
+            else:
+                rate = rng.choice([1e6, 5e6, 10e6, 50e6])
+                actions.append(Action("degrade", at_s=round(t, 3), link=link,
+                                      direction=rng.choice(["up", "down", "both"]),
+                                      changes=(("rate_bps", rate),)))
+                end = round(t + hold, 3)
+                actions.append(Action("restore", at_s=end, link=link))
+                busy_until[link] = end
+        elif kind == "partition":
+            if busy_until.get("*partition*", 0) > t or len(topo.nodes) < 2:
+                continue
+            names = sorted(n.name for n in topo.nodes)
+            rng.shuffle(names)
+            cut = rng.randint(1, len(names) - 1)
+            actions.append(Action("partition", at_s=round(t, 3),
+                                  groups=(tuple(sorted(names[:cut])), tuple(sorted(names[cut:])))))
+            end = round(t + hold, 3)
+            actions.append(Action("heal", at_s=end))
+            busy_until["*partition*"] = end
+    return Schedule(tuple(actions), seed)

@@ -1,0 +1,320 @@
+"""The testbed's pure parts: units, topology validation, fault schedules, rule rendering, checks.
+
+No root needed. Each kind of malformed input has its own test and must name the file location.
+"""
+
+import glob
+import os
+import random
+import textwrap
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from ci import checks
+from testbed import bridge_rules, shaping
+from testbed.errors import ScheduleError, TopologyError
+from testbed.faults import CHAOS_KINDS, chaos_schedule, parse_schedule
+from testbed.nfdelay import sample_delay
+from testbed.profiles import PROFILES
+from testbed.topology import Direction, parse_topology
+from testbed.units import (UnitError, parse_duration_s, parse_fraction, parse_rate_bps,
+                           parse_size_bytes, parse_time_s)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+GOOD = """\
+name: t
+nodes:
+  - {name: h1}
+  - {name: h2, slots: 2}
+  - {name: h3, standby: true}
+  - {name: ctl, role: launcher}
+switches: [s1]
+links:
+  - {a: h1, b: s1, rate: 100Mbit, delay: 2ms}
+  - {a: h2, b: s1, profile: lte}
+  - {a: h3, b: s1, up: {rate: 20Mbit}, down: {rate: 80Mbit, loss: 1%}}
+  - {a: ctl, b: s1}
+"""
+
+
+def topo(text=GOOD):
+    return parse_topology(textwrap.dedent(text), "t.yaml")
+
+
+# ---------------------------------------------------------------- units
+
+def test_units():
+    assert parse_rate_bps("100Mbit") == 100e6
+    assert parse_rate_bps(100) == 100e6          # Mininet: bw in Mbit/s
+    assert parse_rate_bps("1.2Gbit") == 1.2e9
+    assert parse_time_s("20ms") == pytest.approx(0.02)
+    assert parse_time_s(5) == pytest.approx(0.005)  # Mininet: delay in ms
+    assert parse_duration_s(5) == 5.0              # schedules: seconds
+    assert parse_fraction("0.5%") == pytest.approx(0.005)
+    assert parse_fraction(1) == pytest.approx(0.01)
+    assert parse_size_bytes("64KiB") == 65536
+    for bad, fn in [("100Mbbit", parse_rate_bps), ("fast", parse_rate_bps), (0, parse_rate_bps),
+                    ("-3ms", parse_time_s), ("100%", parse_fraction), (True, parse_rate_bps),
+                    ("0B", parse_size_bytes)]:
+        with pytest.raises(UnitError):
+            fn(bad)
+
+
+# ---------------------------------------------------------------- topology
+
+def test_good_topology_model():
+    t = topo()
+    assert [n.name for n in t.workers] == ["h1", "h2", "h3"]
+    assert t.launcher.name == "ctl"
+    assert t.node("h2").slots == 2 and t.node("h3").standby
+    lte = t.link("h2-s1")
+    assert lte.up.rate_bps == 20e6 and lte.down.rate_bps == 60e6     # from the profile
+    assert lte.up.delay_s == pytest.approx(0.011)
+    h3 = t.link("h3-s1")
+    assert h3.up == Direction(rate_bps=20e6) and h3.down.loss == pytest.approx(0.01)
+    assert t.path_rate_bps("h1", "h2") == 60e6                         # slowest hop
+    assert t.path_delay_s("h1", "h2") == pytest.approx(0.013)
+    assert t.hops("h1", "h3") == [("h1-s1", "up"), ("h3-s1", "down")]
+    assert len({n.ip for n in t.nodes}) == 4
+
+
+def test_link_fields_override_profile_and_defaults():
+    t = topo("""\
+        defaults: {profile: gbe, loss: 1}
+        nodes: [{name: a}, {name: b}]
+        switches: [s]
+        links:
+          - {a: a, b: s, profile: lte, delay: 30ms}
+          - {a: b, b: s, down: {rate: 5Mbit}}
+        """)
+    # precedence: defaults' profile < defaults' fields < the link's profile < the link's fields
+    a = t.link("a-s")
+    assert a.up.rate_bps == 20e6 and a.up.delay_s == pytest.approx(0.03)
+    assert a.up.loss == pytest.approx(0.001)
+    b = t.link("b-s")
+    assert b.up.rate_bps == 1e9 and b.down.rate_bps == 5e6 and b.up.loss == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "topologies", "*.yaml"))
+                                    + glob.glob(os.path.join(REPO, "ci", "topologies", "*.yaml"))))
+def test_shipped_topologies_are_valid(path):
+    with open(path) as f:
+        t = parse_topology(f.read(), path)
+    assert t.workers and t.launcher is not None
+
+
+def test_every_profile_parses():
+    for name in PROFILES:
+        t = topo(f"nodes: [{{name: a}}]\nswitches: [s]\nlinks: [{{a: a, b: s, profile: {name}}}]\n")
+        d = t.link("a-s")
+        assert d.up.rate_bps and d.down.rate_bps
+
+
+BAD = {
+    "unknown_profile": ("profile: lte", "profile: ltee", r"t.yaml:10:\d+: .*unknown profile 'ltee' \(did you mean 'lte'\?\)"),
+    "zero_rate": ("rate: 100Mbit", "rate: 0", r"t.yaml:9:\d+: links\[0\].rate: rate must be positive"),
+    "negative_rate": ("rate: 20Mbit", "rate: -20Mbit", r"t.yaml:11:\d+: links\[2\].up.rate"),
+    "bad_unit": ("delay: 2ms", "delay: 2 parsecs", r"t.yaml:9:\d+: links\[0\].delay: unknown unit \'parsecs\'"),
+    "unknown_unit": ("rate: 100Mbit", "rate: 100Mbbit", r"unknown unit 'Mbbit'"),
+    "unreadable": ("rate: 100Mbit", "rate: fast", r"links\[0\].rate: cannot read rate 'fast'"),
+    "duplicate_name": ("{name: h2, slots: 2}", "{name: h1, slots: 2}", r"t.yaml:4:\d+: nodes\[1\].name: duplicate name 'h1'"),
+    "dangling_link": ("{a: h2, b: s1", "{a: h2, b: s2", r"t.yaml:10:\d+: links\[1\].b: link end 's2' is not a node or switch"),
+    "typo_key": ("delay: 2ms", "dealy: 2ms", r"unknown key 'dealy' \(did you mean 'delay'\?\)"),
+    "loss_100": ("loss: 1%", "loss: 100%", r"t.yaml:11:\d+: links\[2\].down.loss"),
+    "bad_role": ("role: launcher", "role: boss", r"t.yaml:6:\d+: nodes\[3\].role"),
+    "yaml_syntax": ("- {name: h1}", "- {name: h1", r"t.yaml:\d+:\d+: invalid YAML"),
+    "two_nics": ("{a: ctl, b: s1}", "{a: ctl, b: h1}", r"host 'h1' already has a link"),
+    "no_link": ("  - {a: ctl, b: s1}\n", "", r"node 'ctl' has no link"),
+    "bad_slots": ("slots: 2", "slots: -1", r"nodes\[1\].slots: slots must be a positive integer"),
+    "rate_too_high": ("rate: 100Mbit", "rate: 40Gbit", r"above the 10 Gbit/s"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_malformed_topology_is_a_located_typed_error(case):
+    old, new, pattern = BAD[case]
+    assert old in GOOD
+    with pytest.raises(TopologyError, match=pattern):
+        topo(GOOD.replace(old, new, 1))
+
+
+def test_switch_loop_and_disconnected_network_are_refused():
+    loop = """\
+        nodes: [{name: a}]
+        switches: [s1, s2, s3]
+        links: [{a: a, b: s1}, {a: s1, b: s2}, {a: s2, b: s3}, {a: s3, b: s1}]
+        """
+    with pytest.raises(TopologyError, match="closes a loop"):
+        topo(loop)
+    apart = """\
+        nodes: [{name: a}, {name: b}]
+        switches: [s1, s2]
+        links: [{a: a, b: s1}, {a: b, b: s2}]
+        """
+    with pytest.raises(TopologyError, match="not connected"):
+        topo(apart)
+    with pytest.raises(TopologyError, match="file is empty"):
+        topo("")
+    with pytest.raises(TopologyError, match="at least one worker"):
+        topo("nodes: [{name: c, role: launcher}]\nswitches: [s]\nlinks: [{a: c, b: s}]\n")
+
+
+def test_direct_cable_between_two_hosts_is_a_link():
+    t = topo("nodes: [{name: a}, {name: b}]\nlinks: [{a: a, b: b, rate: 10Mbit}]\n")
+    assert t.hops("a", "b") == [("a-b", "up")]
+
+
+# ---------------------------------------------------------------- schedules
+
+SCHEDULE = """\
+actions:
+  - {at: 1s, action: join, node: h3}
+  - {at_step: 10, action: crash, node: h1}
+  - {at: 2, action: flap, link: h2-s1, period: 2s, count: 2}
+  - {at: 3s, action: degrade, link: h1-s1, direction: up, rate: 10Mbit, delay: 50ms}
+  - {at: 4s, action: partition, groups: [[h1], [h2, ctl]]}
+  - {at: 5s, action: heal}
+  - {at: 6s, action: restore, link: h1-s1}
+"""
+
+
+def test_schedule_expands_in_time_order_with_flap_unrolled():
+    s = parse_schedule(SCHEDULE, topo(), "f.yaml")
+    got = [(a.action, a.target, a.at_s, a.offset_s) for a in s.expand()]
+    assert got[:6] == [("join", "h3", 1.0, 0.0), ("link_down", "h2-s1", 2.0, 0.0),
+                       ("link_up", "h2-s1", 2.0, 1.0), ("degrade", "h1-s1", 3.0, 0.0),
+                       ("link_down", "h2-s1", 2.0, 2.0), ("partition", "h1 | h2,ctl", 4.0, 0.0)]
+    times = [a.at_s + a.offset_s for a in s.expand() if a.at_s is not None]
+    assert times == sorted(times)
+    assert got[-1] == ("crash", "h1", None, 0.0)         # step-triggered ones come last
+    degrade = next(a for a in s.expand() if a.action == "degrade")
+    assert dict(degrade.changes) == {"rate_bps": 10e6, "delay_s": pytest.approx(0.05)}
+
+
+BAD_SCHEDULES = {
+    "unknown_action": ("action: heal}", "action: heel}", r"f.yaml:7:\d+: actions\[5\].action: unknown action 'heel' \(did you mean 'heal'\?\)"),
+    "unknown_node": ("crash, node: h1", "crash, node: h9", r"f.yaml:3:\d+: actions\[1\].node: 'h9' is not a worker"),
+    "unknown_link": ("link: h2-s1", "link: h2-s9", r"actions\[2\].link: no link 'h2-s9'"),
+    "two_triggers": ("{at_step: 10,", "{at: 1, at_step: 10,", r"exactly one trigger"),
+    "no_trigger": ("{at: 5s, action: heal}", "{action: heal}", r"exactly one trigger"),
+    "join_not_standby": ("join, node: h3", "join, node: h2", r"discoverable from the start"),
+    "bad_period": ("period: 2s", "period: 0", r"period must be positive"),
+    "bad_direction": ("direction: up", "direction: sideways", r"direction must be up, down or both"),
+    "stray_field": ("{at: 5s, action: heal}", "{at: 5s, action: heal, node: h1}", r"do not apply to action 'heal'"),
+    "group_twice": ("[[h1], [h2, ctl]]", "[[h1], [h1, ctl]]", r"a node appears in two groups"),
+    "bad_time": ("{at: 1s,", "{at: soon,", r"actions\[0\].at: cannot read"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SCHEDULES))
+def test_malformed_schedule_is_a_located_typed_error(case):
+    old, new, pattern = BAD_SCHEDULES[case]
+    assert old in SCHEDULE
+    with pytest.raises(ScheduleError, match=pattern):
+        parse_schedule(SCHEDULE.replace(old, new, 1), topo(), "f.yaml")
+
+
+def test_joining_twice_is_refused():
+    doc = "actions:\n  - {at: 1, action: join, node: h3}\n  - {at: 2, action: join, node: h3}\n"
+    with pytest.raises(ScheduleError, match="joins twice"):
+        parse_schedule(doc, topo(), "f.yaml")
+
+
+MESH = parse_topology(open(os.path.join(REPO, "topologies", "wifi-mesh-8.yaml")).read(), "mesh")
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), duration=st.floats(5, 300),
+       interval=st.floats(0.5, 30), min_workers=st.integers(1, 6),
+       kinds=st.lists(st.sampled_from(CHAOS_KINDS), min_size=1, unique=True))
+def test_chaos_mode_is_reproducible_and_keeps_its_invariants(seed, duration, interval,
+                                                             min_workers, kinds):
+    args = (MESH, seed, duration, interval, tuple(kinds), min_workers)
+    s = chaos_schedule(*args)
+    assert s == chaos_schedule(*args)                      # same seed -> same schedule
+    gone, paused, down, partitioned = set(), {}, {}, False
+    active = {n.name for n in MESH.workers if not n.standby}
+    for a in s.expand():
+        t = a.at_s + a.offset_s
+        assert 0 <= t <= duration
+        paused = {n: end for n, end in paused.items() if end > t}
+        if a.node:
+            assert a.node not in gone, "acted on a node after it crashed or left"
+        if a.action in ("crash", "leave"):
+            gone.add(a.node)
+        elif a.action == "pause":
+            paused[a.node] = next(b.at_s for b in s.actions if b.action == "resume"
+                                  and b.node == a.node and b.at_s > t)
+        elif a.action == "link_down":
+            assert not down.get(a.link)
+            down[a.link] = True
+        elif a.action == "link_up":
+            down[a.link] = False
+        elif a.action == "partition":
+            assert not partitioned
+            partitioned = True
+        elif a.action == "heal":
+            partitioned = False
+        assert len(active - gone - set(paused)) >= min(min_workers, len(active))
+    assert not any(down.values()) and not partitioned
+    degraded = [a.link for a in s.actions if a.action == "degrade"]
+    restored = [a.link for a in s.actions if a.action == "restore"]
+    assert sorted(degraded) == sorted(restored)
+
+
+# ---------------------------------------------------------------- rendering and sampling
+
+def test_bridge_rules_render():
+    text = bridge_rules.render("ctbab", {("iifname", "ctbabs1-p1"): 0.05,
+                                         ("oifname", "ctbabs1-p2"): 0.0},
+                               (("10.0.0.1",), ("10.0.0.2", "10.0.0.3")))
+    assert 'iifname "ctbabs1-p1" numgen random mod 1000000 < 50000 drop' in text
+    assert "ctbabs1-p2" not in text                                  # zero loss: no rule
+    assert "ip saddr { 10.0.0.1 } ip daddr { 10.0.0.2, 10.0.0.3 } drop" in text
+    assert "ip saddr { 10.0.0.2, 10.0.0.3 } ip daddr { 10.0.0.1 } drop" in text
+    assert text.startswith("table bridge ctbab {}\nflush table bridge ctbab\n")
+
+
+def test_delay_sampling_is_uniform_within_jitter_and_never_negative():
+    rng = random.Random(1)
+    xs = [sample_delay([[0.010, 0.004], [0.002, 0.0]], rng) for _ in range(20000)]
+    assert min(xs) >= 0.008 - 1e-12 and max(xs) <= 0.016 + 1e-12
+    assert sum(xs) / len(xs) == pytest.approx(0.012, abs=1e-4)
+    assert min(sample_delay([[0.001, 0.005]], rng) for _ in range(1000)) == 0.0
+
+
+def test_shaping_leaf_choice():
+    d = Direction(rate_bps=10e6, delay_s=0.01, loss=0.01, queue_bytes=30000)
+    assert shaping.leaf_for(d, native_netem=True).kind == "netem"
+    assert dict(shaping.leaf_for(d, True).params)["delay"] == 10000
+    assert shaping.leaf_for(d, native_netem=False).kind == "bfifo"
+    assert shaping.leaf_for(Direction(rate_bps=1e6), False).kind is None
+    assert shaping.burst_bytes(1e9) == 500000 and shaping.burst_bytes(1e6) == 15 * 1024
+
+
+# ---------------------------------------------------------------- CI invariant checks
+
+def _ev(event, t, **kw):
+    return {"event": event, "t_mono": t, **kw}
+
+
+def test_checks_find_each_broken_invariant():
+    timeline = [_ev("fault", 1, action="join", target="w4"),
+                _ev("fault", 2, action="crash", target="w2"),
+                _ev("command_exit", 3, rc=0)]
+    events = [_ev("resumed", 0, size=3), _ev("resumed", 0.1, size=3), _ev("resumed", 5, size=4),
+              _ev("sync", 5, role="needer", rank=3, version=4, needed_bytes=10, state_bytes=10,
+                  bytes_per_source={"rank0": 4, "rank1": 6}, bandwidth_known=True),
+              _ev("final", 9, size=2, digest="a"), _ev("final", 9, size=2, digest="a")]
+    ok = {"faults": ["join w4", "crash w2"], "world_sizes": [3, 4],
+          "joiner_min_sources": 2, "joiner_bandwidth_known": True, "identical_final": True}
+    assert checks.check_run(timeline, events, ok) == []
+    assert checks.check_faults(timeline, ["crash w2", "join w4"])       # wrong order
+    assert checks.check_world_sizes(events, [3, 4, 3])
+    assert checks.check_joiner(events, 3, True)
+    events[-1]["digest"] = "b"
+    assert checks.check_identical_final(events)
+    timeline[-1]["rc"] = 1
+    assert checks.check_run(timeline, events[:-1], {}) != []
