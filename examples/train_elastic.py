@@ -63,10 +63,13 @@ def main() -> None:
                     help="seconds to sleep per step (stretches short test runs)")
     ap.add_argument("--state", choices=["chaos", "torch"], default="chaos")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--same-init", action="store_true",
+                    help="same initial weights on every rank (benches: the first sync moves nothing)")
     args = ap.parse_args()
 
     hvd.init()
-    torch.manual_seed(args.seed + hvd.rank())  # different inits per rank: sync must fix that
+    # different inits per rank unless --same-init: the first sync must fix that
+    torch.manual_seed(args.seed + (0 if args.same_init else hvd.rank()))
     torch.set_num_threads(1)
     log = EventLog(os.environ.get("CHAOS_EVENT_LOG"), source="train_elastic")
 

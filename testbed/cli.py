@@ -147,7 +147,7 @@ def cmd_run(args) -> int:
         proc = tb.hosts.launch(topo.launcher.name, argv, env)
         ex.start()
         try:
-            rc = proc.wait(timeout=args.timeout)
+            rc = _wait_with_progress(proc, ex, tb, args.timeout)
         except subprocess.TimeoutExpired:
             tb.log("command_timeout", timeout_s=args.timeout)
             _say(f"command still running after {args.timeout} s: stopping it")
@@ -164,6 +164,21 @@ def cmd_run(args) -> int:
             _say(f"{len(ex.pending)} scheduled action(s) never fired (the command ended first)")
         _say(f"command exited with {rc}; tearing down")
     return rc
+
+
+def _wait_with_progress(proc, ex, tb, timeout_s, every_s: float = 30.0) -> int:
+    """Wait for the command; every `every_s` say how far training got and what is pending."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        wait_s = every_s if deadline is None else min(every_s, deadline - time.monotonic())
+        try:
+            return proc.wait(timeout=max(0.0, wait_s))
+        except subprocess.TimeoutExpired:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+            step = ex.steps.step
+            _say(f"[{time.monotonic() - tb.t0:8.2f}s] running; training step "
+                 f"{step if step >= 0 else '-'}; {len(ex.pending)} action(s) pending")
 
 
 def _substitute(arg: str, ph: dict) -> str:

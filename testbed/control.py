@@ -42,6 +42,8 @@ class ControlServer:
                     reply = outer.handle(json.loads(line))
                 except (ValueError, TestbedError, KeyError) as e:
                     reply = {"ok": False, "error": str(e)}
+                except Exception as e:  # noqa: BLE001 - the caller gets the reason, server lives
+                    reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
                 self.wfile.write(json.dumps(reply, default=str).encode() + b"\n")
 
         self.server = socketserver.ThreadingUnixStreamServer(path, Handler)

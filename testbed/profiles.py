@@ -3,17 +3,18 @@
 A profile gives the fields of a link direction; ``up`` is the direction from the link's first
 endpoint (the device) to the second (switch / access point / base station), ``down`` the reverse.
 Fields set on the link itself override the profile. Figures come from ../shared/research/FIELD.md
-unless a comment says otherwise; rates are what iperf3 sees over the medium (goodput), since that is
-what the shaper enforces, not the PHY link rate.
+unless a comment says otherwise; rates are TCP goodput (what iperf3 sees over the medium), which is
+what the shaper enforces (testbed.shaping), not the PHY link rate.
 """
 
 from __future__ import annotations
 
 PROFILES: dict[str, dict] = {
     # Jetson Nano / Orin Nano GbE: ~940 Mbit/s TCP goodput, sub-ms RTT on one switch.
-    "gbe": {"rate": "1Gbit", "delay": "0.1ms"},
-    # Xavier NX's 10/100/1000 port at 100 Mbit (common on older edge switches).
-    "fast-ethernet": {"rate": "100Mbit", "delay": "0.2ms"},
+    "gbe": {"rate": "940Mbit", "delay": "0.1ms"},
+    # Xavier NX's 10/100/1000 port at 100 Mbit (common on older edge switches): the goodput of a
+    # 100 Mbit/s wire with full-size TCP segments (our arithmetic, as for GbE).
+    "fast-ethernet": {"rate": "94Mbit", "delay": "0.2ms"},
     # Wi-Fi 5 (802.11ac) 2x2 client at ~10 m: ~360 Mbit/s. Delay/jitter/loss: typical contention
     # figures for a lightly loaded BSS (our assumption, not from FIELD.md).
     "wifi5-2x2": {"rate": "360Mbit", "delay": "2ms", "jitter": "1ms", "loss": "0.1%"},

@@ -123,12 +123,12 @@ class Registry:
         procs = []
         for pid, key, _ in self.state["pids"]:
             if key is not None and _proc_key(pid) == key:
-                p = psutil.Process(pid)
                 try:
+                    p = psutil.Process(pid)
                     procs.extend(p.children(recursive=True))
+                    procs.append(p)
                 except psutil.Error:
                     pass
-                procs.append(p)
         for p in procs:
             try:
                 p.send_signal(sig)

@@ -8,6 +8,10 @@ Every shaped interface gets the same tree, so a runtime change is one netlink ``
                or bfifo limit=queue                           (no netem, queue size given)
                or none: HTB's default pfifo                   (no netem, no queue size)
 
+Rates are TCP goodput, what iperf3 reports and what FIELD.md's link figures mean: HTB counts
+whole frames, so the class rate is the configured rate times WIRE_PER_GOODPUT (a 1448-byte TCP
+segment with timestamps is a 1514-byte frame). Without this, a "1 Gbit/s" link measured 956 Mbit/s.
+
 Each direction of a link is the egress of one veth end (the host's ``eth0`` for up, the
 bridge port for down), so asymmetric links need no IFB. Where the kernel has no netem, delay,
 jitter and loss are applied on the bridge instead (testbed.impairments); this module then
@@ -28,6 +32,7 @@ MIN_BURST_BYTES = 15 * 1024
 BURST_S = 0.004  # 4 ms of traffic: at 1 Gbit/s 1 ms (two GSO packets) cost 4 % of the rate
 NETEM_DEFAULT_LIMIT_PKTS = 10000  # netem's own 1000 would drop at Gbit rates with delay
 MTU_BYTES = 1514
+WIRE_PER_GOODPUT = 1514 / 1448   # Ethernet 14 + IPv4 20 + TCP 20 + timestamps 12 per segment
 
 
 def burst_bytes(rate_bps: float) -> int:
@@ -58,8 +63,12 @@ def leaf_for(d: Direction, native_netem: bool) -> Leaf:
     return Leaf(None)
 
 
+def wire_rate_bps(d: Direction) -> float:
+    return (d.rate_bps or MAX_RATE_BPS) * WIRE_PER_GOODPUT
+
+
 def _class_args(d: Direction) -> dict:
-    rate = d.rate_bps or MAX_RATE_BPS
+    rate = wire_rate_bps(d)
     b = burst_bytes(rate)
     return {"rate": f"{int(rate)}bit", "ceil": f"{int(rate)}bit", "burst": b, "cburst": b,
             "quantum": QUANTUM_BYTES}

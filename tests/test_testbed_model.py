@@ -94,7 +94,7 @@ def test_link_fields_override_profile_and_defaults():
     assert a.up.rate_bps == 20e6 and a.up.delay_s == pytest.approx(0.03)
     assert a.up.loss == pytest.approx(0.001)
     b = t.link("b-s")
-    assert b.up.rate_bps == 1e9 and b.down.rate_bps == 5e6 and b.up.loss == pytest.approx(0.01)
+    assert b.up.rate_bps == 940e6 and b.down.rate_bps == 5e6 and b.up.loss == pytest.approx(0.01)
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "topologies", "*.yaml"))
@@ -292,6 +292,7 @@ def test_shaping_leaf_choice():
     assert shaping.leaf_for(d, native_netem=False).kind == "bfifo"
     assert shaping.leaf_for(Direction(rate_bps=1e6), False).kind is None
     assert shaping.burst_bytes(1e9) == 500000 and shaping.burst_bytes(1e6) == 15 * 1024
+    assert shaping.wire_rate_bps(Direction(rate_bps=1448e6)) == pytest.approx(1514e6)
 
 
 # ---------------------------------------------------------------- CI invariant checks
