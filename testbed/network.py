@@ -95,7 +95,9 @@ class EmulatedNetwork:
         self._partition: tuple[tuple[str, ...], ...] = ()
         self._delayer: subprocess.Popen | None = None
         self._rules_loaded: str | None = None
-        self._delays_loaded: dict | None = None
+        self._delays_loaded: dict = {}
+        self._delay_path = ""
+        self._queue_rules = False
         self._hops = {(a.name, b.name): topo.hops(a.name, b.name)
                       for a in topo.nodes for b in topo.nodes if a is not b}
         self.queue_num = NFQUEUE_NUM_BASE + int(registry.id, 36) % 1000
@@ -187,6 +189,8 @@ class EmulatedNetwork:
             net.get(self.host_ns[n.name]).cmd("ip link set lo up")
         for st in self.links.values():
             self._apply(st)
+        if not self.caps.netem and self.caps.nfqueue and self.caps.br_netfilter:
+            self._start_delayer()
         self._reload_rules()
         self._reload_delays()
 
@@ -261,43 +265,51 @@ class EmulatedNetwork:
         return table
 
     def _reload_delays(self) -> None:
-        if self.caps.netem:
+        """Write the delay table; the first non-empty one also routes host ports to the queue.
+
+        The delayer process is started idle with the network (a Python start costs ~0.1 s, too
+        slow for a runtime change); until some path has a delay no packet is queued, so an
+        undelayed topology keeps its full kernel-path throughput."""
+        if self.caps.netem or self._delayer is None:
             return
         table = self.delay_table()
-        if table == self._delays_loaded or (not table and self._delayer is None):
+        if table == self._delays_loaded:
             return
         self._delays_loaded = table
-        path = os.path.join(self.reg.dir, "delays.json")
-        with open(path + ".tmp", "w") as f:
+        with open(self._delay_path + ".tmp", "w") as f:
             json.dump(table, f)
-        os.replace(path + ".tmp", path)
-        if self._delayer is None:
-            self._start_delayer(path)
-        else:
-            self._delayer.send_signal(signal.SIGHUP)
+        os.replace(self._delay_path + ".tmp", self._delay_path)
+        self._delayer.send_signal(signal.SIGHUP)
+        if table and not self._queue_rules:
+            self._install_queue_rules()
 
-    def _start_delayer(self, table_path: str) -> None:
-        self.reg.set_sysctl("net.bridge.bridge-nf-call-iptables", "1")
+    def _start_delayer(self) -> None:
+        self._delay_path = os.path.join(self.reg.dir, "delays.json")
+        with open(self._delay_path, "w") as f:
+            json.dump({}, f)
         self._delayer = subprocess.Popen(
             [sys.executable, "-m", "testbed.nfdelay", "--queue", str(self.queue_num),
-             "--table", table_path], stdout=subprocess.PIPE, start_new_session=True,
+             "--table", self._delay_path], stdout=subprocess.PIPE, start_new_session=True,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self.reg.add_pid(self._delayer.pid, "nfqueue delayer")
         raise_priority(self._delayer.pid)  # its lateness is the delay error
         if self._delayer.stdout.readline().strip() != b"ready":
             raise CommandError("the NFQUEUE delayer did not start")
+
+    def _install_queue_rules(self) -> None:
+        """IPv4 entering a bridge from a host port -> our queue; one iptables-restore call."""
+        self.reg.set_sysctl("net.bridge.bridge-nf-call-iptables", "1")
         self.reg.add("iptables", self.chain)
-        ipt = ["iptables", "-w", "-t", "mangle"]
-        cmds = [ipt + ["-N", self.chain]]
-        for port in sorted(self._host_port.values()):
-            cmds.append(ipt + ["-A", self.chain, "-m", "physdev", "--physdev-in", port,
-                               "-j", "NFQUEUE", "--queue-num", str(self.queue_num),
-                               "--queue-bypass"])
-        cmds.append(ipt + ["-A", "FORWARD", "-j", self.chain])
-        for c in cmds:
-            done = subprocess.run(c, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise CommandError(f"{' '.join(c)}: {done.stderr.strip()}")
+        lines = ["*mangle", f":{self.chain} - [0:0]"]
+        lines += [f"-A {self.chain} -m physdev --physdev-in {port} -j NFQUEUE "
+                  f"--queue-num {self.queue_num} --queue-bypass"
+                  for port in sorted(self._host_port.values())]
+        lines += [f"-A FORWARD -j {self.chain}", "COMMIT", ""]
+        done = subprocess.run(["iptables-restore", "-w", "--noflush"], input="\n".join(lines),
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise CommandError(f"iptables-restore: {done.stderr.strip()}")
+        self._queue_rules = True
 
     # ------------------------------------------------------------ runtime changes
     def set_direction(self, link: str, direction: str, d: Direction) -> None:
