@@ -229,6 +229,8 @@ class ChaosState(State):
                  for r in sorted(holder_ranks - {rank})
                  if cfg.strategy != "single" or r in plan.assigned]
         holders = {c: {f"rank{r}" for r in roles.holders[c] if r != rank} for c in roles.needs[rank]}
+        if cfg.strategy == "single":  # the baseline: no stealing, each chunk from its one source
+            holders = {c: {f"rank{r}"} for r, cs in plan.assigned.items() for c in cs}
         t1 = time.perf_counter()
         manifest = transfer.fetch_manifest(peers, roles.version, roles.digest, cfg.transfer_timeout_s)
         # Start from our own bytes: chunks we already hold stay, the needed ones are fetched.
