@@ -138,6 +138,8 @@ def cmd_run(args) -> int:
         if args.verify:
             _verify(tb, args)
         ph = tb.placeholders()
+        if os.path.exists(ph["event_log"]):  # an earlier run's steps must not fire our triggers
+            os.replace(ph["event_log"], f"{ph['event_log']}.{time.strftime('%Y%m%d-%H%M%S')}")
         argv = [_substitute(a, ph) for a in command]
         env = {"CHAOS_EVENT_LOG": ph["event_log"], "CHAOS_TESTBED_DISCOVERY": ph["discovery"],
                "CHAOS_TESTBED_OUT": tb.out_dir, "CHAOS_BANDWIDTH": "@" + ph["bandwidth"],
@@ -156,8 +158,8 @@ def cmd_run(args) -> int:
                 rc = proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                rc = proc.wait()
-            rc = rc or 124
+                proc.wait()
+            rc = 124
         ex.stop()
         tb.log("command_exit", rc=rc, pending_actions=len(ex.pending))
         if ex.pending:
