@@ -1,0 +1,441 @@
+"""Peer negotiation of cluster membership and topology: a pure state machine (no sockets, no clock).
+
+Every node runs one ``Member``. Events go in (``deliver`` a peer message, ``tick`` with the current
+time, ``observe`` a local change: join request, leave, link up/down); messages to send and views
+to install come out. The agent process (issue #4's wiring) and the simulator (``chaos_hvd.simnet``)
+drive it the same way, so the simulator tests the code that runs.
+
+**Views.** A view is ``(epoch, members, links)``: who trains, and which member pairs are connected
+(the communication topology). Epochs grow by one per installed view. All nodes that install a
+view for epoch *e* install the same one.
+
+**Who decides.** The *coordinator* is the lowest member id of the current view; changes seen
+elsewhere (a join request, a leave, a link up/down from the monitor) are forwarded to it and it
+proposes the next view. If it is gone, the other members propose in id order (the 2nd lowest
+after ``propose_timeout_s``, the 3rd after twice that, ...), so its loss stalls nothing and
+proposers do not duel. Each epoch is one single-decree Paxos instance among the **members of the
+last view**:
+
+    prepare(e, b) -> promise(e, b, accepted)     quorum = majority of view e-1's members
+    accept(e, b, V) -> accepted(e, b)            V = highest accepted value among the promises,
+    commit(V) to old and new members               else the proposer's pending changes applied
+
+Ballots are (round, proposer id); a proposer that loses adopts what was accepted, and its own
+changes go into the next epoch. Simultaneous events converge to one view per epoch, then on.
+
+**Failure detection and leases.** Members heartbeat the coordinator; the coordinator heartbeats
+every member (2n messages per ``heartbeat_s``, not n^2). Only the coordinator suspects members
+(silent for ``suspect_after_s``), members only suspect the coordinator; a suspicion heard from
+someone else is never acted on, so a cut-off node cannot get healthy ones removed. A member may
+*train* only while it holds a lease: the coordinator holds one while it heard from a majority of
+its view within ``lease_s``, and grants one in each heartbeat to every member it heard within
+``lease_s`` and is not removing. Acceptors refuse a view that removes themselves (unless leaving)
+or a node they watch and heard within ``lease_s``.
+
+**Guarantees.** (1) Agreement: at most one view per epoch (quorum intersection). (2) No split
+brain: a view change needs a majority of the previous view, so after a partition only a majority
+side moves on; since ``suspect_after_s`` > 2 x ``lease_s`` + message delay, every lease of a
+node that is being removed has expired before the view without it is installed: there are never
+two concurrent training groups (checked after every event in simulation). (3) Any single node,
+the proposer included, may fail at any step. Liveness needs a majority of the last view to be up
+and connected.
+
+Messages are plain dicts (JSON); authentication, replay and size checks are the transport's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+PREPARE, PROMISE, ACCEPT, ACCEPTED, COMMIT, NACK = \
+    "prepare", "promise", "accept", "accepted", "commit", "nack"
+HEARTBEAT, CHANGES, JOIN = "heartbeat", "changes", "join"
+
+
+@dataclass(frozen=True)
+class Config:
+    heartbeat_s: float = 0.1
+    lease_s: float = 0.4
+    suspect_after_s: float = 1.0          # must exceed 2 x lease_s + the largest message delay
+    propose_timeout_s: float = 0.3        # a non-coordinator proposes after holding a change this long
+    retry_s: float = 0.25                 # a proposal without quorum is retried with a higher ballot
+
+    def __post_init__(self):
+        if not (0 < self.heartbeat_s < self.lease_s and 2 * self.lease_s < self.suspect_after_s):
+            raise ValueError("need 0 < heartbeat_s < lease_s and 2 x lease_s < suspect_after_s")
+
+
+@dataclass(frozen=True)
+class View:
+    epoch: int
+    members: frozenset[str]
+    links: frozenset[tuple[str, str]] = frozenset()   # (a, b) with a < b: connected member pairs
+
+    def to_msg(self) -> dict:
+        return {"epoch": self.epoch, "members": sorted(self.members),
+                "links": sorted([a, b] for a, b in self.links)}
+
+    @staticmethod
+    def from_msg(d: dict) -> "View":
+        return View(int(d["epoch"]), frozenset(d["members"]),
+                    frozenset((a, b) for a, b in d["links"]))
+
+    def quorum(self) -> int:
+        return len(self.members) // 2 + 1
+
+
+def link(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a < b else (b, a)
+
+
+def apply_changes(view: View, changes: Iterable[tuple]) -> View:
+    """The next view: ('add', n) / ('remove', n) / ('link_up', a, b) / ('link_down', a, b)."""
+    members, links = set(view.members), set(view.links)
+    for ch in sorted(set(changes)):
+        kind = ch[0]
+        if kind == "add":
+            members.add(ch[1])
+        elif kind in ("remove", "leave"):
+            members.discard(ch[1])
+        elif kind == "link_up":
+            links.add(link(ch[1], ch[2]))
+        elif kind == "link_down":
+            links.discard(link(ch[1], ch[2]))
+    links = {ln for ln in links if ln[0] in members and ln[1] in members}
+    return View(view.epoch + 1, frozenset(members), frozenset(links))
+
+
+def pending_in(view: View, changes: Iterable[tuple]) -> set[tuple]:
+    """Changes that the view does not reflect yet (links count only between members)."""
+    out = set()
+    for ch in changes:
+        kind, ch = ch[0], tuple(ch)
+        if kind == "add":
+            todo = ch[1] not in view.members
+        elif kind in ("remove", "leave"):
+            todo = ch[1] in view.members
+        elif kind == "link_up":
+            todo = ch[1] in view.members and ch[2] in view.members \
+                and link(ch[1], ch[2]) not in view.links
+        elif kind == "link_down":
+            todo = link(ch[1], ch[2]) in view.links
+        else:
+            raise ValueError(f"unknown change {ch!r}")
+        if todo:
+            out.add(ch)
+    return out
+
+
+@dataclass
+class Send:
+    dst: str
+    msg: dict
+
+
+@dataclass
+class Installed:
+    view: View
+    previous: View | None
+
+
+@dataclass
+class _Proposal:
+    epoch: int
+    ballot: tuple[int, str]
+    started: float
+    promises: dict[str, dict] = field(default_factory=dict)
+    accepts: set[str] = field(default_factory=set)
+    value: View | None = None
+
+
+class Member:
+    """One node's protocol state. Not thread-safe: the caller serialises events."""
+
+    def __init__(self, node_id: str, view: View | None, config: Config = Config(),
+                 seeds: Iterable[str] = ()):
+        self.id, self.cfg = node_id, config
+        self._set_view(view)                  # None: not a member yet (joining)
+        self.seeds = sorted(set(seeds) - {node_id})
+        self.last_heard: dict[str, float] = {}   # failure detection (with a grace period)
+        self.lease_heard: dict[str, float] = {}  # real receipts only: the coordinator's quorum
+        self.lease_until = -1e9
+        self.pending: dict[tuple, float] = {}  # change -> when first seen here
+        self.promised: tuple[int, tuple[int, str]] = (-1, (-1, ""))     # (epoch, ballot)
+        self.accepted: tuple[int, tuple[int, str], View] | None = None  # (epoch, ballot, value)
+        self.proposal: _Proposal | None = None
+        self.round = 0
+        self.now = 0.0
+        self.left = False
+        self._last_heartbeat = -1e9
+        self._backoff_until = -1e9
+
+    # ------------------------------------------------------------ queries
+    def coordinator(self) -> str | None:
+        """The lowest member id of the view: it grants training leases and proposes first."""
+        return self._coordinator
+
+    def watched(self) -> list[str]:
+        """Whom this node checks for failure: members watch the coordinator, the coordinator
+        watches every member. 2n heartbeats per period, not n^2; only the coordinator (which
+        hears everyone) may suspect members, so a partitioned node's suspicions never remove
+        healthy ones."""
+        return self._watched
+
+    def _set_view(self, view: View | None) -> None:
+        """Install `view` and derive what depends only on it (once per view, not per event)."""
+        self.view = view
+        self._coordinator, self._watched, self._rank = None, [], 0
+        if view is None:
+            return
+        ring = sorted(view.members)
+        self._coordinator = ring[0]
+        self._rank = ring.index(self.id) if self.id in view.members else len(ring)
+        if self.id in view.members:
+            self._watched = ring[1:] if self.id == ring[0] else [ring[0]]
+
+    def quorum_heard(self, now: float) -> bool:
+        """Heard (for real, no grace) from a majority of the view within lease_s."""
+        heard = 1 + sum(1 for m in self.view.members if m != self.id
+                        and now - self.lease_heard.get(m, -1e9) <= self.cfg.lease_s)
+        return heard >= self.view.quorum()
+
+    def _removing(self) -> set[str]:
+        """Members a pending change or the running proposal would remove."""
+        out = {c[1] for c in self.pending if c[0] in ("remove", "leave")}
+        if self.proposal is not None and self.proposal.value is not None:
+            out |= self.view.members - self.proposal.value.members
+        return out
+
+    def can_train(self, now: float | None = None) -> bool:
+        """Holds a training lease. The coordinator does while it hears a majority of its view
+        within lease_s; every other member while the coordinator's latest heartbeat for this
+        epoch, received within lease_s, said so."""
+        now = self.now if now is None else now
+        if self.view is None or self.left or self.id not in self.view.members:
+            return False
+        if self.id == self.coordinator():
+            return self.quorum_heard(now)
+        return now <= self.lease_until
+
+    # ------------------------------------------------------------ events
+    def observe(self, change: tuple, now: float) -> list:
+        """A local observation: ('add', n) for a join request, ('leave', self) to leave,
+        ('remove', n) for a failure this node detected, ('link_up'|'link_down', a, b) from the
+        monitor."""
+        self.now = now
+        change = tuple(change)
+        if change == ("leave", self.id):
+            self.left = True          # stops training now; stays an acceptor until removed
+        if self.view is None:
+            return []
+        if pending_in(self.view, [change]):
+            self.pending.setdefault(change, now)
+        return self._forward_or_propose(now)
+
+    def tick(self, now: float) -> list:
+        self.now = now
+        out: list = []
+        if self.view is None:        # joining: keep asking the seeds
+            if self.left:
+                return out
+            if now - self._last_heartbeat >= self.cfg.heartbeat_s * 3:
+                self._last_heartbeat = now
+                out += [Send(s, {"type": JOIN}) for s in self.seeds]
+            return out
+        if now - self._last_heartbeat >= self.cfg.heartbeat_s and self.id in self.view.members:
+            self._last_heartbeat = now
+            hb = {"type": HEARTBEAT, "epoch": self.view.epoch}
+            if self.id != self.coordinator():
+                out += [Send(m, hb) for m in self.watched()]
+            else:   # leases only to members heard within lease_s and not being removed
+                quorum = self.quorum_heard(now)
+                removing = self._removing()
+                out += [Send(m, {**hb, "lease": quorum and m not in removing and
+                                 now - self.lease_heard.get(m, -1e9) <= self.cfg.lease_s})
+                        for m in self.watched()]
+        for m in self.watched():
+            self.last_heard.setdefault(m, now)   # a fresh view gives everyone a grace period
+            if now - self.last_heard[m] > self.cfg.suspect_after_s:
+                self.pending.setdefault(("remove", m), now)
+        if self.proposal and now - self.proposal.started > self.cfg.retry_s:
+            self.proposal = None                      # no quorum in time: retry, higher ballot
+        return out + self._forward_or_propose(now)
+
+    def deliver(self, src: str, msg: dict, now: float) -> list:
+        self.now = now
+        self.last_heard[src] = now
+        self.lease_heard[src] = now
+        self.pending.pop(("remove", src), None)      # it is alive after all
+        kind = msg.get("type")
+        handler = {HEARTBEAT: self._on_heartbeat, CHANGES: self._on_changes, JOIN: self._on_join,
+                   PREPARE: self._on_prepare, PROMISE: self._on_promise, ACCEPT: self._on_accept,
+                   ACCEPTED: self._on_accepted, COMMIT: self._on_commit,
+                   NACK: self._on_nack}.get(kind)
+        if handler is None:
+            raise ValueError(f"unknown message type {kind!r}")
+        return handler(src, msg, now)
+
+    # ------------------------------------------------------------ handlers
+    def _on_heartbeat(self, src, msg, now):
+        if self.view is None:
+            return []
+        if msg["epoch"] < self.view.epoch and src in self.view.members:
+            return [Send(src, {"type": COMMIT, "view": self.view.to_msg()})]  # help it catch up
+        if msg.get("lease") and msg["epoch"] == self.view.epoch and src == self.coordinator():
+            self.lease_until = now + self.cfg.lease_s
+        return []
+
+    def _on_join(self, src, msg, now):
+        if self.view is None:
+            return []
+        if src in self.view.members:
+            return [Send(src, {"type": COMMIT, "view": self.view.to_msg()})]
+        return self.observe(("add", src), now)
+
+    def _on_changes(self, src, msg, now):
+        if self.view is None:
+            return []
+        for ch in msg["changes"]:
+            ch = tuple(ch)
+            # failures are decided by our own detector, never by hearsay: a partitioned node's
+            # suspicions must not remove members we still hear
+            if ch[0] != "remove" and pending_in(self.view, [ch]):
+                self.pending.setdefault(ch, now)
+        return self._forward_or_propose(now)
+
+    def _forward_or_propose(self, now: float) -> list:
+        self.pending = {c: t for c, t in self.pending.items() if pending_in(self.view, [c])}
+        if not self.pending or self.proposal is not None:
+            return []
+        coord = self.coordinator()
+        oldest = min(self.pending.values())
+        # when the coordinator is gone every member wants to propose: members take turns in id
+        # order (the 2nd lowest first), so they do not duel ballot after ballot
+        turn = self._rank * self.cfg.propose_timeout_s
+        if coord == self.id or (now - oldest >= turn and now >= self._backoff_until):
+            return self._propose(now)
+        return [Send(coord, {"type": CHANGES, "changes": [list(c) for c in sorted(self.pending)]})]
+
+    def _propose(self, now: float) -> list:
+        epoch = self.view.epoch + 1
+        self.round = max(self.round, self.promised[1][0]) + 1
+        self.proposal = _Proposal(epoch, (self.round, self.id), now)
+        msg = {"type": PREPARE, "epoch": epoch, "ballot": list(self.proposal.ballot)}
+        return [Send(m, msg) for m in sorted(self.view.members) if m != self.id] + \
+            self._on_prepare(self.id, msg, now)
+
+    def _ballot_ok(self, epoch: int, ballot: tuple) -> bool:
+        return self.view is not None and epoch == self.view.epoch + 1 and \
+            (epoch, ballot) >= self.promised
+
+    def _on_prepare(self, src, msg, now):
+        epoch, ballot = msg["epoch"], tuple(msg["ballot"])
+        if self.view is None:
+            return []
+        if epoch <= self.view.epoch:      # the proposer is behind: give it the newest view
+            return self._reply(src, {"type": COMMIT, "view": self.view.to_msg()}, now)
+        if not self._ballot_ok(epoch, ballot) or epoch != self.view.epoch + 1:
+            return self._reply(src, {"type": NACK, "epoch": epoch,
+                                     "promised": list(self.promised[1])}, now)
+        self.promised = (epoch, ballot)
+        acc = None
+        if self.accepted is not None and self.accepted[0] == epoch:
+            acc = {"ballot": list(self.accepted[1]), "view": self.accepted[2].to_msg()}
+        return self._reply(src, {"type": PROMISE, "epoch": epoch, "ballot": list(ballot),
+                                 "accepted": acc}, now)
+
+    def _reply(self, dst, msg, now):
+        return self.deliver(self.id, msg, now) if dst == self.id else [Send(dst, msg)]
+
+    def _on_promise(self, src, msg, now):
+        p = self.proposal
+        if p is None or msg["epoch"] != p.epoch or tuple(msg["ballot"]) != p.ballot \
+                or p.value is not None or src not in self.view.members:
+            return []
+        p.promises[src] = msg
+        if len(p.promises) < self.view.quorum():
+            return []
+        prior = [m["accepted"] for m in p.promises.values() if m["accepted"]]
+        if prior:   # Paxos: a value some acceptor may have accepted must be kept
+            p.value = View.from_msg(max(prior, key=lambda a: tuple(a["ballot"]))["view"])
+        else:
+            p.value = apply_changes(self.view, self.pending)
+        acc = {"type": ACCEPT, "epoch": p.epoch, "ballot": list(p.ballot),
+               "view": p.value.to_msg()}
+        return [Send(m, acc) for m in sorted(self.view.members) if m != self.id] + \
+            self._on_accept(self.id, acc, now)
+
+    def _on_accept(self, src, msg, now):
+        epoch, ballot = msg["epoch"], tuple(msg["ballot"])
+        if self.view is None or not self._ballot_ok(epoch, ballot):
+            return []
+        if self._unjustified_removal(msg["view"]["members"], ballot[1], now):
+            return self._reply(src, {"type": NACK, "epoch": epoch,
+                                     "promised": list(self.promised[1])}, now)
+        self.promised = (epoch, ballot)
+        self.accepted = (epoch, ballot, View.from_msg(msg["view"]))
+        return self._reply(src, {"type": ACCEPTED, "epoch": epoch, "ballot": list(ballot)}, now)
+
+    def _unjustified_removal(self, members: list, proposer: str, now: float) -> bool:
+        """Would this value remove a node we have evidence is alive and staying? We refuse to
+        remove ourselves unless leaving, and any node we watch and heard within lease_s (it may
+        hold or grant a lease) unless it leaves or proposes its own removal."""
+        keep = set(members)
+        for m in self.view.members - keep:
+            if m == self.id:
+                if not self.left:
+                    return True
+            elif m in self._watched and m != proposer and ("leave", m) not in self.pending \
+                    and now - self.lease_heard.get(m, -1e9) <= self.cfg.lease_s:
+                return True
+        return False
+
+    def _on_accepted(self, src, msg, now):
+        p = self.proposal
+        if p is None or p.value is None or msg["epoch"] != p.epoch \
+                or tuple(msg["ballot"]) != p.ballot or src not in self.view.members:
+            return []
+        p.accepts.add(src)
+        if len(p.accepts) < self.view.quorum():
+            return []
+        commit = {"type": COMMIT, "view": p.value.to_msg()}
+        targets = sorted((self.view.members | p.value.members) - {self.id})
+        return [Send(m, commit) for m in targets] + self._install(p.value, now)
+
+    def _on_commit(self, src, msg, now):
+        view = View.from_msg(msg["view"])
+        if self.view is not None and view.epoch <= self.view.epoch:
+            return []
+        if self.id not in view.members and self.view is None:
+            return []       # not admitted yet; keep asking
+        if self.view is None:
+            self.seeds = sorted(view.members - {self.id})
+        return self._install(view, now)
+
+    def _on_nack(self, src, msg, now):
+        p = self.proposal
+        if p is not None and msg["epoch"] == p.epoch and tuple(msg["promised"]) > p.ballot:
+            self.round = max(self.round, msg["promised"][0])
+            self.proposal = None       # a higher ballot is running; retry later if still needed
+            self._backoff_until = now + self.cfg.retry_s * (1 + self._rank)
+        return []
+
+    def _install(self, view: View, now: float) -> list:
+        previous = self.view
+        self._set_view(view)
+        self.proposal = None
+        if self.accepted is not None and self.accepted[0] <= view.epoch:
+            self.accepted = None
+        if self.promised[0] <= view.epoch:
+            self.promised = (view.epoch, (-1, ""))
+        self.last_heard = {m: now for m in view.members}   # grace: re-detect from scratch
+        self.lease_until = -1e9                              # a lease is per epoch
+        out: list = [Installed(view, previous)]
+        if self.id not in view.members:
+            # removed: after a voluntary leave we are done; after a false suspicion, rejoin
+            self._set_view(None)
+            self.seeds = sorted(view.members)
+            self.pending.clear()
+            return out
+        return out + self._forward_or_propose(now)
