@@ -29,7 +29,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Iterator
 
@@ -302,9 +302,6 @@ class Topology:
     def path_delay_s(self, src: str, dst: str) -> float:
         return sum(d.delay_s for _, d in self.path(src, dst))
 
-    def with_link(self, link: Link) -> "Topology":
-        return replace(self, links=tuple(link if ln.name == link.name else ln
-                                         for ln in self.links))
 
 
 # ---------------------------------------------------------------- parsing and validation
