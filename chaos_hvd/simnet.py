@@ -20,7 +20,7 @@ import json
 import random
 from dataclasses import dataclass, field
 
-from .protocol import Config, Installed, Member, Send, View, link
+from .protocol import Config, Installed, Member, Send, View, link, pending_in
 
 
 @dataclass
@@ -130,6 +130,11 @@ class Simulation:
     def _apply(self, action: tuple) -> None:
         kind = action[0]
         epoch = max(self.views)
+        current = self.agreed_view() or self.views[epoch]
+        # only events that must change the view are timed (a no-op would take a later install)
+        if kind in ("join", "crash", "leave") or (
+                kind in ("link_down", "link_up") and pending_in(current, [action])):
+            self._marks.append((kind, self.now, epoch))
         if kind == "crash":
             self.crashed.add(action[1])
         elif kind == "join":
@@ -153,7 +158,6 @@ class Simulation:
                     self._handle(n, self.nodes[n].observe((kind, a, b), self.now))
         else:
             raise ValueError(f"unknown action {action!r}")
-        self._marks.append((kind, self.now, epoch))
 
     # ------------------------------------------------------------ invariants
     def live(self) -> set[str]:

@@ -44,7 +44,7 @@ class Capabilities:
         lines = ["sch_netem is missing from this kernel: delay/jitter/loss are not native"]
         lines.append("loss: nftables bridge rules (numgen random)" if self.nft_bridge
                      else "loss: CANNOT be emulated (no nftables bridge family)")
-        lines.append("delay/jitter: userspace NFQUEUE delayer on the bridges (~0.2 ms bias, "
+        lines.append("delay/jitter: userspace NFQUEUE delayer on the bridges (+0.3-0.7 ms RTT bias, "
                      "p99 lateness ~2.6 ms under load, ~1.2 Gbit/s ceiling)"
                      if self.nfqueue and self.br_netfilter
                      else "delay/jitter: CANNOT be emulated (no NFQUEUE/br_netfilter)")
