@@ -49,3 +49,46 @@ class StateDivergedError(ChaosError):
 
     Not recoverable by retrying the same sync: it indicates non-determinism or a bug, so it propagates.
     """
+
+
+class PeerMessageError(ChaosError):
+    """A cluster-agent message was rejected; the agent logs it and changes nothing.
+
+    ``reason`` is a short word for the event log: forged, replayed, stale, oversized, malformed.
+    """
+
+    reason = "rejected"
+
+
+class ForgedMessage(PeerMessageError, AuthenticationError):
+    """Bad or missing HMAC: not from a holder of the cluster secret (or altered on the way)."""
+
+    reason = "forged"
+
+
+class ReplayedMessage(PeerMessageError):
+    """Authentic, but its sequence number was seen already or is outside the freshness window."""
+
+    reason = "replayed"
+
+
+class StaleMessage(PeerMessageError):
+    """Authentic and fresh, but about an epoch the cluster has moved past."""
+
+    reason = "stale"
+
+
+class OversizedMessage(PeerMessageError):
+    """Larger than the datagram limit: dropped before parsing."""
+
+    reason = "oversized"
+
+
+class MalformedMessage(PeerMessageError, ValueError):
+    """Not JSON, or JSON that does not match the message's schema."""
+
+    reason = "malformed"
+
+
+class AgentUnavailable(ChaosError):
+    """No cluster agent answered on the local socket(s)."""

@@ -73,13 +73,18 @@ class View:
     links: frozenset[tuple[str, str]] = frozenset()   # (a, b) with a < b: connected member pairs
 
     def to_msg(self) -> dict:
-        return {"epoch": self.epoch, "members": sorted(self.members),
-                "links": sorted([a, b] for a, b in self.links)}
+        """Links go as index pairs into the sorted member list: a 64-node full mesh fits one
+        datagram."""
+        ring = sorted(self.members)
+        index = {m: i for i, m in enumerate(ring)}
+        return {"epoch": self.epoch, "members": ring,
+                "links": sorted([index[a], index[b]] for a, b in self.links)}
 
     @staticmethod
     def from_msg(d: dict) -> "View":
-        return View(int(d["epoch"]), frozenset(d["members"]),
-                    frozenset((a, b) for a, b in d["links"]))
+        ring = sorted(d["members"])
+        return View(int(d["epoch"]), frozenset(ring),
+                    frozenset(link(ring[i], ring[j]) for i, j in d["links"]))
 
     def quorum(self) -> int:
         return len(self.members) // 2 + 1
@@ -189,6 +194,8 @@ class Member:
         if view is None:
             return
         ring = sorted(view.members)
+        if not ring:              # everyone left
+            return
         self._coordinator = ring[0]
         self._rank = ring.index(self.id) if self.id in view.members else len(ring)
         if self.id in view.members:

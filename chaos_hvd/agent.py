@@ -1,0 +1,426 @@
+"""The cluster agent: one per node; wires the protocol and the monitor to the network (asyncio).
+
+Sockets of an agent with id ``ID`` (its Horovod host name, or ``host:port``):
+
+* UDP ``port``: peer messages (wire.py envelopes: HMAC-SHA256, replay guard, size and schema
+  checks) — the protocol's (heartbeat, join, changes, Paxos) and the monitor's (ping/pong for
+  link state and RTT, metrics gossip with probe results and resources);
+* TCP ``port``: bandwidth probes (monitor.py);
+* Unix socket (mode 0600): the local API, one JSON line in and one out — ``view``, ``status``,
+  ``bandwidth``, ``observe`` (inject a monitor observation), ``leave``. ``chaos-hvd discover``
+  and ``ChaosState`` read it; nothing on the network can.
+
+Every event is one JSON line in the event log (``EventLog``): ``start``, ``install`` (epoch,
+what changed, and for each change the handling latency from its arrival at this agent to the
+view being installed here), ``suspect`` (failure detected), ``link_down``/``link_up`` (monitor
+observations), ``join_request``, ``leave``, ``lease`` (gained/lost), ``probe``, ``rejected``
+(forged, replayed, stale, oversized, malformed; rate-limited per reason), ``stop``.
+
+The protocol runs on ``time.monotonic()``; the event loop is single-threaded, so the Member's
+"not thread-safe" contract holds. Probe slots follow the agreed view (probe_plan.py): every
+member computes the same schedule when it installs a view that changed membership, so the new
+members' links are measured first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+from . import probe_plan, wire
+from .errors import MalformedMessage, PeerMessageError, StaleMessage
+from .eventlog import EventLog
+from .linkstate import LinkWatch, Rate, RateTable
+from .monitor import ProbeService, Resources
+from .protocol import Config, Installed, Member, Send, View, link, pending_in
+
+DEFAULT_PORT = 7470
+MAX_API_LINE = 64 * 1024
+
+
+def split_id(node_id: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """'10.0.0.1' -> ('10.0.0.1', default); 'h:7471' -> ('h', 7471); '[::1]:7471' -> ('::1', 7471)."""
+    if node_id.startswith("["):
+        host, _, rest = node_id[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    host, sep, port = node_id.rpartition(":")
+    if sep and port.isdigit() and ":" not in host:
+        return host, int(port)
+    return node_id, default_port
+
+
+@dataclass
+class AgentOptions:
+    id: str
+    secret: bytes
+    members: tuple[str, ...] = ()      # founders: the first view (epoch 1), same list everywhere
+    seeds: tuple[str, ...] = ()        # whom a joiner asks to be admitted
+    port: int = DEFAULT_PORT           # for ids without a port
+    bind: str | None = None            # default: the id's host
+    socket_path: str | None = None
+    event_log: str | None = None
+    protocol: Config = field(default_factory=Config)
+    ping_s: float = 0.2
+    link_down_s: float = 0.6
+    link_up_s: float = 0.4
+    probe_s: float = 0.25              # per direction; 0 disables probes
+    probe_refresh_s: float = 30.0
+    resources_s: float = 2.0
+    tick_s: float = 0.01
+    leave_timeout_s: float = 3.0
+
+    def __post_init__(self):
+        if not wire.is_id(self.id):
+            raise ValueError(f"agent id {self.id!r}: use a host name, an IP or host:port")
+        if len(self.secret) < 16:
+            raise ValueError("the cluster secret must be at least 16 bytes")
+        if not self.members and not self.seeds:
+            raise ValueError("give --members (founders) or --seeds (to join a running cluster)")
+        if self.members and self.id not in self.members and not self.seeds:
+            self.seeds = tuple(self.members)
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, agent: "Agent"):
+        self.agent = agent
+
+    def datagram_received(self, data, addr):
+        self.agent.on_datagram(data, addr)
+
+    def error_received(self, exc):   # ICMP port unreachable from a dead peer: heartbeats decide
+        pass
+
+
+class Agent:
+    def __init__(self, opts: AgentOptions):
+        self.o = opts
+        self.me = opts.id
+        founders = set(opts.members)
+        view = View(1, frozenset(founders)) if self.me in founders else None
+        self.member = Member(self.me, view, opts.protocol, seeds=set(opts.seeds) | founders)
+        self.log = EventLog(opts.event_log, agent=self.me)
+        self.seq = wire.SeqClock()
+        self.guard = wire.ReplayGuard()
+        self.watch = LinkWatch(opts.link_down_s, opts.link_up_s)
+        self.rates = RateTable()
+        self.resources: dict[str, dict] = {}
+        self.res = Resources()
+        self.probes = ProbeService(self.me, opts.secret, self.seq, self._rejected)
+        self.seen: dict[tuple, float] = {}       # change -> first arrival here (monotonic)
+        self._reported: dict[tuple, float] = {}  # link observations: last time we told the protocol
+        self._addr: dict[str, tuple] = {}
+        self._reject_log: dict[str, tuple[float, int]] = {}
+        self._lease = False
+        self._stop = asyncio.Event()
+        self._leaving_since: float | None = None
+        self._probe_task: asyncio.Task | None = None
+        self.transport = None
+        self.counters = {"sent": 0, "received": 0, "rejected": 0}
+
+    # ------------------------------------------------------------ plumbing
+    def _address(self, node: str) -> tuple:
+        addr = self._addr.get(node)
+        if addr is None:
+            host, port = split_id(node, self.o.port)
+            info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            addr = self._addr[node] = info[0][4]
+        return addr
+
+    def send(self, dst: str, body: dict) -> None:
+        if dst == self.me or self.transport is None:
+            return
+        try:
+            data = wire.seal(self.o.secret, self.me, dst, self.seq.next(time.time_ns()), body)
+            self.transport.sendto(data, self._address(dst))
+            self.counters["sent"] += 1
+        except (OSError, PeerMessageError) as e:
+            self.log.write("send_failed", dst=dst, type=body.get("type"), error=str(e))
+
+    def _rejected(self, reason: str, peer: str, detail: str) -> None:
+        """Log a rejected message; at most one line per reason per second (a flood stays cheap)."""
+        self.counters["rejected"] += 1
+        now = time.monotonic()
+        last, suppressed = self._reject_log.get(reason, (-1e9, 0))
+        if now - last < 1.0:
+            self._reject_log[reason] = (last, suppressed + 1)
+            return
+        self._reject_log[reason] = (now, 0)
+        self.log.write("rejected", reason=reason, peer=peer, detail=detail[:300],
+                       suppressed=suppressed, epoch=self.epoch)
+
+    @property
+    def epoch(self) -> int | None:
+        return self.member.view.epoch if self.member.view else None
+
+    # ------------------------------------------------------------ protocol I/O
+    def _run(self, outputs: list, now: float) -> None:
+        for ch, t in self.member.pending.items():
+            if ch not in self.seen:
+                self.seen[ch] = t
+                if ch[0] == "remove" and ch[1] != self.me:
+                    self.log.write("suspect", node=ch[1], epoch=self.epoch)
+        for out in outputs:
+            if isinstance(out, Send):
+                self.send(out.dst, out.msg)
+            elif isinstance(out, Installed):
+                self._installed(out.view, out.previous, now)
+        # a change the protocol dropped (a suspicion cleared by a heartbeat) starts afresh
+        self.seen = {ch: t for ch, t in self.seen.items() if ch in self.member.pending}
+
+    def _installed(self, view: View, prev: View | None, now: float) -> None:
+        handled = [ch for ch in self.seen if not pending_in(view, [ch])]
+        lat = {" ".join(ch): round((now - self.seen.pop(ch)) * 1e3, 3) for ch in handled}
+        pm = prev.members if prev else frozenset()
+        pl = prev.links if prev else frozenset()
+        self.log.write("install", epoch=view.epoch, members=sorted(view.members),
+                       coordinator=min(view.members), added=sorted(view.members - pm),
+                       removed=sorted(pm - view.members),
+                       links_up=sorted(map(list, view.links - pl)),
+                       links_down=sorted(map(list, {ln for ln in pl - view.links
+                                                    if set(ln) <= view.members})),
+                       handled_ms=lat, latency_ms=max(lat.values()) if lat else None,
+                       in_view=self.me in view.members)
+        keep = set(view.members)
+        self.watch.forget(keep)
+        self.rates.restrict(keep)
+        if self.me not in view.members:
+            if self._leaving_since is not None:
+                self._stop.set()
+            else:
+                self.log.write("removed", epoch=view.epoch)   # a false suspicion: rejoin
+            return
+        if prev is None or prev.members != view.members:
+            self._restart_probes(first=view.members - pm if prev else ())
+
+    def on_datagram(self, data: bytes, addr) -> None:
+        self.counters["received"] += 1
+        now = time.monotonic()
+        try:
+            src, body = wire.open_envelope(self.o.secret, self.me, data, self.guard,
+                                           time.time_ns())
+            kind = body["type"]
+            if kind in wire.PROTOCOL_TYPES:
+                why = wire.stale_reason(body, self.epoch)
+                if why:
+                    raise StaleMessage(f"from {src}: {why}")
+                if kind == "join" and (self.member.view is None
+                                       or src not in self.member.view.members):
+                    self.log.write("join_request", node=src, epoch=self.epoch)
+                try:
+                    outputs = self.member.deliver(src, body, now)
+                except (KeyError, TypeError, ValueError, IndexError) as e:
+                    raise MalformedMessage(f"{kind} from {src}: {e!r}") from None
+                self._run(outputs, now)
+            elif kind == "ping":
+                self.send(src, {"type": "pong", "echo": body["t"]})
+            elif kind == "pong":
+                self.watch.pong(src, max(0, time.monotonic_ns() - body["echo"]) / 1e9, now)
+            elif kind == "metrics":
+                self.rates.merge(body["links"])
+                self.resources[src] = dict(body["resources"], at_unix=time.time())
+            else:
+                raise MalformedMessage(f"{kind} is not a datagram message")
+        except PeerMessageError as e:
+            self._rejected(e.reason, f"{addr[0]}:{addr[1]}", str(e))
+
+    def observe(self, change: tuple, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._run(self.member.observe(tuple(change), now), now)
+
+    # ------------------------------------------------------------ periodic work
+    async def _ticker(self) -> None:
+        last_ping = last_res = -1e9
+        while not self._stop.is_set():
+            now = time.monotonic()
+            self._run(self.member.tick(now), now)
+            view = self.member.view
+            if view is not None and self.me in view.members:
+                if now - last_ping >= self.o.ping_s:
+                    last_ping = now
+                    for m in sorted(view.members - {self.me}):
+                        self.send(m, {"type": "ping", "t": time.monotonic_ns()})
+                    self._reconcile_links(view, now)
+                if now - last_res >= self.o.resources_s:
+                    last_res = now
+                    self._gossip_metrics(view)
+            lease = self.member.can_train(now)
+            if lease != self._lease:
+                self._lease = lease
+                self.log.write("lease", held=lease, epoch=self.epoch)
+            if self._leaving_since is not None and \
+                    now - self._leaving_since > self.o.leave_timeout_s:
+                self.log.write("leave_timeout", epoch=self.epoch)
+                self._stop.set()
+            await asyncio.sleep(self.o.tick_s)
+
+    def _reconcile_links(self, view: View, now: float) -> None:
+        """Tell the protocol where the view's links differ from what pings say (both ends do)."""
+        for peer in sorted(view.members - {self.me}):
+            up = self.watch.is_up(peer, now)
+            ln = link(self.me, peer)
+            if up == (ln in view.links):
+                continue
+            ch = ("link_up" if up else "link_down", *ln)
+            if now - self._reported.get(ch, -1e9) < 2 * self.o.ping_s:
+                continue
+            if ch not in self._reported:
+                self.log.write(ch[0], link=list(ln), rtt_ms=self.watch.rtt_ms(peer),
+                               epoch=view.epoch)
+            self._reported = {c: t for c, t in self._reported.items() if c[1:] != ch[1:]}
+            self._reported[ch] = now
+            self.observe(ch, now)
+
+    def _gossip_metrics(self, view: View, rows: list | None = None) -> None:
+        res = self.res.sample()
+        self.resources[self.me] = dict(res, at_unix=time.time())
+        body = {"type": "metrics", "links": rows if rows is not None else
+                self.rates.rows(involving=self.me)[:2 * wire.MAX_MEMBERS], "resources": res}
+        for m in sorted(view.members - {self.me}):
+            self.send(m, body)
+
+    # ------------------------------------------------------------ probes
+    def _restart_probes(self, first) -> None:
+        if self.o.probe_s <= 0:
+            return
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+        self._probe_task = asyncio.get_running_loop().create_task(
+            self._probe_cycles(self.member.view, set(first)))
+
+    async def _probe_cycles(self, view: View, first: set) -> None:
+        slot = 2 * self.o.probe_s + 0.3
+        start = time.monotonic() + 0.2      # let every member install the view first
+        while not self._stop.is_set():
+            rounds = probe_plan.probe_rounds(view.members, first)
+            for rnd, peer in probe_plan.my_probes(rounds, self.me):
+                delay = start + rnd * slot - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await self._probe(view, peer)
+            first = set()
+            start += max(self.o.probe_refresh_s, len(rounds) * slot)
+            await asyncio.sleep(max(0.0, start - time.monotonic()))
+
+    async def _probe(self, view: View, peer: str) -> None:
+        host, port = self._address(peer)[:2]
+        down, up = await self.probes.lead(peer, host, port, self.o.probe_s)
+        rtt = self.watch.rtt_ms(peer)
+        now_unix = time.time()
+        rows = []
+        for src, dst, mbps in ((peer, self.me, down), (self.me, peer, up)):
+            if mbps is not None:
+                self.rates.update(src, dst, Rate(mbps, rtt, now_unix))
+                rows.append([src, dst, mbps, rtt, now_unix])
+        self.log.write("probe", peer=peer, mbps_to_me=down, mbps_from_me=up, rtt_ms=rtt,
+                       epoch=view.epoch)
+        if rows and self.member.view is not None:
+            self._gossip_metrics(self.member.view, rows)
+
+    # ------------------------------------------------------------ local API
+    def view_doc(self) -> dict:
+        v = self.member.view
+        return {"id": self.me, "epoch": v.epoch if v else None,
+                "members": sorted(v.members) if v else [],
+                "links": sorted(map(list, v.links)) if v else [],
+                "coordinator": self.member.coordinator(),
+                "can_train": self.member.can_train(time.monotonic())}
+
+    def status_doc(self) -> dict:
+        return {**self.view_doc(), "pending": sorted(map(list, self.member.pending)),
+                "rtt_ms": {p: self.watch.rtt_ms(p) for p in self.watch.peers},
+                "rates": self.rates.rows(), "resources": self.resources,
+                "counters": self.counters, "leaving": self._leaving_since is not None}
+
+    def api(self, req: dict) -> dict:
+        op = req.get("op")
+        if op == "view":
+            return self.view_doc()
+        if op == "status":
+            return self.status_doc()
+        if op == "bandwidth":
+            return {"id": self.me, "epoch": self.epoch, "rates": self.rates.rows()}
+        if op == "observe":
+            change = req.get("change")
+            wire.validate_change(change)
+            self.observe(tuple(change))
+            return {"ok": True, "epoch": self.epoch}
+        if op == "leave":
+            self.leave()
+            return {"ok": True}
+        raise MalformedMessage(f"unknown op {str(op)[:40]!r}")
+
+    async def _serve_api(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            try:
+                if len(line) > MAX_API_LINE:
+                    raise MalformedMessage("request too long")
+                req = json.loads(line)
+                if not isinstance(req, dict):
+                    raise MalformedMessage("request must be a JSON object")
+                reply = self.api(req)
+            except (ValueError, PeerMessageError) as e:
+                reply = {"error": str(e)}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        except (OSError, asyncio.TimeoutError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    # ------------------------------------------------------------ lifecycle
+    def leave(self) -> None:
+        if self._leaving_since is not None:
+            return
+        self._leaving_since = time.monotonic()
+        self.log.write("leave", epoch=self.epoch)
+        if self.member.view is None or self.me not in self.member.view.members:
+            self._stop.set()
+            return
+        self.observe(("leave", self.me))
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        host, port = split_id(self.me, self.o.port)
+        bind = self.o.bind or host
+        self.transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self),
+                                                                local_addr=(bind, port))
+        probe_server = await asyncio.start_server(self.probes.serve, bind, port)
+        api_server = None
+        if self.o.socket_path:
+            if os.path.exists(self.o.socket_path):
+                os.unlink(self.o.socket_path)      # a previous agent's, dead (we bound the port)
+            api_server = await asyncio.start_unix_server(self._serve_api, self.o.socket_path,
+                                                         limit=MAX_API_LINE + 2)
+            os.chmod(self.o.socket_path, 0o600)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.leave)
+        self.log.write("start", addr=f"{bind}:{port}", founders=sorted(self.o.members),
+                       seeds=sorted(self.o.seeds), epoch=self.epoch,
+                       heartbeat_s=self.o.protocol.heartbeat_s,
+                       suspect_after_s=self.o.protocol.suspect_after_s)
+        if self.member.view is not None:
+            self._restart_probes(first=())
+        try:
+            await self._ticker()
+        finally:
+            if self._probe_task:
+                self._probe_task.cancel()
+            probe_server.close()
+            if api_server:
+                api_server.close()
+                try:
+                    os.unlink(self.o.socket_path)
+                except OSError:
+                    pass
+            self.transport.close()
+            self.log.write("stop", epoch=self.epoch, counters=self.counters)
+
+
+def run_agent(opts: AgentOptions) -> None:
+    asyncio.run(Agent(opts).run())

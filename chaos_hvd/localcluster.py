@@ -1,0 +1,125 @@
+"""Real agent processes on loopback: for tests, benchmarks and trying the agent on one machine.
+
+``LocalCluster(n)`` starts ``chaos-hvd agent`` processes with ids ``127.0.0.1:<port>`` (free UDP and
+TCP ports), a common secret and event log under a directory, and stops them on exit (SIGTERM, then
+SIGKILL) — only the processes it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from .agent_client import request
+from .errors import AgentUnavailable
+from .eventlog import read_events
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP right now."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+    raise OSError("no free port")
+
+
+class LocalCluster:
+    def __init__(self, workdir: str, n: int = 3, agent_args: list[str] = (),
+                 secret: bytes = b"local-cluster-secret-0123456789"):
+        self.dir = workdir
+        os.makedirs(workdir, exist_ok=True)
+        self.secret_file = os.path.join(workdir, "secret")
+        with open(os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+            f.write(secret)
+        self.secret = secret
+        self.event_log = os.path.join(workdir, "agents.jsonl")
+        self.agent_args = list(agent_args)
+        self.ids = [f"127.0.0.1:{free_port()}" for _ in range(n)]
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def socket(self, node: str) -> str:
+        return os.path.join(self.dir, f"agent-{node.rsplit(':', 1)[1]}.sock")
+
+    def start(self, node: str, founders: list[str] | None = None,
+              seeds: list[str] | None = None, extra: list[str] = ()) -> subprocess.Popen:
+        argv = [sys.executable, "-m", "chaos_hvd.cli", "agent", "--id", node,
+                "--secret-file", self.secret_file, "--socket", self.socket(node),
+                "--event-log", self.event_log, *self.agent_args, *extra]
+        if founders:
+            argv += ["--members", ",".join(founders)]
+        if seeds:
+            argv += ["--seeds", ",".join(seeds)]
+        log = open(os.path.join(self.dir, f"agent-{node.rsplit(':', 1)[1]}.log"), "ab")
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        self.procs[node] = p
+        return p
+
+    def __enter__(self) -> "LocalCluster":
+        for node in self.ids:
+            self.start(node, founders=self.ids)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_all()
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for p in self.procs.values():
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def kill(self, node: str) -> float:
+        """SIGKILL (a crash); returns the wall-clock time of the kill."""
+        t = time.time()
+        self.procs[node].kill()
+        self.procs[node].wait()
+        return t
+
+    def view(self, node: str) -> dict:
+        return request(self.socket(node), {"op": "view"})
+
+    def wait(self, pred, timeout_s: float = 10.0, what: str = "condition"):
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                value = pred()
+            except AgentUnavailable:
+                value = None
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+            time.sleep(0.02)
+
+    def wait_members(self, nodes: list[str], members: set[str], timeout_s: float = 10.0,
+                     lease: bool = True) -> int:
+        """Wait until every node in `nodes` has a view with exactly `members` (and, by default,
+        holds a lease); returns that epoch."""
+        def ok():
+            views = [self.view(n) for n in nodes]
+            if all(set(v["members"]) == members and (v["can_train"] or not lease)
+                   for v in views) and len({v["epoch"] for v in views}) == 1:
+                return views[0]["epoch"]
+            return None
+        return self.wait(ok, timeout_s, f"members {sorted(members)} at {nodes}")
+
+    def events(self, event: str | None = None) -> list[dict]:
+        return read_events(self.event_log, event) if os.path.exists(self.event_log) else []

@@ -1,0 +1,215 @@
+"""The cluster monitor's I/O: local resources (psutil) and the light bandwidth probe (asyncio TCP).
+
+**Resources** — CPU %, memory %, 1-minute load, CPU count, and GPU count/utilisation where
+``nvidia-smi`` exists; gossiped to every member with the probe results.
+
+**Probe** — no iperf3 needed. The lower id of a pair leads, in its slot of the edge-colouring
+schedule (``probe_plan``). Two TCP connections to the peer agent's port (the same number as its
+UDP port), each opened by a sealed ``probe`` envelope (wire.py: HMAC, replay guard):
+
+    direction "to_me":   the peer streams for ``seconds``; the leader counts -> rate peer>leader
+    direction "from_me": the leader streams; the peer counts and answers a sealed
+                         ``probe_result`` {bytes, seconds} -> rate leader>peer
+
+The receiver counts bytes after a warm-up of 20 % of the duration (TCP slow start), so the figure
+is the link's goodput, the same unit as the testbed's profiles and the scheduler's input. A node
+already in a probe refuses a second one (the schedule should prevent that; clocks may not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import struct
+import subprocess
+import time
+
+import psutil
+
+from . import wire
+from .errors import PeerMessageError
+
+_LEN = struct.Struct("!I")
+_CHUNK = b"\0" * 65536
+MAX_FRAME = 4096
+WARMUP = 0.2
+
+
+def _gpu_query() -> dict:
+    if not shutil.which("nvidia-smi"):
+        return {}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                             timeout=2).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    rows = [[float(x) for x in line.split(",")] for line in out if line.strip()]
+    if not rows:
+        return {}
+    return {"gpus": len(rows), "gpu_util_pct": sum(r[0] for r in rows) / len(rows),
+            "gpu_mem_mib": sum(r[1] for r in rows)}
+
+
+class Resources:
+    def __init__(self):
+        psutil.cpu_percent(None)          # prime: the next call reports usage since now
+        self._gpu_checked = 0.0
+        self._gpu: dict = {}
+
+    def sample(self) -> dict:
+        if time.monotonic() - self._gpu_checked > 10:
+            self._gpu, self._gpu_checked = _gpu_query(), time.monotonic()
+        return {"cpu_pct": psutil.cpu_percent(None), "mem_pct": psutil.virtual_memory().percent,
+                "load1": os.getloadavg()[0], "cpus": float(psutil.cpu_count() or 1), **self._gpu}
+
+
+# ------------------------------------------------------------------------------------- framing
+
+async def _send_frame(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(_LEN.pack(len(data)) + data)
+    await writer.drain()
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> bytes:
+    (n,) = _LEN.unpack(await reader.readexactly(_LEN.size))
+    if n > MAX_FRAME:
+        raise wire.OversizedMessage(f"probe frame of {n} bytes (limit {MAX_FRAME})")
+    return await reader.readexactly(n)
+
+
+class _Counter:
+    """Bytes received after the warm-up, and over what time."""
+
+    def __init__(self, seconds: float):
+        self.warm = seconds * WARMUP
+        self.t_first = self.t_warm = self.t_last = None
+        self.bytes = 0
+
+    def add(self, n: int, now: float) -> None:
+        if self.t_first is None:
+            self.t_first = now
+        if now - self.t_first >= self.warm:
+            if self.t_warm is None:
+                self.t_warm = now
+            else:
+                self.bytes += n
+            self.t_last = now
+
+    @property
+    def seconds(self) -> float:
+        return 0.0 if self.t_warm is None else self.t_last - self.t_warm
+
+
+async def _count(reader: asyncio.StreamReader, seconds: float) -> _Counter:
+    c = _Counter(seconds)
+    while True:
+        data = await reader.read(1 << 20)
+        if not data:
+            return c
+        c.add(len(data), time.perf_counter())
+
+
+async def _stream(writer: asyncio.StreamWriter, seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        writer.write(_CHUNK)
+        await writer.drain()
+    writer.write_eof()
+    await writer.drain()
+
+
+def mbps(c_bytes: int, seconds: float) -> float | None:
+    return c_bytes * 8 / seconds / 1e6 if seconds > 0 and c_bytes > 0 else None
+
+
+class ProbeService:
+    """Serves probes (one at a time) and runs the ones this node leads."""
+
+    def __init__(self, me: str, secret: bytes, seq: wire.SeqClock, on_reject):
+        self.me, self.secret, self.seq = me, secret, seq
+        self.on_reject = on_reject      # (reason, peer, detail) -> None: the agent logs it
+        self.guard = wire.ReplayGuard()  # probe channel has its own: TCP and UDP may interleave
+        self.busy = False
+
+    def _seal(self, dst: str, body: dict) -> bytes:
+        return wire.seal(self.secret, self.me, dst, self.seq.next(time.time_ns()), body)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            src, body = wire.open_envelope(self.secret, self.me, await _read_frame(reader),
+                                           self.guard, time.time_ns())
+            if body["type"] != "probe":
+                raise wire.MalformedMessage(f"{body['type']} on the probe port")
+            if self.busy:
+                return
+            self.busy = True
+            try:
+                if body["direction"] == "to_me":
+                    await _stream(writer, body["seconds"])
+                else:
+                    c = await asyncio.wait_for(_count(reader, body["seconds"]),
+                                               body["seconds"] + 5)
+                    await _send_frame(writer, self._seal(src, {"type": "probe_result",
+                                                               "bytes": c.bytes,
+                                                               "seconds": c.seconds}))
+            finally:
+                self.busy = False
+        except PeerMessageError as e:
+            self.on_reject(e.reason, str(peer), str(e))
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    async def lead(self, peer: str, host: str, port: int, seconds: float
+                   ) -> tuple[float | None, float | None]:
+        """(Mbit/s peer>me, Mbit/s me>peer); None where the peer refused or the link failed."""
+        if self.busy:
+            return None, None
+        self.busy = True
+        try:
+            return (await self._down(peer, host, port, seconds),
+                    await self._up(peer, host, port, seconds))
+        finally:
+            self.busy = False
+
+    async def _down(self, peer, host, port, seconds):
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+        except (OSError, asyncio.TimeoutError):
+            return None
+        try:
+            await _send_frame(writer, self._seal(peer, {"type": "probe", "direction": "to_me",
+                                                         "seconds": seconds}))
+            c = await asyncio.wait_for(_count(reader, seconds), seconds + 5)
+            return mbps(c.bytes, c.seconds)
+        except (OSError, asyncio.TimeoutError):
+            return None
+        finally:
+            writer.close()
+
+    async def _up(self, peer, host, port, seconds):
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+        except (OSError, asyncio.TimeoutError):
+            return None
+        try:
+            await _send_frame(writer, self._seal(peer, {"type": "probe", "direction": "from_me",
+                                                         "seconds": seconds}))
+            await _stream(writer, seconds)
+            src, body = wire.open_envelope(self.secret, self.me,
+                                           await asyncio.wait_for(_read_frame(reader), 5),
+                                           self.guard, time.time_ns())
+            if src != peer or body["type"] != "probe_result":
+                raise wire.MalformedMessage(f"probe reply {body['type']} from {src}")
+            return mbps(body["bytes"], body["seconds"])
+        except PeerMessageError as e:
+            self.on_reject(e.reason, peer, str(e))
+            return None
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            return None
+        finally:
+            writer.close()

@@ -1,0 +1,255 @@
+"""The cluster agents' wire format: sealed JSON envelopes and the schema of every message. Pure.
+
+One datagram carries one envelope::
+
+    {"v": 1, "src": ID, "dst": ID, "seq": INT, "body": {"type": ..., ...}, "mac": HEX}
+
+``mac`` is HMAC-SHA256 over the canonical JSON (sorted keys, no spaces) of everything else,
+keyed by the cluster secret. Checks run cheapest first and a failed one stops the rest:
+
+1. size (``MAX_DATAGRAM`` bytes; before any parsing) -> ``OversizedMessage``;
+2. JSON object with the envelope's fields and types -> ``MalformedMessage``;
+3. MAC, and ``dst`` is us -> ``ForgedMessage``;
+4. replay: ``seq`` is the sender's clock in nanoseconds, made strictly increasing; a receiver
+   keeps the highest ``seq`` per sender and refuses anything not above it, or further than
+   ``window_s`` from its own clock (a capture replayed after the receiver restarted) ->
+   ``ReplayedMessage``;
+5. the body's schema (types, id syntax, list lengths, index ranges) -> ``MalformedMessage``.
+
+Only then does the protocol see the body, so a hostile or broken peer can make us drop its
+message and log it, never raise inside the state machine or allocate without bound. Nothing is
+ever unpickled: the only decoder is ``json.loads``. Stale-epoch checks need the current view and
+live in ``stale_reason``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+
+from .errors import ForgedMessage, MalformedMessage, OversizedMessage, ReplayedMessage
+
+VERSION = 1
+MAX_DATAGRAM = 60_000          # below the 65,507-byte UDP payload limit
+MAX_MEMBERS = 1024
+MAX_CHANGES = 4096
+_ID = re.compile(r"^[A-Za-z0-9_.:\-\[\]]{1,255}$")   # host names, IPv4/IPv6 literals, host:port
+_INT_MAX = 2 ** 63
+
+PROTOCOL_TYPES = ("heartbeat", "changes", "join", "prepare", "promise", "accept", "accepted",
+                  "commit", "nack")
+AGENT_TYPES = ("ping", "pong", "metrics")
+PROBE_TYPES = ("probe", "probe_result")      # on the TCP probe connection only
+_CHANGE_ARITY = {"add": 2, "remove": 2, "leave": 2, "link_up": 3, "link_down": 3}
+
+
+def canonical(obj: dict) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def mac_of(secret: bytes, fields: dict) -> str:
+    return hmac.new(secret, canonical(fields), hashlib.sha256).hexdigest()
+
+
+def seal(secret: bytes, src: str, dst: str, seq: int, body: dict) -> bytes:
+    env = {"v": VERSION, "src": src, "dst": dst, "seq": seq, "body": body}
+    env["mac"] = mac_of(secret, env)
+    data = canonical(env)
+    if len(data) > MAX_DATAGRAM:
+        raise OversizedMessage(f"{body.get('type')} to {dst} is {len(data)} bytes "
+                               f"(limit {MAX_DATAGRAM})")
+    return data
+
+
+class ReplayGuard:
+    """Highest sequence number seen per sender, plus a freshness window on the sender's clock."""
+
+    def __init__(self, window_s: float = 30.0):
+        self.window_ns = int(window_s * 1e9)
+        self.last: dict[str, int] = {}
+
+    def check(self, src: str, seq: int, now_ns: int) -> None:
+        if abs(now_ns - seq) > self.window_ns:
+            raise ReplayedMessage(f"from {src}: seq is {(now_ns - seq) / 1e9:+.1f} s from our "
+                                  f"clock (window {self.window_ns / 1e9:.0f} s)")
+        if seq <= self.last.get(src, -1):
+            raise ReplayedMessage(f"from {src}: seq {seq} already seen (last {self.last[src]})")
+        self.last[src] = seq
+
+
+class SeqClock:
+    """A sender's sequence numbers: wall-clock nanoseconds, strictly increasing, so a restarted
+    agent starts above everything it sent before."""
+
+    def __init__(self):
+        self.last = 0
+
+    def next(self, now_ns: int) -> int:
+        self.last = max(self.last + 1, now_ns)
+        return self.last
+
+
+def open_envelope(secret: bytes, me: str, data: bytes, guard: ReplayGuard,
+                  now_ns: int) -> tuple[str, dict]:
+    """(sender, body) of an authentic, fresh, well-formed datagram; else a PeerMessageError."""
+    if len(data) > MAX_DATAGRAM:
+        raise OversizedMessage(f"{len(data)}-byte datagram (limit {MAX_DATAGRAM})")
+    try:
+        env = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MalformedMessage(f"not JSON: {e}") from None
+    if not isinstance(env, dict) or set(env) != {"v", "src", "dst", "seq", "body", "mac"}:
+        raise MalformedMessage("not an envelope {v, src, dst, seq, body, mac}")
+    if env["v"] != VERSION:
+        raise MalformedMessage(f"envelope version {env['v']!r}, expected {VERSION}")
+    src, mac = env["src"], env["mac"]
+    if not (is_id(src) and is_id(env["dst"]) and _is_int(env["seq"])
+            and isinstance(env["body"], dict) and isinstance(mac, str)):
+        raise MalformedMessage("envelope fields have the wrong types")
+    want = mac_of(secret, {k: v for k, v in env.items() if k != "mac"})
+    if not hmac.compare_digest(mac, want):
+        raise ForgedMessage(f"bad MAC on a message claiming to be from {src}")
+    if env["dst"] != me:
+        raise ForgedMessage(f"message from {src} is addressed to {env['dst']}, not us")
+    guard.check(src, env["seq"], now_ns)
+    validate_body(env["body"])
+    return src, env["body"]
+
+
+# ------------------------------------------------------------------------------------ schemas
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and -_INT_MAX < x < _INT_MAX
+
+
+def _is_num(x) -> bool:
+    return (_is_int(x) or isinstance(x, float)) and not isinstance(x, bool) and x == x \
+        and abs(x) < 1e18
+
+
+def is_id(x) -> bool:
+    return isinstance(x, str) and bool(_ID.match(x))
+
+
+def _need(cond: bool, what: str) -> None:
+    if not cond:
+        raise MalformedMessage(what)
+
+
+def _ballot(b, what: str, allow_none_id: bool = False) -> None:
+    _need(isinstance(b, list) and len(b) == 2 and _is_int(b[0]) and
+          (is_id(b[1]) or (allow_none_id and b[1] == "")), f"{what}: ballot must be [int, id]")
+
+
+def validate_view(v) -> None:
+    _need(isinstance(v, dict) and set(v) == {"epoch", "members", "links"}, "view: fields")
+    _need(_is_int(v["epoch"]) and v["epoch"] >= 0, "view: epoch")
+    members = v["members"]
+    _need(isinstance(members, list) and len(members) <= MAX_MEMBERS
+          and all(is_id(m) for m in members) and len(set(members)) == len(members),
+          "view: members must be distinct ids")
+    n = len(members)
+    _need(isinstance(v["links"], list) and len(v["links"]) <= n * (n - 1) // 2, "view: links")
+    for ln in v["links"]:
+        _need(isinstance(ln, list) and len(ln) == 2 and all(_is_int(i) for i in ln)
+              and 0 <= ln[0] < ln[1] < n, "view: a link must be [i, j] with 0 <= i < j < n")
+
+
+def validate_change(ch) -> None:
+    _need(isinstance(ch, list) and ch and isinstance(ch[0], str) and ch[0] in _CHANGE_ARITY
+          and len(ch) == _CHANGE_ARITY[ch[0]] and all(is_id(x) for x in ch[1:]),
+          f"change {str(ch)[:80]} is not [kind, id] or [link_up|link_down, id, id]")
+
+
+def validate_body(body: dict) -> None:
+    kind = body.get("type")
+    fields = set(body) - {"type"}
+
+    def exactly(*names, optional=()):
+        _need(set(names) <= fields <= set(names) | set(optional),
+              f"{kind}: expected fields {sorted(names)} (optional {sorted(optional)}), "
+              f"got {sorted(fields)}")
+
+    if kind == "heartbeat":
+        exactly("epoch", optional=("lease",))
+        _need(_is_int(body["epoch"]), "heartbeat: epoch")
+        _need(isinstance(body.get("lease", False), bool), "heartbeat: lease must be a bool")
+    elif kind == "changes":
+        exactly("changes")
+        _need(isinstance(body["changes"], list) and 0 < len(body["changes"]) <= MAX_CHANGES,
+              "changes: list of 1..MAX_CHANGES")
+        for ch in body["changes"]:
+            validate_change(ch)
+    elif kind == "join":
+        exactly()
+    elif kind == "ping":
+        exactly("t")
+        _need(_is_int(body["t"]), "ping: t")
+    elif kind == "pong":
+        exactly("echo")
+        _need(_is_int(body["echo"]), "pong: echo")
+    elif kind == "probe":
+        exactly("direction", "seconds")
+        _need(body["direction"] in ("to_me", "from_me"), "probe: direction")
+        _need(_is_num(body["seconds"]) and 0 < body["seconds"] <= 5, "probe: seconds in (0, 5]")
+    elif kind == "probe_result":
+        exactly("bytes", "seconds")
+        _need(_is_int(body["bytes"]) and body["bytes"] >= 0 and _is_num(body["seconds"])
+              and body["seconds"] >= 0, "probe_result: bytes, seconds")
+    elif kind in ("prepare", "accepted"):
+        exactly("epoch", "ballot")
+        _need(_is_int(body["epoch"]), f"{kind}: epoch")
+        _ballot(body["ballot"], kind)
+    elif kind == "promise":
+        exactly("epoch", "ballot", "accepted")
+        _need(_is_int(body["epoch"]), "promise: epoch")
+        _ballot(body["ballot"], kind)
+        acc = body["accepted"]
+        if acc is not None:
+            _need(isinstance(acc, dict) and set(acc) == {"ballot", "view"}, "promise: accepted")
+            _ballot(acc["ballot"], "promise.accepted")
+            validate_view(acc["view"])
+    elif kind == "accept":
+        exactly("epoch", "ballot", "view")
+        _need(_is_int(body["epoch"]), "accept: epoch")
+        _ballot(body["ballot"], kind)
+        validate_view(body["view"])
+    elif kind == "commit":
+        exactly("view")
+        validate_view(body["view"])
+    elif kind == "nack":
+        exactly("epoch", "promised")
+        _need(_is_int(body["epoch"]), "nack: epoch")
+        _ballot(body["promised"], kind, allow_none_id=True)
+    elif kind == "metrics":
+        exactly("links", "resources")
+        links, res = body["links"], body["resources"]
+        _need(isinstance(links, list) and len(links) <= 2 * MAX_MEMBERS, "metrics: links")
+        for ln in links:   # [src, dst, mbit/s, rtt_ms or null, measured_unix]
+            _need(isinstance(ln, list) and len(ln) == 5 and is_id(ln[0]) and is_id(ln[1])
+                  and _is_num(ln[2]) and ln[2] > 0 and (ln[3] is None or _is_num(ln[3]))
+                  and _is_num(ln[4]), "metrics: a link is [src, dst, mbps, rtt_ms, unix]")
+        _need(isinstance(res, dict) and len(res) <= 16 and all(
+            isinstance(k, str) and len(k) <= 32 and (v is None or _is_num(v))
+            for k, v in res.items()), "metrics: resources must be {name: number}")
+    else:
+        raise MalformedMessage(f"unknown message type {str(kind)[:40]!r}")
+
+
+def stale_reason(body: dict, view_epoch: int | None) -> str | None:
+    """Why a valid message is about a superseded epoch (to be dropped and logged), else None.
+
+    Paxos messages for an epoch at or below the installed one, and commits of a view we have
+    already passed, can change nothing. Old-epoch heartbeats and prepares are *not* stale:
+    the protocol answers them with the current view so a lagging node catches up.
+    """
+    if view_epoch is None:
+        return None
+    kind = body["type"]
+    if kind in ("promise", "accept", "accepted", "nack") and body["epoch"] <= view_epoch:
+        return f"{kind} for epoch {body['epoch']}, current view is epoch {view_epoch}"
+    if kind == "commit" and body["view"]["epoch"] < view_epoch:
+        return f"commit of epoch {body['view']['epoch']}, current view is epoch {view_epoch}"
+    return None

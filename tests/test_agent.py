@@ -1,0 +1,134 @@
+"""Real agent processes on loopback: forming, a join announced by the joiner's agent, a graceful
+leave, a SIGKILLed agent detected by heartbeats, monitor observations, Horovod discovery output,
+and hostile datagrams (forged, replayed, oversized, malformed, stale) that change nothing."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from chaos_hvd import wire
+from chaos_hvd.localcluster import LocalCluster
+from chaos_hvd.protocol import View
+
+FAST = ["--heartbeat", "0.05", "--lease", "0.2", "--suspect", "0.6", "--propose-timeout", "0.15",
+        "--retry", "0.15", "--ping", "0.1", "--link-down", "0.4", "--link-up", "0.2",
+        "--probe-seconds", "0.05", "--probe-refresh", "5"]
+
+
+def cli(*args, timeout=10):
+    return subprocess.run([sys.executable, "-m", "chaos_hvd.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    with LocalCluster(str(tmp_path), 3, FAST) as c:
+        c.wait_members(c.ids, set(c.ids))
+        yield c
+
+
+def test_join_leave_crash_and_discovery(cluster):
+    c = cluster
+    a, b, d = c.ids
+    joiner = f"127.0.0.1:{__import__('chaos_hvd.localcluster').localcluster.free_port()}"
+    c.start(joiner, seeds=c.ids)
+    everyone = set(c.ids) | {joiner}
+    c.wait_members(c.ids + [joiner], everyone)
+    assert any(e["event"] == "join_request" and e["node"] == joiner for e in c.events())
+
+    out = cli("discover", "--socket", f"{c.dir}/*.sock", "--slots", "2")
+    assert out.returncode == 0, out.stderr
+    assert sorted(out.stdout.split()) == ["127.0.0.1:2"] * 4      # Horovod's host:slots form
+    out = cli("discover", "--socket", f"{c.dir}/*.sock", "--keep-port")
+    assert set(out.stdout.split()) == everyone
+
+    # the joiner's links get measured (its pairs come first in the probe schedule)
+    c.wait(lambda: {tuple(r[:2]) for r in json.loads(cli(
+        "status", "--socket", c.socket(joiner)).stdout)["rates"]} >= {(a, joiner), (joiner, a)},
+        10, "joiner's links measured")
+
+    # graceful leave: the agent leaves the view, then exits 0
+    assert cli("leave", "--socket", c.socket(joiner)).returncode == 0
+    c.wait_members(c.ids, set(c.ids))
+    assert c.procs[joiner].wait(5) == 0
+
+    # crash: SIGKILL; the coordinator's heartbeats detect it; the majority keeps training
+    killed_at = c.kill(d)
+    epoch = c.wait_members([a, b], {a, b}, timeout_s=5)
+    installs = [e for e in c.events("install") if e["agent"] == a and d in e["removed"]]
+    assert installs and installs[0]["epoch"] == epoch
+    # detected by whoever watches d (the coordinator, or the members if d was the coordinator)
+    detect = min((e for e in c.events("suspect") if e["node"] == d), key=lambda e: e["t_unix"])
+    assert 0.6 <= detect["t_unix"] - killed_at < 2.0
+    there = [e for e in c.events("install") if e["agent"] == detect["agent"] and d in e["removed"]]
+    assert there[0]["handled_ms"][f"remove {d}"] < 500
+
+
+def test_monitor_observations_install_link_changes(cluster):
+    c = cluster
+    a, b, _ = c.ids
+    lnk = sorted([a, b])
+    c.wait(lambda: lnk in c.view(a)["links"], 5, "links up from pings")
+    out = cli("observe", "--socket", c.socket(b), "link_down", a, b)
+    assert out.returncode == 0, out.stderr
+
+    def install_with(field):
+        return [e for e in c.events("install") if e["agent"] == b and lnk in e[field]]
+    c.wait(lambda: install_with("links_down"), 5, "link_down installed")
+    ev = install_with("links_down")[0]
+    assert ev["handled_ms"][f"link_down {lnk[0]} {lnk[1]}"] < 1000
+    # the pings still work, so the monitor reports the link up again
+    c.wait(lambda: [e for e in install_with("links_up") if e["epoch"] > ev["epoch"]], 5,
+           "link_up installed after the monitor saw pongs")
+
+
+def test_hostile_datagrams_change_nothing(cluster):
+    c = cluster
+    target = c.ids[0]
+    c.wait(lambda: all(len(c.view(n)["links"]) == 3 for n in c.ids), 5, "all links up")
+    time.sleep(0.3)
+    before = c.view(target)
+    me_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    me_sock.bind(("127.0.0.1", 0))
+    me_sock.settimeout(0.5)
+    me = f"127.0.0.1:{me_sock.getsockname()[1]}"
+    dst = ("127.0.0.1", int(target.rsplit(":", 1)[1]))
+
+    def send(data):
+        me_sock.sendto(data, dst)
+
+    def seal(body, secret=c.secret, seq=None):
+        return wire.seal(secret, me, target, seq or time.time_ns(), body)
+
+    evil = View(before["epoch"] + 1, frozenset({me})).to_msg()
+    send(seal({"type": "commit", "view": evil}, secret=b"not-the-cluster-secret"))   # forged
+    ping = seal({"type": "ping", "t": 1})
+    send(ping)
+    reply = json.loads(me_sock.recv(65536))
+    assert reply["body"] == {"type": "pong", "echo": 1}        # an authentic message is served
+    send(ping)                                                  # replayed
+    with pytest.raises(socket.timeout):
+        me_sock.recv(65536)
+    send(b"x" * (wire.MAX_DATAGRAM + 100))                       # oversized
+    send(seal({"type": "commit", "view": {**evil, "links": [[0, 5]]}}))   # malformed
+    send(b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94.")  # a pickle: never loaded
+    send(seal({"type": "accept", "epoch": before["epoch"], "ballot": [99, me],
+               "view": evil}))                                   # stale epoch
+    time.sleep(0.5)
+    reasons = {e["reason"] for e in c.events("rejected") if e["agent"] == target}
+    assert reasons == {"forged", "replayed", "oversized", "malformed", "stale"}
+    after = c.view(target)
+    assert (after["epoch"], after["members"]) == (before["epoch"], before["members"])
+    assert all(p.poll() is None for p in c.procs.values())
+
+
+def test_agent_needs_a_secret(tmp_path, monkeypatch):
+    monkeypatch.delenv("CHAOS_CLUSTER_SECRET", raising=False)
+    out = cli("agent", "--id", "127.0.0.1:1", "--members", "127.0.0.1:1")
+    assert out.returncode != 0 and "secret" in out.stderr
+    out = cli("discover", "--socket", str(tmp_path / "none.sock"))
+    assert out.returncode == 1 and "no agent" in out.stderr
