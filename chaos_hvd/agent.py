@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import socket
@@ -293,20 +294,33 @@ class Agent:
             self._probe_cycles(self.member.view, set(first)))
 
     async def _probe_cycles(self, view: View, first: set) -> None:
+        """Probe slots sit on the wall clock, shared by the members (NTP-close on real hosts, one
+        clock in the testbed): a cycle starts at the first slot boundary 0.2 s after the view was
+        installed, so members that installed it within that margin agree on every slot."""
         slot = 2 * self.o.probe_s + 0.3
-        start = time.monotonic() + 0.2      # let every member install the view first
         while not self._stop.is_set():
             rounds = probe_plan.probe_rounds(view.members, first)
-            for rnd, peer in probe_plan.my_probes(rounds, self.me):
-                delay = start + rnd * slot - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            start = math.ceil((time.time() + 0.2) / slot) * slot
+            mine = probe_plan.my_probes(rounds, self.me)
+            failed = []
+            for rnd, peer in mine:
+                await self._sleep_until(start + rnd * slot)
+                if not await self._probe(view, peer):
+                    failed.append(peer)
+            for i, peer in enumerate(failed):      # refused (busy) or lost: once more
+                await self._sleep_until(start + (len(rounds) + i) * slot)
                 await self._probe(view, peer)
             first = set()
-            start += max(self.o.probe_refresh_s, len(rounds) * slot)
-            await asyncio.sleep(max(0.0, start - time.monotonic()))
+            await self._sleep_until(start + max(self.o.probe_refresh_s,
+                                                (len(rounds) + len(failed)) * slot))
 
-    async def _probe(self, view: View, peer: str) -> None:
+    @staticmethod
+    async def _sleep_until(t_unix: float) -> None:
+        delay = t_unix - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _probe(self, view: View, peer: str) -> bool:
         host, port = self._address(peer)[:2]
         down, up = await self.probes.lead(peer, host, port, self.o.probe_s)
         rtt = self.watch.rtt_ms(peer)
@@ -320,6 +334,7 @@ class Agent:
                        epoch=view.epoch)
         if rows and self.member.view is not None:
             self._gossip_metrics(self.member.view, rows)
+        return len(rows) == 2
 
     # ------------------------------------------------------------ local API
     def view_doc(self) -> dict:

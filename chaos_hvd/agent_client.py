@@ -14,7 +14,6 @@ import socket
 from .config import BandwidthMap
 from .errors import AgentUnavailable
 
-SOCKET_ENV = "CHAOS_AGENT_SOCKET"
 
 
 def request(path: str, req: dict, timeout_s: float = 2.0) -> dict:
@@ -66,13 +65,12 @@ def best_view(paths: list[str], timeout_s: float = 1.0) -> tuple[dict, list[str]
     return max(views, key=lambda v: (bool(v["can_train"]), v["epoch"])), problems
 
 
-def socket_for_host(host: str | None = None, env=None) -> str | None:
-    """CHAOS_AGENT_SOCKET with ``{host}`` replaced by this worker's Horovod host name."""
-    env = os.environ if env is None else env
-    pattern = env.get(SOCKET_ENV)
+def socket_for_host(pattern: str | None, host: str | None = None) -> str | None:
+    """An agent socket path (CHAOS_AGENT_SOCKET) with ``{host}`` replaced by this worker's
+    Horovod host name: emulated hosts share one file system, real ones each have their own."""
     if not pattern:
         return None
-    host = host or env.get("HOROVOD_HOSTNAME") or socket.gethostname()
+    host = host or os.environ.get("HOROVOD_HOSTNAME") or socket.gethostname()
     return pattern.replace("{host}", host)
 
 

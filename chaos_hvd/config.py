@@ -10,6 +10,9 @@ Bandwidth (``CHAOS_BANDWIDTH``, Mbit/s) -- an inline spec or ``@path`` to a YAML
 ``HOST=R`` is the egress rate of a host (as Horovod names it: ``HOROVOD_HOSTNAME``), ``A>B=R`` the rate
 of one direction of one pair, ``>B=R`` the ingress cap of B. Hosts without a figure get ``default``;
 with no figures at all the sync splits evenly (the issue's rule for "no information").
+
+Measured rates: ``CHAOS_AGENT_SOCKET`` names the local cluster agent's socket (``{host}`` is
+replaced by ``HOROVOD_HOSTNAME``); what the agent measured overrides the static figures above.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from typing import Mapping
 import yaml
 
 from .errors import ConfigError
-from .scheduler import ALGORITHMS
 
 STRATEGIES = ("chaos", "broadcast", "single", "checkpoint")
 MBIT = 1e6 / 8  # bytes per second in one Mbit/s
@@ -148,10 +150,12 @@ class ChaosConfig:
     advertise_addr: str | None = None
     verify: bool = True
     peer_watch: bool = True
+    agent_socket: str | None = None      # measured rates from the local cluster agent
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"sync strategy {self.strategy!r}: choose one of {STRATEGIES}")
+        from .scheduler import ALGORITHMS   # networkx/numpy: not for the agent and discover
         if self.scheduler not in ALGORITHMS:
             raise ConfigError(f"scheduler {self.scheduler!r}: choose one of {ALGORITHMS}")
         if self.chunk_bytes <= 0 or self.chunk_bytes % 64:
@@ -178,6 +182,7 @@ class ChaosConfig:
             advertise_addr=env.get("CHAOS_ADVERTISE_ADDR") or None,
             verify=env.get("CHAOS_VERIFY", "1") not in ("0", "false", "no"),
             peer_watch=env.get("CHAOS_PEER_WATCH", "1") not in ("0", "false", "no"),
+            agent_socket=env.get("CHAOS_AGENT_SOCKET") or None,
         )
         if isinstance(overrides.get("bandwidth"), str):
             overrides["bandwidth"] = BandwidthMap.parse(overrides["bandwidth"])

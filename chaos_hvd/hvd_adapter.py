@@ -41,9 +41,9 @@ from horovod.common.elastic import State
 from horovod.common.exceptions import HorovodInternalError, HostsUpdatedInterrupt
 from horovod.torch.elastic.sampler import ElasticSampler
 
-from . import transfer
-from .config import ChaosConfig
-from .errors import StateDivergedError, TransferError
+from . import agent_client, transfer
+from .config import BandwidthMap, ChaosConfig
+from .errors import AgentUnavailable, StateDivergedError, TransferError
 from .eventlog import EventLog
 from .peer_watch import PeerWatch, abort_gloo_sockets
 from .roles import RankInfo, Roles, decide, plan_transfers
@@ -218,11 +218,12 @@ class ChaosState(State):
         t0 = time.perf_counter()
         rank = hvd.rank()
         by_rank = {i.rank: i for i in infos}
+        bandwidth, bw_record = self._bandwidth(by_rank[rank].host)
         if cfg.strategy == "single":
             algorithm = "single"
         else:
-            algorithm = "even" if cfg.bandwidth.empty else cfg.scheduler
-        plan = plan_transfers(roles, infos, cfg.bandwidth, algorithm)[rank]
+            algorithm = "even" if bandwidth.empty else cfg.scheduler
+        plan = plan_transfers(roles, infos, bandwidth, algorithm)[rank]
         holder_ranks = {r for hs in roles.holders for r in hs}
         peers = [transfer.Peer(f"rank{r}", by_rank[r].addr, by_rank[r].port,
                                bytes.fromhex(by_rank[r].token))
@@ -249,7 +250,28 @@ class ChaosState(State):
                       bytes_per_source=stats.bytes_by_source,
                       failed_sources=stats.failed_sources, corrupt_chunks=stats.corrupt_chunks,
                       stolen_batches=stats.stolen_batches,
-                      bandwidth_known=not cfg.bandwidth.empty)
+                      bandwidth_known=not bandwidth.empty, **bw_record)
+
+    def _bandwidth(self, my_host: str) -> tuple[BandwidthMap, dict]:
+        """The static figures, overridden by what the local cluster agent measured."""
+        cfg = self._chaos_cfg
+        record = {"bandwidth_source": "none" if cfg.bandwidth.empty else "static"}
+        path = agent_client.socket_for_host(cfg.agent_socket, my_host)
+        if not path:
+            return cfg.bandwidth, record
+        try:
+            reply = agent_client.request(path, {"op": "bandwidth"})
+        except AgentUnavailable as e:
+            record["agent_error"] = str(e)
+            return cfg.bandwidth, record
+        measured = agent_client.measured_bandwidth(reply.get("rates", []))
+        record["agent_epoch"] = reply.get("epoch")
+        record["measured_to_me"] = {f"{s}>{d}": round(m, 2)
+                                    for (s, d), m in measured.links.items() if d == my_host}
+        if not measured.links:
+            return cfg.bandwidth, record
+        record["bandwidth_source"] = "agent"
+        return agent_client.merge(measured, cfg.bandwidth), record
 
     def _sync_checkpoint(self, roles: Roles, record: dict, tag: str) -> None:
         """Pollux-like: the target rank writes a checkpoint, needers read all of it back."""

@@ -20,6 +20,11 @@ last view**:
     accept(e, b, V) -> accepted(e, b)            V = highest accepted value among the promises,
     commit(V) to old and new members               else the proposer's pending changes applied
 
+The coordinator's first ballot of an epoch is (0, itself): the lowest ballot, used by no one
+else and only once, so no value can have been accepted before it and its phase 1 is skipped
+(accept -> accepted -> commit: one round trip to install a view). Every other attempt, the
+coordinator's retries included, runs the full two phases.
+
 Ballots are (round, proposer id); a proposer that loses adopts what was accepted, and its own
 changes go into the next epoch. Simultaneous events converge to one view per epoch, then on.
 
@@ -170,6 +175,7 @@ class Member:
         self.accepted: tuple[int, tuple[int, str], View] | None = None  # (epoch, ballot, value)
         self.proposal: _Proposal | None = None
         self.round = 0
+        self._fast_epoch = -1                 # the epoch whose ballot 0 we used (coordinator)
         self.now = 0.0
         self.left = False
         self._last_heartbeat = -1e9
@@ -326,6 +332,20 @@ class Member:
 
     def _propose(self, now: float) -> list:
         epoch = self.view.epoch + 1
+        fast = (0, self.id)
+        if self.id == self.coordinator() and self._fast_epoch != epoch \
+                and (epoch, fast) >= self.promised and \
+                (self.accepted is None or self.accepted[0] != epoch):
+            # Ballot 0 is the lowest of the epoch and only the coordinator may use it, once:
+            # no value can have been accepted below it, so its phase 1 is empty -- send the
+            # accept at once (one round trip instead of two). A retry uses a full phase 1.
+            self._fast_epoch = epoch
+            self.proposal = _Proposal(epoch, fast, now)
+            self.proposal.value = apply_changes(self.view, self.pending)
+            acc = {"type": ACCEPT, "epoch": epoch, "ballot": list(fast),
+                   "view": self.proposal.value.to_msg()}
+            return [Send(m, acc) for m in sorted(self.view.members) if m != self.id] + \
+                self._on_accept(self.id, acc, now)
         self.round = max(self.round, self.promised[1][0]) + 1
         self.proposal = _Proposal(epoch, (self.round, self.id), now)
         msg = {"type": PREPARE, "epoch": epoch, "ballot": list(self.proposal.ballot)}

@@ -2,14 +2,17 @@
 
 One datagram carries one envelope::
 
-    {"v": 1, "src": ID, "dst": ID, "seq": INT, "body": {"type": ..., ...}, "mac": HEX}
+    b"chv1" | HMAC-SHA256(secret, payload) (32 bytes) | payload
+    payload = JSON {"src": ID, "dst": ID, "seq": INT, "body": {"type": ..., ...}}
 
-``mac`` is HMAC-SHA256 over the canonical JSON (sorted keys, no spaces) of everything else,
-keyed by the cluster secret. Checks run cheapest first and a failed one stops the rest:
+The MAC covers the payload bytes exactly as sent, so the receiver checks it *before* parsing
+anything: bytes from someone without the cluster secret never reach the JSON parser. Checks run
+cheapest first and a failed one stops the rest:
 
-1. size (``MAX_DATAGRAM`` bytes; before any parsing) -> ``OversizedMessage``;
-2. JSON object with the envelope's fields and types -> ``MalformedMessage``;
-3. MAC, and ``dst`` is us -> ``ForgedMessage``;
+1. size (``MAX_DATAGRAM`` bytes) -> ``OversizedMessage``; magic and length -> ``MalformedMessage``;
+2. MAC -> ``ForgedMessage``;
+3. JSON object with the envelope's fields and types -> ``MalformedMessage``; ``dst`` is not us
+   (an authentic message redirected) -> ``ForgedMessage``;
 4. replay: ``seq`` is the sender's clock in nanoseconds, made strictly increasing; a receiver
    keeps the highest ``seq`` per sender and refuses anything not above it, or further than
    ``window_s`` from its own clock (a capture replayed after the receiver restarted) ->
@@ -31,7 +34,8 @@ import re
 
 from .errors import ForgedMessage, MalformedMessage, OversizedMessage, ReplayedMessage
 
-VERSION = 1
+MAGIC = b"chv1"
+_MAC_LEN = 32
 MAX_DATAGRAM = 60_000          # below the 65,507-byte UDP payload limit
 MAX_MEMBERS = 1024
 MAX_CHANGES = 4096
@@ -49,14 +53,12 @@ def canonical(obj: dict) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def mac_of(secret: bytes, fields: dict) -> str:
-    return hmac.new(secret, canonical(fields), hashlib.sha256).hexdigest()
+def seal_payload(secret: bytes, payload: bytes) -> bytes:
+    return MAGIC + hmac.digest(secret, payload, hashlib.sha256) + payload
 
 
 def seal(secret: bytes, src: str, dst: str, seq: int, body: dict) -> bytes:
-    env = {"v": VERSION, "src": src, "dst": dst, "seq": seq, "body": body}
-    env["mac"] = mac_of(secret, env)
-    data = canonical(env)
+    data = seal_payload(secret, canonical({"src": src, "dst": dst, "seq": seq, "body": body}))
     if len(data) > MAX_DATAGRAM:
         raise OversizedMessage(f"{body.get('type')} to {dst} is {len(data)} bytes "
                                f"(limit {MAX_DATAGRAM})")
@@ -96,21 +98,22 @@ def open_envelope(secret: bytes, me: str, data: bytes, guard: ReplayGuard,
     """(sender, body) of an authentic, fresh, well-formed datagram; else a PeerMessageError."""
     if len(data) > MAX_DATAGRAM:
         raise OversizedMessage(f"{len(data)}-byte datagram (limit {MAX_DATAGRAM})")
+    head = len(MAGIC) + _MAC_LEN
+    if len(data) <= head or not data.startswith(MAGIC):
+        raise MalformedMessage("not a chaos-hvd agent datagram (magic)")
+    mac, payload = data[len(MAGIC):head], data[head:]
+    if not hmac.compare_digest(mac, hmac.digest(secret, payload, hashlib.sha256)):
+        raise ForgedMessage("bad MAC: not sealed with the cluster secret, or altered")
     try:
-        env = json.loads(data)
+        env = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as e:
         raise MalformedMessage(f"not JSON: {e}") from None
-    if not isinstance(env, dict) or set(env) != {"v", "src", "dst", "seq", "body", "mac"}:
-        raise MalformedMessage("not an envelope {v, src, dst, seq, body, mac}")
-    if env["v"] != VERSION:
-        raise MalformedMessage(f"envelope version {env['v']!r}, expected {VERSION}")
-    src, mac = env["src"], env["mac"]
+    if not isinstance(env, dict) or set(env) != {"src", "dst", "seq", "body"}:
+        raise MalformedMessage("not an envelope {src, dst, seq, body}")
+    src = env["src"]
     if not (is_id(src) and is_id(env["dst"]) and _is_int(env["seq"])
-            and isinstance(env["body"], dict) and isinstance(mac, str)):
+            and isinstance(env["body"], dict)):
         raise MalformedMessage("envelope fields have the wrong types")
-    want = mac_of(secret, {k: v for k, v in env.items() if k != "mac"})
-    if not hmac.compare_digest(mac, want):
-        raise ForgedMessage(f"bad MAC on a message claiming to be from {src}")
     if env["dst"] != me:
         raise ForgedMessage(f"message from {src} is addressed to {env['dst']}, not us")
     guard.check(src, env["seq"], now_ns)
@@ -241,14 +244,17 @@ def validate_body(body: dict) -> None:
 def stale_reason(body: dict, view_epoch: int | None) -> str | None:
     """Why a valid message is about a superseded epoch (to be dropped and logged), else None.
 
-    Paxos messages for an epoch at or below the installed one, and commits of a view we have
-    already passed, can change nothing. Old-epoch heartbeats and prepares are *not* stale:
-    the protocol answers them with the current view so a lagging node catches up.
+    An accept for an epoch at or below the installed one, replies from a round older than the
+    one that made the current view, and commits of a view we have passed can change nothing.
+    Late replies of the round just decided are normal (a quorum answered first) and go to the
+    protocol, which ignores them. Old-epoch heartbeats and prepares are *not* stale: the
+    protocol answers them with the current view so a lagging node catches up.
     """
     if view_epoch is None:
         return None
     kind = body["type"]
-    if kind in ("promise", "accept", "accepted", "nack") and body["epoch"] <= view_epoch:
+    if (kind == "accept" and body["epoch"] <= view_epoch) or \
+            (kind in ("promise", "accepted", "nack") and body["epoch"] < view_epoch):
         return f"{kind} for epoch {body['epoch']}, current view is epoch {view_epoch}"
     if kind == "commit" and body["view"]["epoch"] < view_epoch:
         return f"commit of epoch {body['view']['epoch']}, current view is epoch {view_epoch}"

@@ -42,7 +42,8 @@ def joiner_syncs(events: list[dict]) -> list[dict]:
             and e.get("needed_bytes") == e.get("state_bytes") and e.get("version", 0) > 0]
 
 
-def check_joiner(events: list[dict], min_sources: int, bandwidth_known: bool | None) -> list[str]:
+def check_joiner(events: list[dict], min_sources: int, bandwidth_known: bool | None,
+                 bandwidth_source: str | None = None) -> list[str]:
     syncs = joiner_syncs(events)
     if not syncs:
         return ["no joiner fetched the full state after training started"]
@@ -53,6 +54,56 @@ def check_joiner(events: list[dict], min_sources: int, bandwidth_known: bool | N
             errors.append(f"rank {s['rank']} pulled from {used}, expected >= {min_sources} sources")
         if bandwidth_known is not None and s.get("bandwidth_known") != bandwidth_known:
             errors.append(f"rank {s['rank']}: bandwidth_known={s.get('bandwidth_known')}")
+        if bandwidth_source is not None and s.get("bandwidth_source") != bandwidth_source:
+            errors.append(f"rank {s['rank']}: plan used {s.get('bandwidth_source')} rates "
+                          f"({s.get('agent_error', '')}), expected {bandwidth_source}")
+        if bandwidth_source == "agent" and not s.get("measured_to_me"):
+            errors.append(f"rank {s['rank']}: no measured rate into the joiner in its plan")
+    return errors
+
+
+def view_changes(agent_events: list[dict]) -> list[dict]:
+    """One install record per epoch, in epoch order: the one with the smallest diff, i.e. from an
+    agent that held the previous view (a joiner's first install lists everyone as added)."""
+    best: dict[int, dict] = {}
+    for e in agent_events:
+        if e["event"] != "install":
+            continue
+        size = len(e["added"]) + len(e["removed"]) + len(e["links_up"]) + len(e["links_down"])
+        if e["epoch"] not in best or size < best[e["epoch"]][0]:
+            best[e["epoch"]] = (size, e)
+    return [best[k][1] for k in sorted(best)]
+
+
+def check_agents(agent_events: list[dict], expected: list[dict], ip: dict[str, str]) -> list[str]:
+    """The agents installed views with these changes, in this order. Items: {added: NODE},
+    {removed: NODE, detected: true} (a heartbeat suspicion preceded it), {link_down: NODE},
+    {link_up: NODE} (some link of NODE left / entered the view)."""
+    if not agent_events:
+        return ["no agent events (agents.jsonl missing or empty)"]
+    views = view_changes(agent_events)
+    errors, i = [], 0
+    for want in expected:
+        kind, node = next((k, v) for k, v in want.items() if k != "detected")
+        addr = ip[node]
+
+        def hit(v):
+            if kind in ("added", "removed"):
+                return addr in v[kind]
+            return any(addr in ln for ln in v["links_" + kind.split("_")[1]])
+        while i < len(views) and not hit(views[i]):
+            i += 1
+        if i == len(views):
+            errors.append(f"no view change {want} after the previous expected one; views: "
+                          + "; ".join(f"e{v['epoch']} +{v['added']} -{v['removed']} "
+                                      f"up{v['links_up']} down{v['links_down']}" for v in views))
+            break
+        if want.get("detected"):
+            t = views[i]["t_unix"]
+            if not any(e["event"] == "suspect" and e["node"] == addr and e["t_unix"] <= t
+                       for e in agent_events):
+                errors.append(f"{node} was removed without a heartbeat suspicion")
+        i += 1
     return errors
 
 
@@ -70,7 +121,8 @@ def check_identical_final(events: list[dict]) -> list[str]:
     return errors
 
 
-def check_run(timeline: list[dict], events: list[dict], expect: dict) -> list[str]:
+def check_run(timeline: list[dict], events: list[dict], expect: dict,
+              agent_events: list[dict] = (), ip: dict[str, str] | None = None) -> list[str]:
     errors = []
     exits = [r for r in timeline if r["event"] == "command_exit"]
     if not exits or exits[-1]["rc"] != 0:
@@ -81,7 +133,10 @@ def check_run(timeline: list[dict], events: list[dict], expect: dict) -> list[st
         errors += check_world_sizes(events, expect["world_sizes"])
     if "joiner_min_sources" in expect:
         errors += check_joiner(events, expect["joiner_min_sources"],
-                               expect.get("joiner_bandwidth_known"))
+                               expect.get("joiner_bandwidth_known"),
+                               expect.get("joiner_bandwidth_source"))
+    if "agent_views" in expect:
+        errors += check_agents(list(agent_events), expect["agent_views"], ip or {})
     if expect.get("identical_final"):
         errors += check_identical_final(events)
     return errors

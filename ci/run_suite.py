@@ -42,11 +42,18 @@ def run(path: str, out: str | None = None) -> tuple[list[str], dict]:
             "--timeout", str(suite.get("timeout_s", 600))]
     if suite.get("faults"):
         argv += ["--faults", os.path.join(REPO, suite["faults"])]
+    if "agents" in suite:            # discovery from cluster agents, with these agent options
+        argv.append("--agents")
+        argv += [f"--agent-opt={k}={v}" for k, v in (suite["agents"] or {}).items()]
     rc = testbed_main(argv + ["--"] + horovod_command(suite))
     timeline = read_events(os.path.join(out, "timeline.jsonl"))
     events_path = os.path.join(out, "events.jsonl")
     events = read_events(events_path) if os.path.exists(events_path) else []
-    failures = checks.check_run(timeline, events, suite.get("expect", {}))
+    agents_path = os.path.join(out, "agents.jsonl")
+    agent_events = read_events(agents_path) if os.path.exists(agents_path) else []
+    from testbed.topology import load_topology
+    ip = {n.name: n.ip for n in load_topology(os.path.join(REPO, suite["topology"])).nodes}
+    failures = checks.check_run(timeline, events, suite.get("expect", {}), agent_events, ip)
     if rc != 0 and not failures:
         failures.append(f"chaos-testbed run exited with {rc}")
     return failures, {"out": out, "rc": rc, "timeline": timeline, "events": events}

@@ -9,8 +9,9 @@
     chaos-testbed check topologies/x.yaml [--faults f.yaml]  # validate files (no root)
     chaos-testbed probe                                       # what this kernel can emulate
 
-``{discovery}``, ``{hosts}``, ``{np}``, ``{max_np}``, ``{out}`` and ``{event_log}`` in the command are
-replaced. Exit codes: the command's own status for ``run``; 2 bad input, 3 missing kernel feature,
+``{discovery}``, ``{hosts}``, ``{np}``, ``{max_np}``, ``{out}``, ``{event_log}``, ``{bandwidth}`` and
+``{agent_socket}`` in the command are replaced. ``run --agents`` runs a ``chaos-hvd agent`` in every
+worker and makes ``{discovery}`` ask the agents (``--agent-opt heartbeat=0.1`` to tune them). Exit codes: the command's own status for ``run``; 2 bad input, 3 missing kernel feature,
 4 verification failed, 77 not root, 130 interrupted, 1 other failure.
 """
 
@@ -131,7 +132,7 @@ def cmd_run(args) -> int:
         raise InputError("run needs a command after --")
     _install_signal_handlers()
     out = args.out or _default_out(topo)
-    with Testbed(topo, out) as tb:
+    with Testbed(topo, out, agents=_agent_mode(args)) as tb:
         _say(f"testbed {tb.reg.id} up: {len(topo.nodes)} hosts; timeline {tb.timeline_path}")
         for line in tb.caps.fallbacks():
             _say(line)
@@ -144,6 +145,9 @@ def cmd_run(args) -> int:
         env = {"CHAOS_EVENT_LOG": ph["event_log"], "CHAOS_TESTBED_DISCOVERY": ph["discovery"],
                "CHAOS_TESTBED_OUT": tb.out_dir, "CHAOS_BANDWIDTH": "@" + ph["bandwidth"],
                "PYTHONUNBUFFERED": "1"}
+        if tb.agents is not None:
+            env["CHAOS_AGENT_SOCKET"] = ph["agent_socket"]
+            _say(f"discovery from cluster agents; their events in {tb.agents.event_log}")
         ex = Executor(tb, schedule, ph["event_log"], progress=_progress)
         tb.log("command_start", argv=argv, host=topo.launcher.name)
         proc = tb.hosts.launch(topo.launcher.name, argv, env)
@@ -166,6 +170,19 @@ def cmd_run(args) -> int:
             _say(f"{len(ex.pending)} scheduled action(s) never fired (the command ended first)")
         _say(f"command exited with {rc}; tearing down")
     return rc
+
+
+def _agent_mode(args):
+    from .agents import AgentMode
+    if not args.agents:
+        return None
+    opts = {}
+    for item in args.agent_opt or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--agent-opt {item!r}: expected KEY=VALUE (e.g. heartbeat=0.1)")
+        opts[key.strip().lstrip("-")] = value.strip()
+    return AgentMode(opts)
 
 
 def _wait_with_progress(proc, ex, tb, timeout_s, every_s: float = 30.0) -> int:
@@ -313,6 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify_opts(p)
     p.add_argument("--out", help="directory for timeline.jsonl, events.jsonl (default results/)")
     p.add_argument("--timeout", type=float, default=None, help="stop the command after S s")
+    p.add_argument("--agents", action="store_true",
+                   help="run a chaos-hvd cluster agent in every worker; {discovery} asks them")
+    p.add_argument("--agent-opt", action="append", metavar="KEY=VALUE",
+                   help="chaos-hvd agent option, e.g. heartbeat=0.1 (repeatable)")
     p.set_defaults(fn=cmd_run)  # the command comes after "--" (split off in main)
 
     p = sub.add_parser("up", help="build and hold the network until Ctrl-C or 'down'")

@@ -6,7 +6,9 @@ SIGKILLed testbed leaves its registry behind for ``chaos-testbed clean``.
 
 Discovery for elastic Horovod: ``<run dir>/discover.sh`` prints ``IP:slots`` of every host that is
 currently discoverable (non-standby workers at start; ``join`` adds one, ``crash``/``leave``
-remove one), read from a file the testbed rewrites atomically.
+remove one), read from a file the testbed rewrites atomically. With ``agents=AgentMode()`` the
+hosts run cluster agents instead and the script asks them (testbed/agents.py): the testbed then
+tells Horovod nothing itself.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from chaos_hvd.eventlog import EventLog
 
 from .capabilities import Capabilities, probe
 from .errors import CapabilityError, NotRootError
+from .agents import AgentMode, HostAgents
 from .faults import Action
 from .hosts import HostProcesses
 from .network import EmulatedNetwork
@@ -37,8 +40,10 @@ def require_root() -> None:
 class Testbed:
     __test__ = False  # not a pytest class
     def __init__(self, topo: Topology, out_dir: str, caps: Capabilities | None = None,
-                 timeline: str | None = None):
+                 timeline: str | None = None, agents: AgentMode | None = None):
         require_root()
+        self.agent_mode = agents
+        self.agents: HostAgents | None = None
         self.topo = topo
         self.caps = caps or probe()
         self.out_dir = os.path.abspath(out_dir)
@@ -81,7 +86,10 @@ class Testbed:
                 raise CapabilityError("openssh-server (/usr/sbin/sshd) is not installed")
             self.hosts.prepare()
             self.hosts.start_sshd()
-        self._write_discovery()
+        if self.agent_mode is not None:
+            self._start_agents()
+        else:
+            self._write_discovery()
         self.log("up", id=self.reg.id, hosts=len(self.topo.nodes), links=len(self.topo.links),
                  native_netem=self.caps.netem, setup_s=round(time.monotonic() - t, 3))
 
@@ -125,6 +133,20 @@ class Testbed:
                 f.write(f"#!/bin/sh\nexec cat {hosts_file}\n")
             os.chmod(self.discovery_script, 0o755)
 
+    def _start_agents(self) -> None:
+        if not self.caps.sshd:
+            raise CapabilityError("agents mode runs Horovod over ssh: install openssh-server")
+        slots = {n.slots for n in self.topo.workers}
+        if len(slots) != 1:
+            raise CapabilityError(f"agents mode prints one slot count for every host; the "
+                                  f"topology has {sorted(slots)}")
+        self.agents = HostAgents(self, self.agent_mode)
+        self.agents.discovery_script(self.discovery_script, slots.pop())
+        t = time.monotonic()
+        view = self.agents.start_founders(list(self.discoverable))
+        self.log("agents_up", epoch=view["epoch"], members=view["members"],
+                 agree_s=round(time.monotonic() - t, 3))
+
     def write_bandwidth(self) -> str:
         """The topology's rates as a CHAOS_BANDWIDTH file (Mbit/s, keyed by IP as Horovod names
         hosts): each host's egress and ingress, and every pair whose path is slower than both."""
@@ -154,7 +176,8 @@ class Testbed:
                 "np": str(sum(self.discoverable.values())),
                 "max_np": str(sum(n.slots for n in self.topo.workers)),
                 "out": self.out_dir, "event_log": os.path.join(self.out_dir, "events.jsonl"),
-                "bandwidth": self.write_bandwidth()}
+                "bandwidth": self.write_bandwidth(),
+                "agent_socket": self.agents.socket_pattern if self.agents else ""}
 
     # ------------------------------------------------------------ actions
     def apply(self, a: Action) -> dict:
@@ -166,10 +189,14 @@ class Testbed:
             detail["signalled"] = getattr(hosts, a.action)(a.node)
             if a.action in ("crash", "leave"):
                 self.discoverable.pop(a.node, None)
-                self._write_discovery()
+                if self.agents is None:
+                    self._write_discovery()
         elif a.action == "join":
             self.discoverable[a.node] = self.topo.node(a.node).slots
-            self._write_discovery()
+            if self.agents is not None:
+                self.agents.join(a.node)       # its agent announces it; no list is written
+            else:
+                self._write_discovery()
         elif a.action in ("link_down", "link_up"):
             net.set_link(a.link, a.action == "link_up")
         elif a.action == "degrade":

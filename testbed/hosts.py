@@ -46,6 +46,7 @@ class HostProcesses:
         self.topo = net.topo
         self.dir = os.path.join(registry.dir, "ssh")
         self.sshd: dict[str, psutil.Process] = {}
+        self.daemons: dict[str, list[psutil.Process]] = {}   # e.g. the host's cluster agent
         self.cgroup: dict[str, str] = {}
 
     # ------------------------------------------------------------ files
@@ -158,11 +159,25 @@ Host *
         return p
 
     # ------------------------------------------------------------ faults on nodes
+    def start_daemon(self, host: str, argv: list[str], env: dict, log_path: str
+                     ) -> subprocess.Popen:
+        """A process that belongs to the host (its cluster agent): node faults signal it too."""
+        p = self.launch(host, argv, env, log_path)      # registered for teardown there
+        self.daemons.setdefault(host, []).append(psutil.Process(p.pid))
+        return p
+
     def workers_of(self, host: str) -> list[psutil.Process]:
-        try:
-            return self.sshd[host].children(recursive=True)
-        except psutil.Error:
-            return []
+        procs: list[psutil.Process] = []
+        for root in [self.sshd.get(host)] + self.daemons.get(host, []):
+            if root is None:
+                continue
+            try:
+                procs += root.children(recursive=True)
+                if root is not self.sshd.get(host) and root.is_running():
+                    procs.append(root)
+            except psutil.Error:
+                pass
+        return procs
 
     def signal(self, host: str, sig: int) -> int:
         procs = self.workers_of(host)

@@ -1,0 +1,151 @@
+"""Cluster agents for real: 8 ``chaos-hvd agent`` processes on loopback (no root needed).
+
+Figures (issue #4):
+* handling latency, from the event's arrival at an agent to the new view being installed there
+  (the agents' own ``handled_ms``): scale-in (an agent announces it leaves), scale-out (a
+  joiner's request at the coordinator), link-down (a monitor observation injected through the
+  local API, as the ping monitor would report it) and link-up (reported by the ping monitor
+  itself when it sees pongs again) -- p50 / p99 over the repetitions;
+* failure detection vs heartbeat interval: SIGKILL an agent (a member, then the coordinator) and
+  time the first suspicion and the installed view without it.
+
+    python bench/bench_agents.py [--reps 20] [--out DIR]
+
+Ends with one JSON line. Runs on 2 shared cores next to 8 Python processes, so it measures
+this implementation in Python, not the protocol's floor (see bench_protocol_sim.py for that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from chaos_hvd.agent_client import request  # noqa: E402
+from chaos_hvd.localcluster import LocalCluster  # noqa: E402
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    if not xs:
+        return None
+    k = (len(xs) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
+    return round(xs[lo] + (xs[hi] - xs[lo]) * (k - lo), 3)
+
+
+def summary(xs):
+    return {"n": len(xs), "p50_ms": pct(xs, 0.5), "p99_ms": pct(xs, 0.99),
+            "max_ms": round(max(xs), 3) if xs else None}
+
+
+def handled(c: LocalCluster, since_t: float, key: str, agent: str | None = None) -> list[float]:
+    return [e["handled_ms"][key] for e in c.events("install")
+            if e["t_unix"] >= since_t and key in e["handled_ms"]
+            and (agent is None or e["agent"] == agent)]
+
+
+def full(c: LocalCluster, nodes: list[str]) -> bool:
+    n = len(nodes)
+    views = [c.view(x) for x in nodes]
+    return all(set(v["members"]) == set(nodes) and len(v["links"]) == n * (n - 1) // 2
+               and v["can_train"] for v in views) and len({v["epoch"] for v in views}) == 1
+
+
+def latency_run(workdir: str, reps: int) -> dict:
+    args = ["--probe-seconds", "0", "--ping", "0.1", "--link-down", "0.4", "--link-up", "0.2"]
+    out = {"scale_in": [], "scale_out": [], "link_down": [], "link_up": []}
+    with LocalCluster(workdir, 8, args) as c:
+        c.wait(lambda: full(c, c.ids), 20, "8 agents with a full view")
+        coord = min(c.ids)
+        others = [x for x in c.ids if x != coord]
+        for i in range(reps):
+            # scale-in: a member leaves (announced by its own agent), then comes back
+            node = others[i % len(others)]
+            t = time.time()
+            request(c.socket(node), {"op": "leave"})
+            c.procs[node].wait(10)
+            rest = [x for x in c.ids if x != node]
+            c.wait_members(rest, set(rest))
+            out["scale_in"] += handled(c, t, f"leave {node}", node)
+            t = time.time()
+            c.start(node, seeds=rest)
+            c.wait(lambda: full(c, c.ids), 10, "rejoined")
+            out["scale_out"] += handled(c, t, f"add {node}", coord)
+            # link down observed at a member (forwarded to the coordinator) or at the coordinator
+            a = c.ids[i % 8]
+            b = c.ids[(i + 3) % 8]
+            lo, hi = sorted([a, b])
+            t = time.time()
+            request(c.socket(a), {"op": "observe", "change": ["link_down", lo, hi]})
+            c.wait(lambda: handled(c, t, f"link_down {lo} {hi}", a), 5, "link_down installed")
+            out["link_down"] += handled(c, t, f"link_down {lo} {hi}", a)
+            # the ping monitors still get pongs: they report the link up again themselves
+            c.wait(lambda: handled(c, t, f"link_up {lo} {hi}"), 5, "link_up installed")
+            c.wait(lambda: full(c, c.ids), 5, "full view again")
+            out["link_up"] += handled(c, t, f"link_up {lo} {hi}")[:1]
+        counters = {x: request(c.socket(x), {"op": "status"})["counters"] for x in c.ids}
+    return {k: summary(v) for k, v in out.items()} | {
+        "rejected_total": sum(v["rejected"] for v in counters.values())}
+
+
+def detection_run(workdir: str, hb: float) -> dict:
+    lease, suspect = 4 * hb, 10 * hb
+    args = ["--heartbeat", str(hb), "--lease", str(lease), "--suspect", str(suspect),
+            "--propose-timeout", str(3 * hb), "--retry", str(2.5 * hb), "--probe-seconds", "0",
+            "--ping", "0.2", "--link-down", str(max(0.6, 2 * suspect)), "--link-up", "0.2"]
+    rows = []
+    with LocalCluster(workdir, 8, args) as c:
+        c.wait_members(c.ids, set(c.ids), 20)
+        alive = list(c.ids)
+        for victim_kind in ("member", "member", "member", "coordinator"):
+            time.sleep(5 * hb)
+            victim = min(alive) if victim_kind == "coordinator" else sorted(alive)[-1]
+            killed = c.kill(victim)
+            alive.remove(victim)
+            c.wait_members(alive, set(alive), 10 + suspect * 3)
+            sus = [e["t_unix"] for e in c.events("suspect") if e["node"] == victim
+                   and e["t_unix"] >= killed]
+            inst = [e["t_unix"] for e in c.events("install") if victim in e["removed"]
+                    and e["t_unix"] >= killed]
+            rows.append({"victim": victim_kind, "detect_s": round(min(sus) - killed, 3),
+                         "view_s": round(min(inst) - killed, 3)})
+    return {"heartbeat_s": hb, "suspect_after_s": suspect,
+            "detect_s": [r["detect_s"] for r in rows], "view_s": [r["view_s"] for r in rows],
+            "victims": [r["victim"] for r in rows]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--heartbeats", default="0.05,0.1,0.2")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    base = args.out or tempfile.mkdtemp(prefix="bench-agents-")
+    t0 = time.time()
+    lat = latency_run(os.path.join(base, "latency"), args.reps)
+    for k in ("scale_in", "scale_out", "link_down", "link_up"):
+        s = lat[k]
+        print(f"{k:<10} n={s['n']:<3} p50 {s['p50_ms']} ms  p99 {s['p99_ms']} ms  "
+              f"max {s['max_ms']} ms")
+    det = []
+    for hb in (float(x) for x in args.heartbeats.split(",")):
+        d = detection_run(os.path.join(base, f"detect-{hb}"), hb)
+        det.append(d)
+        print(f"heartbeat {hb:.2f} s (suspect {d['suspect_after_s']:.1f} s): detection "
+              f"{d['detect_s']} s, view without it {d['view_s']} s ({d['victims']})")
+    print(json.dumps({"bench": "agents", "agents": 8, "reps": args.reps, "latency": lat,
+                      "detection": det, "median_detect_s": {str(d["heartbeat_s"]): statistics.median(
+                          d["detect_s"]) for d in det}, "wall_s": round(time.time() - t0, 1),
+                      "out": base}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
