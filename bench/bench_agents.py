@@ -95,6 +95,42 @@ def latency_run(workdir: str, reps: int) -> dict:
         "rejected_total": sum(v["rejected"] for v in counters.values())}
 
 
+_ECHO = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+while True:
+    d, a = s.recvfrom(65536); s.sendto(d, a)
+"""
+
+
+def udp_floor(peers: int = 7, reps: int = 300) -> dict:
+    """Context for the latency figures: one UDP datagram to each of 7 Python processes and all
+    replies back, nothing else -- the cost of one fan-out round trip on this machine."""
+    import socket
+    import subprocess
+    procs = [subprocess.Popen([sys.executable, "-c", _ECHO], stdout=subprocess.PIPE, text=True)
+             for _ in range(peers)]
+    try:
+        ports = [int(p.stdout.readline()) for p in procs]
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        rtts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            for port in ports:
+                s.sendto(b"x" * 200, ("127.0.0.1", port))
+            for _ in ports:
+                s.recvfrom(65536)
+            rtts.append((time.perf_counter() - t) * 1e3)
+            time.sleep(0.005)
+        return {"peers": peers, **summary(rtts)}
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
 def detection_run(workdir: str, hb: float) -> dict:
     lease, suspect = 4 * hb, 10 * hb
     args = ["--heartbeat", str(hb), "--lease", str(lease), "--suspect", str(suspect),
@@ -134,6 +170,9 @@ def main() -> int:
         s = lat[k]
         print(f"{k:<10} n={s['n']:<3} p50 {s['p50_ms']} ms  p99 {s['p99_ms']} ms  "
               f"max {s['max_ms']} ms")
+    floor = udp_floor()
+    print(f"floor: raw UDP fan-out round trip to 7 Python processes p50 {floor['p50_ms']} ms, "
+          f"p99 {floor['p99_ms']} ms (a view change needs at least one, then the commit)")
     det = []
     for hb in (float(x) for x in args.heartbeats.split(",")):
         d = detection_run(os.path.join(base, f"detect-{hb}"), hb)
@@ -141,6 +180,7 @@ def main() -> int:
         print(f"heartbeat {hb:.2f} s (suspect {d['suspect_after_s']:.1f} s): detection "
               f"{d['detect_s']} s, view without it {d['view_s']} s ({d['victims']})")
     print(json.dumps({"bench": "agents", "agents": 8, "reps": args.reps, "latency": lat,
+                      "udp_fanout_floor": floor,
                       "detection": det, "median_detect_s": {str(d["heartbeat_s"]): statistics.median(
                           d["detect_s"]) for d in det}, "wall_s": round(time.time() - t0, 1),
                       "out": base}))

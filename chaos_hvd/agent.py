@@ -30,6 +30,7 @@ import math
 import os
 import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -413,8 +414,9 @@ class Agent:
             api_server = await asyncio.start_unix_server(self._serve_api, self.o.socket_path,
                                                          limit=MAX_API_LINE + 2)
             os.chmod(self.o.socket_path, 0o600)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.leave)
+        if threading.current_thread() is threading.main_thread():   # embedded: caller's signals
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.leave)
         self.log.write("start", addr=f"{bind}:{port}", founders=sorted(self.o.members),
                        seeds=sorted(self.o.seeds), epoch=self.epoch,
                        heartbeat_s=self.o.protocol.heartbeat_s,

@@ -319,3 +319,35 @@ def test_checks_find_each_broken_invariant():
     assert checks.check_identical_final(events)
     timeline[-1]["rc"] = 1
     assert checks.check_run(timeline, events[:-1], {}) != []
+
+
+def _install(epoch, agent, t, added=(), removed=(), up=(), down=()):
+    return {"event": "install", "epoch": epoch, "agent": agent, "t_unix": t, "added": list(added),
+            "removed": list(removed), "links_up": [list(x) for x in up],
+            "links_down": [list(x) for x in down]}
+
+
+def test_agent_view_checks():
+    ip = {"w1": "10.0.0.1", "w2": "10.0.0.2", "w3": "10.0.0.3", "w4": "10.0.0.4"}
+    agents = [
+        _install(5, "10.0.0.1", 10, added=["10.0.0.4"]),
+        # the joiner's first install lists everyone: the smaller diff of the epoch is kept
+        _install(5, "10.0.0.4", 10, added=["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]),
+        {"event": "suspect", "node": "10.0.0.2", "t_unix": 19.5, "agent": "10.0.0.1"},
+        _install(6, "10.0.0.1", 20, removed=["10.0.0.2"]),
+        _install(7, "10.0.0.1", 30, down=[("10.0.0.1", "10.0.0.3")]),
+        _install(8, "10.0.0.1", 32, up=[("10.0.0.1", "10.0.0.3")]),
+    ]
+    want = [{"added": "w4"}, {"removed": "w2", "detected": True}, {"link_down": "w3"},
+            {"link_up": "w3"}]
+    assert [v["agent"] for v in checks.view_changes(agents)] == ["10.0.0.1"] * 4
+    assert checks.check_agents(agents, want, ip) == []
+    assert checks.check_agents(agents, [want[3], want[2]], ip)              # wrong order
+    assert checks.check_agents(agents[:2] + agents[3:], want, ip)           # no suspicion
+    assert checks.check_agents([], want, ip)
+    sync = _ev("sync", 5, role="needer", rank=3, version=4, needed_bytes=10, state_bytes=10,
+               bytes_per_source={"rank0": 4, "rank1": 6}, bandwidth_known=True,
+               bandwidth_source="static")
+    assert checks.check_joiner([sync], 2, True, "agent")
+    sync.update(bandwidth_source="agent", measured_to_me={"10.0.0.1>10.0.0.4": 70.0})
+    assert checks.check_joiner([sync], 2, True, "agent") == []
