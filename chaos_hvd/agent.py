@@ -196,8 +196,11 @@ class Agent:
             else:
                 self.log.write("removed", epoch=view.epoch)   # a false suspicion: rejoin
             return
+        # refresh on topology events: newcomers' links, or links that came back, measured first
         if prev is None or prev.members != view.members:
             self._restart_probes(first=view.members - pm if prev else ())
+        elif view.links - pl:
+            self._restart_probes(first={x for ln in view.links - pl for x in ln})
 
     def on_datagram(self, data: bytes, addr) -> None:
         self.counters["received"] += 1
@@ -232,7 +235,10 @@ class Agent:
 
     def observe(self, change: tuple, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        self._run(self.member.observe(tuple(change), now), now)
+        change = tuple(change)
+        if change[0] in ("link_up", "link_down"):     # one spelling per link: (kind, low, high)
+            change = (change[0], *link(change[1], change[2]))
+        self._run(self.member.observe(change, now), now)
 
     # ------------------------------------------------------------ periodic work
     async def _ticker(self) -> None:
@@ -245,6 +251,7 @@ class Agent:
                 if now - last_ping >= self.o.ping_s:
                     last_ping = now
                     for m in sorted(view.members - {self.me}):
+                        self.watch.ping(m, now)
                         self.send(m, {"type": "ping", "t": time.monotonic_ns()})
                     self._reconcile_links(view, now)
                 if now - last_res >= self.o.resources_s:
@@ -263,10 +270,11 @@ class Agent:
     def _reconcile_links(self, view: View, now: float) -> None:
         """Tell the protocol where the view's links differ from what pings say (both ends do)."""
         for peer in sorted(view.members - {self.me}):
-            up = self.watch.is_up(peer, now)
+            state = self.watch.state(peer, now)
             ln = link(self.me, peer)
-            if up == (ln in view.links):
+            if state is None or (state == "up") == (ln in view.links):
                 continue
+            up = state == "up"
             ch = ("link_up" if up else "link_down", *ln)
             if now - self._reported.get(ch, -1e9) < 2 * self.o.ping_s:
                 continue

@@ -3,7 +3,8 @@
 ``LinkWatch`` turns ping/pong arrivals into a per-peer up/down state. A link goes *down* when no
 pong came for ``down_after_s``; it comes back *up* only after pongs kept arriving for
 ``up_after_s`` (hysteresis), so a lossy link does not make both ends report up and down in turn
-and churn views. Both ends of a pair report, so a link is noticed even when one end is cut off.
+and churn views; in between it has no opinion. Both ends of a pair report, so a link is noticed
+even when one end is cut off.
 
 ``RateTable`` holds the measured goodput of each direction (Mbit/s), RTT and when it was measured;
 agents gossip their probe results and keep the newest figure per direction.
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 
 @dataclass
 class _Peer:
-    first_ok: float | None = None   # start of the current run of pongs
+    first_ping: float | None = None  # when we started asking
+    first_ok: float | None = None    # start of the current run of pongs
     last_ok: float | None = None
     up: bool = False
     rtt_s: float | None = None
@@ -29,6 +31,11 @@ class LinkWatch:
         self.down_after_s, self.up_after_s, self.alpha = down_after_s, up_after_s, rtt_alpha
         self.peers: dict[str, _Peer] = {}
 
+    def ping(self, peer: str, now: float) -> None:
+        p = self.peers.setdefault(peer, _Peer())
+        if p.first_ping is None:
+            p.first_ping = now
+
     def pong(self, peer: str, rtt_s: float, now: float) -> None:
         p = self.peers.setdefault(peer, _Peer())
         if p.last_ok is None or now - p.last_ok > self.down_after_s:
@@ -37,16 +44,26 @@ class LinkWatch:
         p.last_ok = now
         p.rtt_s = rtt_s if p.rtt_s is None else (1 - self.alpha) * p.rtt_s + self.alpha * rtt_s
 
-    def is_up(self, peer: str, now: float) -> bool:
-        """Current belief, with hysteresis: down after silence, up after a steady run."""
+    def state(self, peer: str, now: float) -> str | None:
+        """'up' (a steady run of replies), 'down' (silence for down_after_s, or never a reply
+        since we began asking that long ago) or None: no opinion yet (replies just resumed, or
+        we just began). Only 'up' and 'down' are reported, so the two ends of a link that see
+        it at slightly different moments never report opposite things."""
         p = self.peers.get(peer)
-        if p is None or p.last_ok is None:
-            return False
+        if p is None:
+            return None
+        if p.last_ok is None:
+            late = p.first_ping is not None and now - p.first_ping > self.down_after_s
+            return "down" if late else None
         if now - p.last_ok > self.down_after_s:
             p.up = False
-        elif not p.up and now - p.first_ok >= self.up_after_s:
+            return "down"
+        if not p.up and now - p.first_ok >= self.up_after_s:
             p.up = True
-        return p.up
+        return "up" if p.up else None
+
+    def is_up(self, peer: str, now: float) -> bool:
+        return self.state(peer, now) == "up"
 
     def rtt_ms(self, peer: str) -> float | None:
         p = self.peers.get(peer)

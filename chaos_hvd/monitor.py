@@ -171,34 +171,24 @@ class ProbeService:
             return None, None
         self.busy = True
         try:
-            return (await self._down(peer, host, port, seconds),
-                    await self._up(peer, host, port, seconds))
+            return (await self._session(peer, host, port, "to_me", seconds),
+                    await self._session(peer, host, port, "from_me", seconds))
         finally:
             self.busy = False
 
-    async def _down(self, peer, host, port, seconds):
+    async def _session(self, peer, host, port, direction, seconds) -> float | None:
+        """One probe connection: "to_me" counts what the peer streams, "from_me" streams and
+        reads the peer's sealed count."""
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
         except (OSError, asyncio.TimeoutError):
             return None
         try:
-            await _send_frame(writer, self._seal(peer, {"type": "probe", "direction": "to_me",
+            await _send_frame(writer, self._seal(peer, {"type": "probe", "direction": direction,
                                                          "seconds": seconds}))
-            c = await asyncio.wait_for(_count(reader, seconds), seconds + 5)
-            return mbps(c.bytes, c.seconds)
-        except (OSError, asyncio.TimeoutError):
-            return None
-        finally:
-            writer.close()
-
-    async def _up(self, peer, host, port, seconds):
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
-        except (OSError, asyncio.TimeoutError):
-            return None
-        try:
-            await _send_frame(writer, self._seal(peer, {"type": "probe", "direction": "from_me",
-                                                         "seconds": seconds}))
+            if direction == "to_me":
+                c = await asyncio.wait_for(_count(reader, seconds), seconds + 5)
+                return mbps(c.bytes, c.seconds)
             await _stream(writer, seconds)
             src, body = wire.open_envelope(self.secret, self.me,
                                            await asyncio.wait_for(_read_frame(reader), 5),

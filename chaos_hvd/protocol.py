@@ -456,7 +456,10 @@ class Member:
             self.accepted = None
         if self.promised[0] <= view.epoch:
             self.promised = (view.epoch, (-1, ""))
-        self.last_heard = {m: now for m in view.members}   # grace: re-detect from scratch
+        # grace: re-detect from scratch. (Carrying timestamps over while the coordinator stays
+        # would detect a crash sooner after unrelated view changes, but the simulator found it
+        # breaks the lease argument after a partition: kept as is.)
+        self.last_heard = {m: now for m in view.members}
         self.lease_until = -1e9                              # a lease is per epoch
         out: list = [Installed(view, previous)]
         if self.id not in view.members:

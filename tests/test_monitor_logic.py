@@ -65,6 +65,23 @@ def test_link_watch_hysteresis(gaps):
         assert w.is_up("p", t) == (t - run_start >= up_after)
 
 
+def test_link_watch_states():
+    w = LinkWatch(down_after_s=1.0, up_after_s=0.5)
+    assert w.state("p", 0.0) is None                 # never asked: no opinion
+    w.ping("p", 0.0)
+    assert w.state("p", 0.9) is None                 # asked, not late yet
+    w.pong("p", 0.001, 0.95)
+    assert w.state("p", 1.2) is None                 # replies just began: not steady yet
+    w.pong("p", 0.001, 1.5)
+    assert w.state("p", 1.5) == "up"
+    assert w.state("p", 2.6) == "down"               # silence
+    w.pong("p", 0.001, 3.0)
+    assert w.state("p", 3.1) is None                 # back, but not steady: no flip-flop
+    w2 = LinkWatch(1.0, 0.5)
+    w2.ping("q", 0.0)
+    assert w2.state("q", 1.5) == "down"              # never answered since we began asking
+
+
 def test_rate_table_newest_wins_and_restrict():
     rt = RateTable()
     assert rt.update("a", "b", Rate(50.0, 1.0, 10.0))
