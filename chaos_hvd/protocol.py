@@ -32,8 +32,9 @@ changes go into the next epoch. Simultaneous events converge to one view per epo
 every member (2n messages per ``heartbeat_s``, not n^2). Only the coordinator suspects members
 (silent for ``suspect_after_s``), members only suspect the coordinator; a suspicion heard from
 someone else is never acted on, so a cut-off node cannot get healthy ones removed. A member may
-*train* only while it holds a lease: the coordinator holds one while it heard from a majority of
-its view within ``lease_s``, and grants one in each heartbeat to every member it heard within
+*train* only while it holds a lease: the coordinator holds one while it heard heartbeats *of its
+epoch* from a majority of its view within ``lease_s`` (a node already in a newer view does not
+count, whatever it sends), and grants one in each heartbeat to every member it heard within
 ``lease_s`` and is not removing. Acceptors refuse a view that removes themselves (unless leaving)
 or a node they watch and heard within ``lease_s``.
 
@@ -278,9 +279,13 @@ class Member:
     def deliver(self, src: str, msg: dict, now: float) -> list:
         self.now = now
         self.last_heard[src] = now
-        self.lease_heard[src] = now
-        self.pending.pop(("remove", src), None)      # it is alive after all
         kind = msg.get("type")
+        # Lease evidence is only a heartbeat *of our epoch*: a node that moved on to a newer view
+        # still answers us (catch-up commits), but it no longer backs our lease. (The simulator
+        # found a minority coordinator re-taking its lease from such replies after a heal.)
+        if kind == HEARTBEAT and self.view is not None and msg.get("epoch") == self.view.epoch:
+            self.lease_heard[src] = now
+        self.pending.pop(("remove", src), None)      # it is alive after all
         handler = {HEARTBEAT: self._on_heartbeat, CHANGES: self._on_changes, JOIN: self._on_join,
                    PREPARE: self._on_prepare, PROMISE: self._on_promise, ACCEPT: self._on_accept,
                    ACCEPTED: self._on_accepted, COMMIT: self._on_commit,
