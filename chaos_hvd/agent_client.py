@@ -16,6 +16,12 @@ from .errors import AgentUnavailable
 
 
 
+def write_secret(path: str, secret: bytes) -> None:
+    """The cluster secret file, created readable by its owner only."""
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        f.write(secret)
+
+
 def request(path: str, req: dict, timeout_s: float = 2.0) -> dict:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:

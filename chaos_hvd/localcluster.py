@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from .agent_client import request
+from .agent_client import request, write_secret
 from .errors import AgentUnavailable
 from .eventlog import read_events
 
@@ -40,8 +40,7 @@ class LocalCluster:
         self.dir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.secret_file = os.path.join(workdir, "secret")
-        with open(os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-            f.write(secret)
+        write_secret(self.secret_file, secret)
         self.secret = secret
         self.event_log = os.path.join(workdir, "agents.jsonl")
         self.agent_args = list(agent_args)

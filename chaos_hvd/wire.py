@@ -44,8 +44,6 @@ _INT_MAX = 2 ** 63
 
 PROTOCOL_TYPES = ("heartbeat", "changes", "join", "prepare", "promise", "accept", "accepted",
                   "commit", "nack")
-AGENT_TYPES = ("ping", "pong", "metrics")
-PROBE_TYPES = ("probe", "probe_result")      # on the TCP probe connection only
 _CHANGE_ARITY = {"add": 2, "remove": 2, "leave": 2, "link_up": 3, "link_down": 3}
 
 

@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from chaos_hvd.agent_client import best_view, request
+from chaos_hvd.agent_client import request, write_secret
 from chaos_hvd.errors import AgentUnavailable
 
 from .errors import CommandError
@@ -49,11 +49,8 @@ class HostAgents:
         self.dir = os.path.join(testbed.run_dir, "agents")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         self.secret_file = os.path.join(self.dir, "secret")
-        with open(os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
-                  "wb") as f:
-            f.write(os.urandom(32).hex().encode())
+        write_secret(self.secret_file, os.urandom(32).hex().encode())
         self.event_log = os.path.join(testbed.out_dir, "agents.jsonl")
-        self.started: dict[str, int] = {}
 
     def socket(self, name: str) -> str:
         return os.path.join(self.dir, f"{self.tb.topo.node(name).ip}.sock")
@@ -74,7 +71,6 @@ class HostAgents:
             argv += ["--seeds", ",".join(seeds)]
         p = self.tb.hosts.start_daemon(name, argv, {},
                                        os.path.join(self.tb.run_dir, f"agent-{name}.log"))
-        self.started[name] = p.pid
         self.tb.log("agent_start", node=name, id=ip, pid=p.pid, founders=list(founders),
                     seeds=list(seeds))
 
@@ -108,6 +104,3 @@ class HostAgents:
             f.write(f"#!/bin/sh\nexec {sys.executable} -m chaos_hvd.cli discover "
                     f"--socket '{self.dir}/*.sock' --slots {slots}\n")
         os.chmod(path, 0o755)
-
-    def view(self) -> dict:
-        return best_view([os.path.join(self.dir, "*.sock")])[0]
