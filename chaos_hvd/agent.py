@@ -180,7 +180,8 @@ class Agent:
         pm = prev.members if prev else frozenset()
         pl = prev.links if prev else frozenset()
         self.log.write("install", epoch=view.epoch, members=sorted(view.members),
-                       coordinator=min(view.members), added=sorted(view.members - pm),
+                       coordinator=min(view.members, default=None),   # None: everyone left
+                       added=sorted(view.members - pm),
                        removed=sorted(pm - view.members),
                        links_up=sorted(map(list, view.links - pl)),
                        links_down=sorted(map(list, {ln for ln in pl - view.links

@@ -135,3 +135,14 @@ def test_agent_needs_a_secret(tmp_path, monkeypatch):
     assert out.returncode != 0 and "secret" in out.stderr
     out = cli("discover", "--socket", str(tmp_path / "none.sock"))
     assert out.returncode == 1 and "no agent" in out.stderr
+
+
+def test_last_members_leaving_install_an_empty_view(tmp_path):
+    from chaos_hvd.agent import Agent, AgentOptions
+    a = Agent(AgentOptions(id="127.0.0.1:1", secret=b"s" * 16, members=("127.0.0.1:1",),
+                           event_log=str(tmp_path / "ev.jsonl")))
+    a.leave()
+    a._installed(View(2, frozenset()), a.member.view, 1.0)    # the view after everyone left
+    assert a._stop.is_set()
+    rec = [json.loads(x) for x in open(tmp_path / "ev.jsonl")][-1]
+    assert rec["event"] == "install" and rec["coordinator"] is None and rec["members"] == []
