@@ -91,10 +91,11 @@ def _verify(tb, args) -> None:
         json.dump(report, f, indent=1)
     for r in report["rate"]:
         conf = r["configured_bps"]
-        _say(f"verify {r['src']}->{r['dst']}: {r['measured_bps'] / 1e6:.1f} Mbit/s measured, "
-             + ("unshaped" if conf is None else f"{conf / 1e6:.1f} configured"))
+        tries = f" (best of {len(r['readings_bps'])})" if len(r["readings_bps"]) > 1 else ""
+        _say(f"verify {r['src']}->{r['dst']}: {r['measured_bps'] / 1e6:.1f} Mbit/s measured"
+             f"{tries}, " + ("unshaped" if conf is None else f"{conf / 1e6:.1f} configured"))
     for r in report["rtt"]:
-        _say(f"verify ping {r['src']}->{r['dst']}: {r['measured_ms']} ms measured, "
+        _say(f"verify ping {r['src']}->{r['dst']}: {r['measured_ms']} ms measured (median), "
              f"{r['configured_ms']:.2f} ms configured (+ ~0.1 ms bridge)")
 
 

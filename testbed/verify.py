@@ -3,12 +3,19 @@
 A figure is reported as measured; nothing here fills in a configured value when a measurement
 failed. Expected rate of a host pair = the slowest rate on the path; expected RTT = twice the
 path's one-way delays (there and back) plus the bridge's own ~0.1 ms.
+
+On a busy 2-core machine another process can steal the CPU for a moment: that only ever *lowers*
+goodput and *raises* RTT. So a rate below the configured one is measured again (up to `tries`
+times) and the best reading counts, while a reading above it fails at once; RTTs are judged by
+their median, which one stalled echo does not move (the mean does: one 30 ms stall in 20 echoes
+adds 1.5 ms).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import statistics
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -49,13 +56,18 @@ def iperf3_bps(src_ns: str, dst_ns: str, dst_ip: str, seconds: float = 3.0,
 
 
 def ping_rtt_ms(src_ns: str, dst_ip: str, count: int = 10, interval_s: float = 0.05) -> dict:
-    done = subprocess.run(_ns_cmd(src_ns, ["ping", "-q", "-c", str(count), "-i", str(interval_s),
+    """Loss and RTT statistics of `count` echoes: mean, median, min and mdev in ms (None when
+    no echo came back)."""
+    done = subprocess.run(_ns_cmd(src_ns, ["ping", "-c", str(count), "-i", str(interval_s),
                                            "-W", "1", dst_ip]),
                           capture_output=True, text=True, timeout=count * interval_s + 30)
     loss = re.search(r"([0-9.]+)% packet loss", done.stdout)
     rtt = re.search(r"= ([0-9.]+)/([0-9.]+)/([0-9.]+)/([0-9.]+) ms", done.stdout)
+    each = [float(x) for x in re.findall(r"time=([0-9.]+) ms", done.stdout)]
     return {"loss": float(loss.group(1)) / 100 if loss else 1.0,
             "avg_ms": float(rtt.group(2)) if rtt else None,
+            "median_ms": statistics.median(each) if each else None,
+            "min_ms": float(rtt.group(1)) if rtt else None,
             "mdev_ms": float(rtt.group(4)) if rtt else None}
 
 
@@ -64,7 +76,8 @@ class RateCheck:
     src: str
     dst: str
     configured_bps: float | None
-    measured_bps: float
+    measured_bps: float                 # the best reading
+    readings_bps: tuple[float, ...] = ()
 
     @property
     def error(self) -> float | None:
@@ -92,17 +105,25 @@ class RttCheck:
         return asdict(self)
 
 
-def check_rate(net, src: str, dst: str, seconds: float = 3.0) -> RateCheck:
+def check_rate(net, src: str, dst: str, seconds: float = 3.0, tries: int = 3) -> RateCheck:
+    """Goodput src -> dst against the path's configured rate; a low reading is taken again (CPU
+    contention can only lower it), a high one is final."""
     topo = net.topo
-    measured = iperf3_bps(net.host_ns[src], net.host_ns[dst], topo.node(dst).ip, seconds)
-    return RateCheck(src, dst, topo.path_rate_bps(src, dst), measured)
+    configured = topo.path_rate_bps(src, dst)
+    readings: list[float] = []
+    while True:
+        readings.append(iperf3_bps(net.host_ns[src], net.host_ns[dst], topo.node(dst).ip,
+                                   seconds))
+        check = RateCheck(src, dst, configured, max(readings), tuple(readings))
+        if check.ok or check.error > 0 or len(readings) >= tries:
+            return check
 
 
 def check_rtt(net, src: str, dst: str, count: int = 10) -> RttCheck:
     topo = net.topo
     r = ping_rtt_ms(net.host_ns[src], topo.node(dst).ip, count)
     configured = 1e3 * (topo.path_delay_s(src, dst) + topo.path_delay_s(dst, src))
-    return RttCheck(src, dst, configured, r["avg_ms"], r["loss"])
+    return RttCheck(src, dst, configured, r["median_ms"], r["loss"])
 
 
 def verify(net, rate_pairs: list[tuple[str, str]] | None = None, seconds: float = 3.0,
