@@ -62,6 +62,7 @@ class AgentOptions:
     secret: bytes
     members: tuple[str, ...] = ()      # founders: the first view (epoch 1), same list everywhere
     seeds: tuple[str, ...] = ()        # whom a joiner asks to be admitted
+    slots: int | None = None           # Horovod worker slots of this host, agreed in the view
     port: int = DEFAULT_PORT           # for ids without a port
     bind: str | None = None            # default: the id's host
     socket_path: str | None = None
@@ -81,6 +82,8 @@ class AgentOptions:
             raise ValueError(f"agent id {self.id!r}: use a host name, an IP or host:port")
         if len(self.secret) < 16:
             raise ValueError("the cluster secret must be at least 16 bytes")
+        if self.slots is not None and not 1 <= self.slots <= wire.MAX_SLOTS:
+            raise ValueError(f"slots must be 1..{wire.MAX_SLOTS}, got {self.slots}")
         if not self.members and not self.seeds:
             raise ValueError("give --members (founders) or --seeds (to join a running cluster)")
         if self.members and self.id not in self.members and not self.seeds:
@@ -104,7 +107,8 @@ class Agent:
         self.me = opts.id
         founders = set(opts.members)
         view = View(1, frozenset(founders)) if self.me in founders else None
-        self.member = Member(self.me, view, opts.protocol, seeds=set(opts.seeds) | founders)
+        self.member = Member(self.me, view, opts.protocol, seeds=set(opts.seeds) | founders,
+                             slots=opts.slots)
         self.log = EventLog(opts.event_log, agent=self.me)
         self.seq = wire.SeqClock()
         self.guard = wire.ReplayGuard()
@@ -176,7 +180,7 @@ class Agent:
 
     def _installed(self, view: View, prev: View | None, now: float) -> None:
         handled = [ch for ch in self.seen if not pending_in(view, [ch])]
-        lat = {" ".join(ch): round((now - self.seen.pop(ch)) * 1e3, 3) for ch in handled}
+        lat = {" ".join(map(str, ch)): round((now - self.seen.pop(ch)) * 1e3, 3) for ch in handled}
         pm = prev.members if prev else frozenset()
         pl = prev.links if prev else frozenset()
         self.log.write("install", epoch=view.epoch, members=sorted(view.members),
@@ -186,6 +190,7 @@ class Agent:
                        links_up=sorted(map(list, view.links - pl)),
                        links_down=sorted(map(list, {ln for ln in pl - view.links
                                                     if set(ln) <= view.members})),
+                       slots=dict(sorted(view.slots)),
                        handled_ms=lat, latency_ms=max(lat.values()) if lat else None,
                        in_view=self.me in view.members)
         keep = set(view.members)
@@ -352,6 +357,7 @@ class Agent:
         return {"id": self.me, "epoch": v.epoch if v else None,
                 "members": sorted(v.members) if v else [],
                 "links": sorted(map(list, v.links)) if v else [],
+                "slots": dict(sorted(v.slots)) if v else {},
                 "coordinator": self.member.coordinator(),
                 "can_train": self.member.can_train(time.monotonic())}
 

@@ -1,6 +1,7 @@
 """``chaos-hvd``: the cluster agent and the tools around it.
 
-    chaos-hvd agent --id 10.0.0.1 --members 10.0.0.1,10.0.0.2,10.0.0.3 --secret-file S --socket P
+    chaos-hvd agent --id 10.0.0.1 --members 10.0.0.1,10.0.0.2,10.0.0.3 --slots 1 \
+                    --secret-file S --socket P
     chaos-hvd agent --id 10.0.0.4 --seeds 10.0.0.1,10.0.0.2 ...          # join a running cluster
     chaos-hvd discover --socket P [--socket Q ...] [--slots N]          # Horovod host discovery
     chaos-hvd status|leave --socket P
@@ -45,7 +46,8 @@ def _agent(args) -> int:
                      suspect_after_s=args.suspect, propose_timeout_s=args.propose_timeout,
                      retry_s=args.retry)
         opts = AgentOptions(id=args.id, secret=_secret(args), members=_ids(args.members),
-                            seeds=_ids(args.seeds), port=args.port, bind=args.bind,
+                            seeds=_ids(args.seeds), slots=args.slots, port=args.port,
+                            bind=args.bind,
                             socket_path=args.socket, event_log=args.event_log, protocol=cfg,
                             ping_s=args.ping, link_down_s=args.link_down, link_up_s=args.link_up,
                             probe_s=args.probe_seconds, probe_refresh_s=args.probe_refresh)
@@ -65,9 +67,11 @@ def _discover(args) -> int:
     if not view["can_train"]:
         print(f"chaos-hvd discover: no agent holds a lease; newest view is epoch {view['epoch']}",
               file=sys.stderr)
+    advertised = view.get("slots", {})
     for m in view["members"]:
         host = split_id(m)[0] if args.strip_port else m
-        print(f"{host}:{args.slots}" if args.slots else host)
+        slots = advertised.get(m) or args.slots
+        print(f"{host}:{slots}" if slots else host)   # bare: horovodrun's --slots applies
     return 0
 
 
@@ -92,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--id", required=True, help="this node's Horovod host name (or host:port)")
     a.add_argument("--members", help="founders, comma-separated (the first view)")
     a.add_argument("--seeds", help="agents to ask for admission, comma-separated")
+    a.add_argument("--slots", type=int, help="Horovod worker slots of this host; agreed in the "
+                                             "view, printed by discover")
     a.add_argument("--port", type=int, default=DEFAULT_PORT, help="UDP+TCP port for ids without one")
     a.add_argument("--bind", help="address to bind (default: the id's host)")
     a.add_argument("--secret-file")
@@ -116,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "--host-discovery-script")
     q.add_argument("--socket", action="append", required=True,
                    help="agent socket (repeat, or a glob); the best answer wins")
-    q.add_argument("--slots", type=int, help="append :SLOTS to every host")
+    q.add_argument("--slots", type=int, help="slots of hosts whose agent advertised none "
+                                             "(without it such a host prints bare)")
     q.add_argument("--keep-port", dest="strip_port", action="store_false",
                    help="print host:port ids as they are")
     q.add_argument("--timeout", type=float, default=1.0)

@@ -5,9 +5,11 @@ time, ``observe`` a local change: join request, leave, link up/down); messages t
 to install come out. The agent process (issue #4's wiring) and the simulator (``chaos_hvd.simnet``)
 drive it the same way, so the simulator tests the code that runs.
 
-**Views.** A view is ``(epoch, members, links)``: who trains, and which member pairs are connected
-(the communication topology). Epochs grow by one per installed view. All nodes that install a
-view for epoch *e* install the same one.
+**Views.** A view is ``(epoch, members, links, slots)``: who trains, which member pairs are
+connected (the communication topology), and the Horovod worker slots each member advertised
+(a joiner's come inside its ``add`` change, so no view has it without them; a founder proposes
+its own ``slots`` change right after forming). Epochs grow by one per installed view. All nodes
+that install a view for epoch *e* install the same one.
 
 **Who decides.** The *coordinator* is the lowest member id of the current view; changes seen
 elsewhere (a join request, a leave, a link up/down from the monitor) are forwarded to it and it
@@ -26,7 +28,14 @@ else and only once, so no value can have been accepted before it and its phase 1
 coordinator's retries included, runs the full two phases.
 
 Ballots are (round, proposer id); a proposer that loses adopts what was accepted, and its own
-changes go into the next epoch. Simultaneous events converge to one view per epoch, then on.
+changes go into the next epoch. A proposer adopts an accepted value only if it may have been
+chosen: its acceptors among the promises plus the members that did not answer reach a quorum
+(otherwise nobody can have accepted it by a quorum, and the proposer's own changes go ahead).
+Such an *adopted* value is marked in the accept. Acceptors refuse fresh values that remove a
+live node (below) but cannot refuse an adopted one without stalling the epoch forever; if it
+removes members they instead stop backing any lease of their epoch (heartbeats with
+``back: false``, no grants, no training) and accept once ``suspect_after_s`` has passed since.
+Simultaneous events converge to one view per epoch, then on.
 
 **Failure detection and leases.** Members heartbeat the coordinator; the coordinator heartbeats
 every member (2n messages per ``heartbeat_s``, not n^2). Only the coordinator suspects members
@@ -36,15 +45,18 @@ someone else is never acted on, so a cut-off node cannot get healthy ones remove
 epoch* from a majority of its view within ``lease_s`` (a node already in a newer view does not
 count, whatever it sends), and grants one in each heartbeat to every member it heard within
 ``lease_s`` and is not removing. Acceptors refuse a view that removes themselves (unless leaving)
-or a node they watch and heard within ``lease_s``.
+or a node they watch and heard within ``lease_s`` (unless the value is adopted, above).
 
 **Guarantees.** (1) Agreement: at most one view per epoch (quorum intersection). (2) No split
 brain: a view change needs a majority of the previous view, so after a partition only a majority
 side moves on; since ``suspect_after_s`` > 2 x ``lease_s`` + message delay, every lease of a
 node that is being removed has expired before the view without it is installed: there are never
-two concurrent training groups (checked after every event in simulation). (3) Any single node,
+two concurrent training groups (checked after every event in simulation). An adopted removal
+is chosen only after a quorum stopped backing the old epoch's leases ``suspect_after_s`` before:
+the coordinator has lost its lease and every lease it granted has expired. (3) Any single node,
 the proposer included, may fail at any step. Liveness needs a majority of the last view to be up
-and connected.
+and connected. (A crash plus a partition of the survivors can end in a forced two-member view
+with the dead node in it: that view has lost its majority, and it stalls.)
 
 Messages are plain dicts (JSON); authentication, replay and size checks are the transport's job.
 """
@@ -77,23 +89,30 @@ class View:
     epoch: int
     members: frozenset[str]
     links: frozenset[tuple[str, str]] = frozenset()   # (a, b) with a < b: connected member pairs
+    slots: frozenset[tuple[str, int]] = frozenset()   # (member, worker slots) it advertised
 
     def to_msg(self) -> dict:
-        """Links go as index pairs into the sorted member list: a 64-node full mesh fits one
-        datagram."""
+        """Links and slots go by index into the sorted member list: a 64-node full mesh fits
+        one datagram."""
         ring = sorted(self.members)
         index = {m: i for i, m in enumerate(ring)}
         return {"epoch": self.epoch, "members": ring,
-                "links": sorted([index[a], index[b]] for a, b in self.links)}
+                "links": sorted([index[a], index[b]] for a, b in self.links),
+                "slots": sorted([index[m], k] for m, k in self.slots)}
 
     @staticmethod
     def from_msg(d: dict) -> "View":
         ring = sorted(d["members"])
         return View(int(d["epoch"]), frozenset(ring),
-                    frozenset(link(ring[i], ring[j]) for i, j in d["links"]))
+                    frozenset(link(ring[i], ring[j]) for i, j in d["links"]),
+                    frozenset((ring[i], int(k)) for i, k in d.get("slots", ())))
 
     def quorum(self) -> int:
         return len(self.members) // 2 + 1
+
+    def slots_of(self, member: str) -> int | None:
+        """The slot count the member advertised (None: it has not)."""
+        return dict(self.slots).get(member)
 
 
 def link(a: str, b: str) -> tuple[str, str]:
@@ -101,20 +120,26 @@ def link(a: str, b: str) -> tuple[str, str]:
 
 
 def apply_changes(view: View, changes: Iterable[tuple]) -> View:
-    """The next view: ('add', n) / ('remove', n) / ('link_up', a, b) / ('link_down', a, b)."""
-    members, links = set(view.members), set(view.links)
+    """The next view: ('add', n[, slots]) / ('remove', n) / ('link_up', a, b) / ('link_down', a, b) /
+    ('slots', n, k). Membership first; links and slots then only between/of members."""
+    members, links, slots = set(view.members), set(view.links), dict(view.slots)
     for ch in sorted(set(changes)):
         kind = ch[0]
         if kind == "add":
             members.add(ch[1])
+            if len(ch) == 3:
+                slots[ch[1]] = ch[2]
         elif kind in ("remove", "leave"):
             members.discard(ch[1])
         elif kind == "link_up":
             links.add(link(ch[1], ch[2]))
         elif kind == "link_down":
             links.discard(link(ch[1], ch[2]))
+        elif kind == "slots":
+            slots[ch[1]] = ch[2]      # one node advertises one count; sorted order breaks ties
     links = {ln for ln in links if ln[0] in members and ln[1] in members}
-    return View(view.epoch + 1, frozenset(members), frozenset(links))
+    return View(view.epoch + 1, frozenset(members), frozenset(links),
+                frozenset((m, k) for m, k in slots.items() if m in members))
 
 
 def pending_in(view: View, changes: Iterable[tuple]) -> set[tuple]:
@@ -131,6 +156,8 @@ def pending_in(view: View, changes: Iterable[tuple]) -> set[tuple]:
                 and link(ch[1], ch[2]) not in view.links
         elif kind == "link_down":
             todo = link(ch[1], ch[2]) in view.links
+        elif kind == "slots":
+            todo = ch[1] in view.members and view.slots_of(ch[1]) != ch[2]
         else:
             raise ValueError(f"unknown change {ch!r}")
         if todo:
@@ -164,12 +191,15 @@ class Member:
     """One node's protocol state. Not thread-safe: the caller serialises events."""
 
     def __init__(self, node_id: str, view: View | None, config: Config = Config(),
-                 seeds: Iterable[str] = ()):
+                 seeds: Iterable[str] = (), slots: int | None = None):
         self.id, self.cfg = node_id, config
+        self.slots = slots                    # worker slots this node advertises (None: none)
         self._set_view(view)                  # None: not a member yet (joining)
         self.seeds = sorted(set(seeds) - {node_id})
         self.last_heard: dict[str, float] = {}   # failure detection (with a grace period)
-        self.lease_heard: dict[str, float] = {}  # real receipts only: the coordinator's quorum
+        self.lease_heard: dict[str, float] = {}  # heartbeats that back our lease (coordinator)
+        self.alive_heard: dict[str, float] = {}  # heartbeats of our epoch: evidence of life
+        self._withdrawn_at: float | None = None  # stopped backing leases this epoch (see _on_accept)
         self.lease_until = -1e9
         self.pending: dict[tuple, float] = {}  # change -> when first seen here
         self.promised: tuple[int, tuple[int, str]] = (-1, (-1, ""))     # (epoch, ballot)
@@ -228,6 +258,8 @@ class Member:
         now = self.now if now is None else now
         if self.view is None or self.left or self.id not in self.view.members:
             return False
+        if self._withdrawn_at is not None:
+            return False
         if self.id == self.coordinator():
             return self.quorum_heard(now)
         return now <= self.lease_until
@@ -255,19 +287,24 @@ class Member:
                 return out
             if now - self._last_heartbeat >= self.cfg.heartbeat_s * 3:
                 self._last_heartbeat = now
-                out += [Send(s, {"type": JOIN}) for s in self.seeds]
+                join = {"type": JOIN, **({"slots": self.slots} if self.slots else {})}
+                out += [Send(s, join) for s in self.seeds]
             return out
         if now - self._last_heartbeat >= self.cfg.heartbeat_s and self.id in self.view.members:
             self._last_heartbeat = now
             hb = {"type": HEARTBEAT, "epoch": self.view.epoch}
             if self.id != self.coordinator():
+                if self._withdrawn_at is not None:
+                    hb["back"] = False             # alive, but no longer backing its lease
                 out += [Send(m, hb) for m in self.watched()]
             else:   # leases only to members heard within lease_s and not being removed
-                quorum = self.quorum_heard(now)
+                quorum = self.quorum_heard(now) and self._withdrawn_at is None
                 removing = self._removing()
                 out += [Send(m, {**hb, "lease": quorum and m not in removing and
                                  now - self.lease_heard.get(m, -1e9) <= self.cfg.lease_s})
                         for m in self.watched()]
+        if self.slots and not self.left and pending_in(self.view, [("slots", self.id, self.slots)]):
+            self.pending.setdefault(("slots", self.id, self.slots), now)   # founders say theirs
         for m in self.watched():
             self.last_heard.setdefault(m, now)   # a fresh view gives everyone a grace period
             if now - self.last_heard[m] > self.cfg.suspect_after_s:
@@ -284,7 +321,9 @@ class Member:
         # still answers us (catch-up commits), but it no longer backs our lease. (The simulator
         # found a minority coordinator re-taking its lease from such replies after a heal.)
         if kind == HEARTBEAT and self.view is not None and msg.get("epoch") == self.view.epoch:
-            self.lease_heard[src] = now
+            self.alive_heard[src] = now
+            if msg.get("back", True):
+                self.lease_heard[src] = now
         self.pending.pop(("remove", src), None)      # it is alive after all
         handler = {HEARTBEAT: self._on_heartbeat, CHANGES: self._on_changes, JOIN: self._on_join,
                    PREPARE: self._on_prepare, PROMISE: self._on_promise, ACCEPT: self._on_accept,
@@ -309,7 +348,8 @@ class Member:
             return []
         if src in self.view.members:
             return [Send(src, {"type": COMMIT, "view": self.view.to_msg()})]
-        return self.observe(("add", src), now)
+        # the add carries the joiner's slots: discovery never sees it without them
+        return self.observe(("add", src, msg["slots"]) if msg.get("slots") else ("add", src), now)
 
     def _on_changes(self, src, msg, now):
         if self.view is None:
@@ -389,12 +429,19 @@ class Member:
         if len(p.promises) < self.view.quorum():
             return []
         prior = [m["accepted"] for m in p.promises.values() if m["accepted"]]
-        if prior:   # Paxos: a value some acceptor may have accepted must be kept
+        # Paxos keeps the newest accepted value, since it may have been chosen. It may have been
+        # only if its acceptors plus the members that did not answer can make a quorum: an
+        # acceptor that promised us without having accepted anything never accepted below our
+        # ballot. (Without this a two-member view deadlocked: one had accepted removing the
+        # other during a partition, and the other refuses its own removal -- found by soak.)
+        silent = len(self.view.members) - len(p.promises)
+        adopted = bool(prior) and len(prior) + silent >= self.view.quorum()
+        if adopted:
             p.value = View.from_msg(max(prior, key=lambda a: tuple(a["ballot"]))["view"])
         else:
             p.value = apply_changes(self.view, self.pending)
         acc = {"type": ACCEPT, "epoch": p.epoch, "ballot": list(p.ballot),
-               "view": p.value.to_msg()}
+               "view": p.value.to_msg(), **({"adopted": True} if adopted else {})}
         return [Send(m, acc) for m in sorted(self.view.members) if m != self.id] + \
             self._on_accept(self.id, acc, now)
 
@@ -402,7 +449,17 @@ class Member:
         epoch, ballot = msg["epoch"], tuple(msg["ballot"])
         if self.view is None or not self._ballot_ok(epoch, ballot):
             return []
-        if self._unjustified_removal(msg["view"]["members"], ballot[1], now):
+        if msg.get("adopted") and not self.view.members <= set(msg["view"]["members"]):
+            # A value Paxos forces on us (it may have been chosen) that removes members: we may
+            # not refuse it (the epoch would stall for good), but a node it removes may be alive
+            # and training. So we stop backing any lease of this epoch, and accept only after
+            # suspect_after_s (> 2 x lease_s + delay): once a quorum has done so, the coordinator
+            # has lost its lease and every lease it granted has expired. Proposers retry meanwhile.
+            if self._withdrawn_at is None:
+                self._withdrawn_at = now
+            if now - self._withdrawn_at < self.cfg.suspect_after_s:
+                return []
+        elif self._unjustified_removal(msg["view"]["members"], ballot[1], now):
             return self._reply(src, {"type": NACK, "epoch": epoch,
                                      "promised": list(self.promised[1])}, now)
         self.promised = (epoch, ballot)
@@ -419,7 +476,7 @@ class Member:
                 if not self.left:
                     return True
             elif m in self._watched and m != proposer and ("leave", m) not in self.pending \
-                    and now - self.lease_heard.get(m, -1e9) <= self.cfg.lease_s:
+                    and now - self.alive_heard.get(m, -1e9) <= self.cfg.lease_s:
                 return True
         return False
 
@@ -466,6 +523,7 @@ class Member:
         # breaks the lease argument after a partition: kept as is.)
         self.last_heard = {m: now for m in view.members}
         self.lease_until = -1e9                              # a lease is per epoch
+        self._withdrawn_at = None
         out: list = [Installed(view, previous)]
         if self.id not in view.members:
             # removed: after a voluntary leave we are done; after a false suspicion, rejoin

@@ -19,6 +19,7 @@ import itertools
 import json
 import random
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .protocol import Config, Installed, Member, Send, View, link, pending_in
 
@@ -39,7 +40,8 @@ class SafetyViolation(AssertionError):
 class Simulation:
     def __init__(self, n: int, seed: int = 0, config: Config = Config(),
                  delay_min_s: float = 0.0005, delay_max_s: float = 0.005, loss: float = 0.0,
-                 tick_s: float = 0.02, full_mesh_links: bool = True):
+                 tick_s: float = 0.02, full_mesh_links: bool = True,
+                 slots_of: Callable[[str], int | None] | None = None):
         if n < 1:
             raise ValueError("need at least one node")
         self.rng = random.Random(seed)
@@ -47,6 +49,7 @@ class Simulation:
         self.delay = (delay_min_s, delay_max_s)
         self.loss = loss
         self.tick_s = tick_s
+        self.slots_of = slots_of or (lambda _: None)   # slots each node advertises
         self.now = 0.0
         self._heap: list = []
         self._seq = itertools.count()
@@ -54,7 +57,8 @@ class Simulation:
         links = frozenset(link(a, b) for a, b in itertools.combinations(ids, 2)) \
             if full_mesh_links else frozenset()
         view = View(0, frozenset(ids), links)
-        self.nodes: dict[str, Member] = {i: Member(i, view, config) for i in ids}
+        self.nodes: dict[str, Member] = {i: Member(i, view, config, slots=self.slots_of(i))
+                                         for i in ids}
         self.crashed: set[str] = set()
         self.departed: set[str] = set()          # asked to leave
         self.groups: dict[str, int] = {}         # partition group per node (absent = 0)
@@ -141,7 +145,7 @@ class Simulation:
             new = action[1] if len(action) > 1 else f"n{self._next_id:04d}"
             self._next_id += 1
             seeds = sorted(set(self.nodes) - self.crashed - {new})[:3]
-            self.nodes[new] = Member(new, None, self.cfg, seeds=seeds)
+            self.nodes[new] = Member(new, None, self.cfg, seeds=seeds, slots=self.slots_of(new))
             self._at(self.now, ("tick", new))
         elif kind == "leave":
             self.departed.add(action[1])
@@ -181,7 +185,9 @@ class Simulation:
         views = {self.nodes[n].view for n in live}
         if len(views) != 1 or None in views:
             return False
-        return next(iter(views)).members == frozenset(live)
+        view = next(iter(views))
+        slots = {(n, self.slots_of(n)) for n in live if self.slots_of(n)}
+        return view.members == frozenset(live) and view.slots == frozenset(slots)
 
     def agreed_view(self) -> View | None:
         views = {self.nodes[n].view for n in self.live()}

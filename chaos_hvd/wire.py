@@ -44,7 +44,8 @@ _INT_MAX = 2 ** 63
 
 PROTOCOL_TYPES = ("heartbeat", "changes", "join", "prepare", "promise", "accept", "accepted",
                   "commit", "nack")
-_CHANGE_ARITY = {"add": 2, "remove": 2, "leave": 2, "link_up": 3, "link_down": 3}
+MAX_SLOTS = 1024               # worker slots one host may advertise
+_ID_CHANGES = {"add": 2, "remove": 2, "leave": 2, "link_up": 3, "link_down": 3}
 
 
 def canonical(obj: dict) -> bytes:
@@ -144,8 +145,13 @@ def _ballot(b, what: str, allow_none_id: bool = False) -> None:
           (is_id(b[1]) or (allow_none_id and b[1] == "")), f"{what}: ballot must be [int, id]")
 
 
+def _is_slots(x) -> bool:
+    return _is_int(x) and 1 <= x <= MAX_SLOTS
+
+
 def validate_view(v) -> None:
-    _need(isinstance(v, dict) and set(v) == {"epoch", "members", "links"}, "view: fields")
+    _need(isinstance(v, dict) and {"epoch", "members", "links"} <= set(v)
+          <= {"epoch", "members", "links", "slots"}, "view: fields")
     _need(_is_int(v["epoch"]) and v["epoch"] >= 0, "view: epoch")
     members = v["members"]
     _need(isinstance(members, list) and len(members) <= MAX_MEMBERS
@@ -156,12 +162,24 @@ def validate_view(v) -> None:
     for ln in v["links"]:
         _need(isinstance(ln, list) and len(ln) == 2 and all(_is_int(i) for i in ln)
               and 0 <= ln[0] < ln[1] < n, "view: a link must be [i, j] with 0 <= i < j < n")
+    slots = v.get("slots", [])
+    _need(isinstance(slots, list) and len(slots) <= n, "view: slots")
+    for sl in slots:
+        _need(isinstance(sl, list) and len(sl) == 2 and _is_int(sl[0]) and 0 <= sl[0] < n
+              and _is_slots(sl[1]), "view: slots must be [i, 1..MAX_SLOTS] with 0 <= i < n")
+    _need(len({sl[0] for sl in slots}) == len(slots), "view: one slot count per member")
 
 
 def validate_change(ch) -> None:
-    _need(isinstance(ch, list) and ch and isinstance(ch[0], str) and ch[0] in _CHANGE_ARITY
-          and len(ch) == _CHANGE_ARITY[ch[0]] and all(is_id(x) for x in ch[1:]),
-          f"change {str(ch)[:80]} is not [kind, id] or [link_up|link_down, id, id]")
+    """[kind, id] or [link_up|link_down, id, id]; [add|slots, id, slots]."""
+    ok = isinstance(ch, list) and bool(ch) and isinstance(ch[0], str)
+    if ok and len(ch) == 3 and ch[0] in ("add", "slots"):
+        ok = is_id(ch[1]) and _is_slots(ch[2])
+    else:
+        ok = ok and ch[0] in _ID_CHANGES and len(ch) == _ID_CHANGES[ch[0]] \
+            and all(is_id(x) for x in ch[1:])
+    _need(ok, f"change {str(ch)[:80]} is not [kind, id], [link_up|link_down, id, id] or "
+              f"[add|slots, id, slots]")
 
 
 def validate_body(body: dict) -> None:
@@ -174,9 +192,10 @@ def validate_body(body: dict) -> None:
               f"got {sorted(fields)}")
 
     if kind == "heartbeat":
-        exactly("epoch", optional=("lease",))
+        exactly("epoch", optional=("lease", "back"))
         _need(_is_int(body["epoch"]), "heartbeat: epoch")
-        _need(isinstance(body.get("lease", False), bool), "heartbeat: lease must be a bool")
+        _need(isinstance(body.get("lease", False), bool) and isinstance(body.get("back", True), bool),
+              "heartbeat: lease and back must be bools")
     elif kind == "changes":
         exactly("changes")
         _need(isinstance(body["changes"], list) and 0 < len(body["changes"]) <= MAX_CHANGES,
@@ -184,7 +203,8 @@ def validate_body(body: dict) -> None:
         for ch in body["changes"]:
             validate_change(ch)
     elif kind == "join":
-        exactly()
+        exactly(optional=("slots",))
+        _need(_is_slots(body.get("slots", 1)), "join: slots must be 1..MAX_SLOTS")
     elif kind == "ping":
         exactly("t")
         _need(_is_int(body["t"]), "ping: t")
@@ -213,7 +233,8 @@ def validate_body(body: dict) -> None:
             _ballot(acc["ballot"], "promise.accepted")
             validate_view(acc["view"])
     elif kind == "accept":
-        exactly("epoch", "ballot", "view")
+        exactly("epoch", "ballot", "view", optional=("adopted",))
+        _need(isinstance(body.get("adopted", False), bool), "accept: adopted must be a bool")
         _need(_is_int(body["epoch"]), "accept: epoch")
         _ballot(body["ballot"], kind)
         validate_view(body["view"])

@@ -75,14 +75,29 @@ def view_changes(agent_events: list[dict]) -> list[dict]:
     return [best[k][1] for k in sorted(best)]
 
 
-def check_agents(agent_events: list[dict], expected: list[dict], ip: dict[str, str]) -> list[str]:
+def check_slots(views: list[dict], slots: dict[str, int]) -> list[str]:
+    """Each host's advertised slots (by id) are in the view that admits it (founders' may
+    follow the founding view) and in the last view."""
+    errors = []
+    for v in views:
+        admitted = v["added"] if v["epoch"] > 1 else []
+        for m in admitted + (v["members"] if v is views[-1] else []):
+            got = v.get("slots", {}).get(m)
+            if m in slots and got != slots[m]:
+                errors.append(f"epoch {v['epoch']}: {m} has slots {got}, advertised {slots[m]}")
+    return errors
+
+
+def check_agents(agent_events: list[dict], expected: list[dict], ip: dict[str, str],
+                 slots: dict[str, int] | None = None) -> list[str]:
     """The agents installed views with these changes, in this order. Items: {added: NODE},
     {removed: NODE, detected: true} (a heartbeat suspicion preceded it), {link_down: NODE},
-    {link_up: NODE} (some link of NODE left / entered the view)."""
+    {link_up: NODE} (some link of NODE left / entered the view). With `slots` (id -> count),
+    also check_slots."""
     if not agent_events:
         return ["no agent events (agents.jsonl missing or empty)"]
     views = view_changes(agent_events)
-    errors, i = [], 0
+    errors, i = check_slots(views, slots) if slots else [], 0
     for want in expected:
         kind, node = next((k, v) for k, v in want.items() if k != "detected")
         addr = ip[node]
@@ -122,7 +137,8 @@ def check_identical_final(events: list[dict]) -> list[str]:
 
 
 def check_run(timeline: list[dict], events: list[dict], expect: dict,
-              agent_events: list[dict] = (), ip: dict[str, str] | None = None) -> list[str]:
+              agent_events: list[dict] = (), ip: dict[str, str] | None = None,
+              slots: dict[str, int] | None = None) -> list[str]:
     errors = []
     exits = [r for r in timeline if r["event"] == "command_exit"]
     if not exits or exits[-1]["rc"] != 0:
@@ -136,7 +152,7 @@ def check_run(timeline: list[dict], events: list[dict], expect: dict,
                                expect.get("joiner_bandwidth_known"),
                                expect.get("joiner_bandwidth_source"))
     if "agent_views" in expect:
-        errors += check_agents(list(agent_events), expect["agent_views"], ip or {})
+        errors += check_agents(list(agent_events), expect["agent_views"], ip or {}, slots)
     if expect.get("identical_final"):
         errors += check_identical_final(events)
     return errors

@@ -52,8 +52,11 @@ def run(path: str, out: str | None = None) -> tuple[list[str], dict]:
     agents_path = os.path.join(out, "agents.jsonl")
     agent_events = read_events(agents_path) if os.path.exists(agents_path) else []
     from testbed.topology import load_topology
-    ip = {n.name: n.ip for n in load_topology(os.path.join(REPO, suite["topology"])).nodes}
-    failures = checks.check_run(timeline, events, suite.get("expect", {}), agent_events, ip)
+    nodes = load_topology(os.path.join(REPO, suite["topology"])).nodes
+    ip = {n.name: n.ip for n in nodes}
+    slots = {n.ip: n.slots for n in nodes if n.role == "worker"}
+    failures = checks.check_run(timeline, events, suite.get("expect", {}), agent_events, ip,
+                                slots)
     if rc != 0 and not failures:
         failures.append(f"chaos-testbed run exited with {rc}")
     return failures, {"out": out, "rc": rc, "timeline": timeline, "events": events}

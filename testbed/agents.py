@@ -8,8 +8,9 @@ host's other processes (its peers detect that by heartbeats), ``leave`` SIGTERMs
 the leave). ``join`` starts the joiner's agent with the others as seeds: the joiner announces
 itself. Links going down and up are seen by the agents' pings.
 
-The discovery script then asks the agents (``chaos-hvd discover``), so the testbed writes no host
-list at all; ChaosState reads measured rates from its host's agent (``CHAOS_AGENT_SOCKET``).
+Each agent advertises its host's ``slots`` from the topology; they are agreed in the view with
+the membership (a joiner's come with its admission), so hosts may differ. The discovery script
+then asks the agents (``chaos-hvd discover``), so the testbed writes no host list at all; ChaosState reads measured rates from its host's agent (``CHAOS_AGENT_SOCKET``).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class HostAgents:
         # nice -5: emulated hosts share this machine's cores; a real node's agent has its own
         argv = ["nice", "-n", "-5", sys.executable, "-m", "chaos_hvd.cli", "agent", "--id", ip,
                 "--secret-file", self.secret_file, "--socket", self.socket(name),
-                "--event-log", self.event_log, *self.mode.argv()]
+                "--event-log", self.event_log, "--slots", str(self.tb.topo.node(name).slots),
+                *self.mode.argv()]
         if founders:
             argv += ["--members", ",".join(founders)]
         if seeds:
@@ -90,7 +92,9 @@ class HostAgents:
         while True:
             try:
                 views = [request(self.socket(n), {"op": "view"}, 1.0) for n in names]
-                if all(set(v["members"]) == members and v["can_train"] for v in views):
+                # founders' slots arrive one view after forming: wait for them too
+                if all(set(v["members"]) == members and v["can_train"]
+                       and set(v["slots"]) == members for v in views):
                     return views[0]
             except AgentUnavailable:
                 pass
@@ -99,8 +103,8 @@ class HostAgents:
                                    f"{timeout_s} s; see {self.tb.run_dir}/agent-*.log")
             time.sleep(0.05)
 
-    def discovery_script(self, path: str, slots: int) -> None:
+    def discovery_script(self, path: str) -> None:
         with open(path, "w") as f:
             f.write(f"#!/bin/sh\nexec {sys.executable} -m chaos_hvd.cli discover "
-                    f"--socket '{self.dir}/*.sock' --slots {slots}\n")
+                    f"--socket '{self.dir}/*.sock'\n")
         os.chmod(path, 0o755)

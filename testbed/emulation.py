@@ -136,12 +136,8 @@ class Testbed:
     def _start_agents(self) -> None:
         if not self.caps.sshd:
             raise CapabilityError("agents mode runs Horovod over ssh: install openssh-server")
-        slots = {n.slots for n in self.topo.workers}
-        if len(slots) != 1:
-            raise CapabilityError(f"agents mode prints one slot count for every host; the "
-                                  f"topology has {sorted(slots)}")
         self.agents = HostAgents(self, self.agent_mode)
-        self.agents.discovery_script(self.discovery_script, slots.pop())
+        self.agents.discovery_script(self.discovery_script)
         t = time.monotonic()
         view = self.agents.start_founders(list(self.discoverable))
         self.log("agents_up", epoch=view["epoch"], members=view["members"],

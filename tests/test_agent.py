@@ -35,16 +35,22 @@ def test_join_leave_crash_and_discovery(cluster):
     c = cluster
     a, b, d = c.ids
     joiner = f"127.0.0.1:{__import__('chaos_hvd.localcluster').localcluster.free_port()}"
-    c.start(joiner, seeds=c.ids)
+    c.start(joiner, seeds=c.ids, extra=["--slots", "3"])
     everyone = set(c.ids) | {joiner}
     c.wait_members(c.ids + [joiner], everyone)
     assert any(e["event"] == "join_request" and e["node"] == joiner for e in c.events())
+    # the joiner's slots arrived with its admission: no view ever had it without them
+    adds = [e for e in c.events() if e["event"] == "install" and joiner in e["members"]]
+    assert adds and all(e["slots"].get(joiner) == 3 for e in adds), adds[:1]
 
+    # Horovod's host:slots form; a host that advertised none takes --slots, or prints bare
     out = cli("discover", "--socket", f"{c.dir}/*.sock", "--slots", "2")
     assert out.returncode == 0, out.stderr
-    assert sorted(out.stdout.split()) == ["127.0.0.1:2"] * 4      # Horovod's host:slots form
+    assert sorted(out.stdout.split()) == ["127.0.0.1:2"] * 3 + ["127.0.0.1:3"]
+    out = cli("discover", "--socket", f"{c.dir}/*.sock")
+    assert sorted(out.stdout.split()) == ["127.0.0.1"] * 3 + ["127.0.0.1:3"]
     out = cli("discover", "--socket", f"{c.dir}/*.sock", "--keep-port")
-    assert set(out.stdout.split()) == everyone
+    assert set(out.stdout.split()) == set(c.ids) | {joiner + ":3"}
 
     # the joiner's links get measured (its pairs come first in the probe schedule)
     c.wait(lambda: {tuple(r[:2]) for r in json.loads(cli(

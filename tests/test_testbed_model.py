@@ -327,6 +327,20 @@ def _install(epoch, agent, t, added=(), removed=(), up=(), down=()):
             "links_down": [list(x) for x in down]}
 
 
+def test_slot_checks():
+    def view(epoch, members, added, slots):
+        return {"epoch": epoch, "members": members, "added": added, "slots": slots}
+    want = {"a": 1, "b": 2, "c": 4}
+    views = [view(1, ["a", "b"], ["a", "b"], {}),                 # founding: slots follow
+             view(2, ["a", "b"], [], {"a": 1, "b": 2}),
+             view(3, ["a", "b", "c"], ["c"], {"a": 1, "b": 2, "c": 4})]
+    assert checks.check_slots(views, want) == []
+    late = views[:2] + [view(3, ["a", "b", "c"], ["c"], {"a": 1, "b": 2}),
+                        view(4, ["a", "b", "c"], [], {"a": 1, "b": 2, "c": 4})]
+    assert checks.check_slots(late, want) == ["epoch 3: c has slots None, advertised 4"]
+    assert checks.check_slots(views[:1], want)         # never agreed
+
+
 def test_agent_view_checks():
     ip = {"w1": "10.0.0.1", "w2": "10.0.0.2", "w3": "10.0.0.3", "w4": "10.0.0.4"}
     agents = [

@@ -14,18 +14,23 @@ from chaos_hvd.errors import (ForgedMessage, MalformedMessage, OversizedMessage,
 from chaos_hvd.protocol import Member, View, link
 
 SECRET = b"0123456789abcdef-cluster"
-VIEW = View(3, frozenset({"a", "b", "c"}), frozenset({link("a", "b"), link("b", "c")})).to_msg()
+VIEW = View(3, frozenset({"a", "b", "c"}), frozenset({link("a", "b"), link("b", "c")}),
+            frozenset({("a", 2), ("c", 1)})).to_msg()
 
 VALID = [
     {"type": "heartbeat", "epoch": 3},
     {"type": "heartbeat", "epoch": 3, "lease": True},
+    {"type": "heartbeat", "epoch": 3, "back": False},
     {"type": "join"},
+    {"type": "join", "slots": 4},
     {"type": "changes", "changes": [["add", "d"], ["link_down", "a", "b"]]},
+    {"type": "changes", "changes": [["add", "d", 2], ["slots", "b", 8]]},
     {"type": "prepare", "epoch": 4, "ballot": [1, "b"]},
     {"type": "promise", "epoch": 4, "ballot": [1, "b"], "accepted": None},
     {"type": "promise", "epoch": 4, "ballot": [2, "b"],
      "accepted": {"ballot": [1, "a"], "view": VIEW}},
     {"type": "accept", "epoch": 4, "ballot": [1, "b"], "view": VIEW},
+    {"type": "accept", "epoch": 4, "ballot": [1, "b"], "view": VIEW, "adopted": True},
     {"type": "accepted", "epoch": 4, "ballot": [1, "b"]},
     {"type": "commit", "view": VIEW},
     {"type": "nack", "epoch": 4, "promised": [-1, ""]},
@@ -40,10 +45,11 @@ def sealed(body, src="b", dst="a", seq=None, secret=SECRET):
 
 
 def test_view_round_trip_uses_index_pairs():
-    v = View(7, frozenset({"x", "y", "z"}), frozenset({link("z", "x")}))
+    v = View(7, frozenset({"x", "y", "z"}), frozenset({link("z", "x")}), frozenset({("y", 4)}))
     msg = v.to_msg()
-    assert msg["links"] == [[0, 2]]
+    assert msg["links"] == [[0, 2]] and msg["slots"] == [[1, 4]]
     assert View.from_msg(json.loads(json.dumps(msg))) == v
+    assert View.from_msg({k: msg[k] for k in ("epoch", "members", "links")}).slots == frozenset()
 
 
 @pytest.mark.parametrize("body", VALID, ids=[b["type"] for b in VALID])
@@ -98,11 +104,24 @@ BAD_BODIES = [
     {"type": "heartbeat", "epoch": "3"},
     {"type": "heartbeat", "epoch": True},
     {"type": "heartbeat", "epoch": 3, "lease": 1},
+    {"type": "heartbeat", "epoch": 3, "back": "no"},
+    {"type": "accept", "epoch": 4, "ballot": [1, "b"], "view": VIEW, "adopted": 1},
     {"type": "heartbeat", "epoch": 3, "extra": 1},
     {"type": "changes", "changes": []},
     {"type": "changes", "changes": [["explode", "a"]]},
     {"type": "changes", "changes": [["link_up", "a"]]},
     {"type": "changes", "changes": [["add", "bad id with spaces"]]},
+    {"type": "changes", "changes": [["add", "d", 0]]},
+    {"type": "changes", "changes": [["add", "d", True]]},
+    {"type": "changes", "changes": [["slots", "d"]]},
+    {"type": "changes", "changes": [["slots", "d", wire.MAX_SLOTS + 1]]},
+    {"type": "changes", "changes": [["remove", "d", 2]]},
+    {"type": "join", "slots": "2"},
+    {"type": "join", "slots": 0},
+    {"type": "commit", "view": {**VIEW, "slots": [[3, 1]]}},
+    {"type": "commit", "view": {**VIEW, "slots": [[0, 1], [0, 2]]}},
+    {"type": "commit", "view": {**VIEW, "slots": [[0, 1.5]]}},
+    {"type": "commit", "view": {**VIEW, "slots": {"a": 1}}},
     {"type": "prepare", "epoch": 4, "ballot": [1]},
     {"type": "promise", "epoch": 4, "ballot": [1, "b"], "accepted": {"view": VIEW}},
     {"type": "accept", "epoch": 4, "ballot": [1, "b"], "view": {**VIEW, "links": [[0, 9]]}},
@@ -161,7 +180,8 @@ _scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 10), st.floats(al
                      st.text(max_size=5), st.sampled_from(["a", "b", "c", "zz"]))
 _json = st.recursive(_scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(
-        ["epoch", "ballot", "view", "members", "links", "lease", "changes", "accepted"]),
+        ["epoch", "ballot", "view", "members", "links", "lease", "changes", "accepted",
+         "slots", "back", "adopted"]),
         inner, max_size=4)), max_leaves=12)
 
 
