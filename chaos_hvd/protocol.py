@@ -337,8 +337,10 @@ class Member:
     def _on_heartbeat(self, src, msg, now):
         if self.view is None:
             return []
-        if msg["epoch"] < self.view.epoch and src in self.view.members:
-            return [Send(src, {"type": COMMIT, "view": self.view.to_msg()})]  # help it catch up
+        if msg["epoch"] < self.view.epoch:
+            # help it catch up; a node removed without hearing of it learns so here and rejoins
+            # (before, it waited for its own proposal turn: up to rank x propose_timeout_s)
+            return [Send(src, {"type": COMMIT, "view": self.view.to_msg()})]
         if msg.get("lease") and msg["epoch"] == self.view.epoch and src == self.coordinator():
             self.lease_until = now + self.cfg.lease_s
         return []
@@ -524,6 +526,11 @@ class Member:
         self.last_heard = {m: now for m in view.members}
         self.lease_until = -1e9                              # a lease is per epoch
         self._withdrawn_at = None
+        # a suspicion is only ours to act on while we watch that node: a member that suspected
+        # the old coordinator must not later propose removing it as a plain member (the soak
+        # found such a stale suspicion removing a live member that held a lease)
+        self.pending = {c: t for c, t in self.pending.items()
+                        if c[0] != "remove" or c[1] in self._watched}
         out: list = [Installed(view, previous)]
         if self.id not in view.members:
             # removed: after a voluntary leave we are done; after a false suspicion, rejoin

@@ -6,6 +6,8 @@ epoch, never two training groups. Liveness: after the last fault, with a majorit
 view alive and connected, all live nodes settle on one view whose members are exactly them.
 """
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -79,6 +81,26 @@ def test_forced_value_removing_a_live_node_is_accepted_after_the_guard():
         sim.schedule(t, a)
     _settle(sim, 3.5)                        # safety is checked after every event meanwhile
     assert sim.agreed_view().members == {"n0000", "n0001", "j001"}
+
+
+def test_a_stale_suspicion_of_a_former_coordinator_is_dropped():
+    """Soak counterexample (safety): the majority removed coordinator n0000 during a partition,
+    so n0001 (cut off too) became coordinator and members suspected it; after the heal n0000
+    rejoined as coordinator. A member still held its old suspicion of n0001 and, proposing in
+    turn, removed it as a plain member while n0000 was granting it leases: two training groups.
+    Suspicions now end when the suspect is no longer the node one watches."""
+    def ids(*nums):
+        return [f"n{i:04d}" for i in nums]
+    small = ids(0, 1, 2, 5, 7, 9, 10, 12, 14, 20, 26, 30, 31, 34, 36, 40, 41)
+    sim = Simulation(42, seed=1346)
+    for t, a in [(3.341, ("partition", [small, sorted(set(ids(*range(42))) - set(small))])),
+                 (5.528, ("heal",)),
+                 (8.528, ("partition", [ids(2, 30, 40), sorted(set(ids(*range(42))) -
+                                                            set(ids(2, 30, 40)))])),
+                 (10.97, ("heal",))]:
+        sim.schedule(t, a)
+    _settle(sim, 10.97)                      # SafetyViolation raised here before the fix
+    assert sim.agreed_view().members == set(ids(*range(42)))
 
 
 def test_unknown_message_type_is_an_error():
@@ -186,8 +208,14 @@ def _run(n, seed, loss, actions, t_end):
     return sim
 
 
-@settings(max_examples=12, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+# CI runs 12 fixed examples; before changing the protocol, soak it with fresh random ones:
+#   CHAOS_SOAK_EXAMPLES=500 .venv/bin/python -m pytest tests/test_protocol.py -k random
+# (a failure prints the scenario: n, seed, loss, actions -- enough to replay it)
+SOAK = int(os.environ.get("CHAOS_SOAK_EXAMPLES", "0"))
+
+
+@settings(max_examples=SOAK or 12, deadline=None, derandomize=not SOAK, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(scenarios())
 def test_random_scenarios_are_safe_converge_and_reproduce(scenario):
     n, seed, loss, actions, t_end = scenario
