@@ -531,6 +531,9 @@ class Member:
         # found such a stale suspicion removing a live member that held a lease)
         self.pending = {c: t for c, t in self.pending.items()
                         if c[0] != "remove" or c[1] in self._watched}
+        if self.left and self.id in view.members:
+            # asked to leave while its join was still on the way: it is a member now, so leave
+            self.pending.setdefault(("leave", self.id), now)
         out: list = [Installed(view, previous)]
         if self.id not in view.members:
             # removed: after a voluntary leave we are done; after a false suspicion, rejoin

@@ -103,6 +103,16 @@ def test_a_stale_suspicion_of_a_former_coordinator_is_dropped():
     assert sim.agreed_view().members == set(ids(*range(42)))
 
 
+def test_a_joiner_that_leaves_before_admission_leaves_once_admitted():
+    """Soak counterexample: j001 asked to leave 15 ms after its join request, before the view
+    with it existed; it was admitted anyway and stayed a member that never trains."""
+    sim = Simulation(3, seed=4)
+    for t, a in [(1.0, ("join", "j001")), (1.0, ("join", "j002")), (1.015625, ("leave", "j001"))]:
+        sim.schedule(t, a)
+    _settle(sim, 1.1)
+    assert sim.agreed_view().members == {"n0000", "n0001", "n0002", "j002"}
+
+
 def test_unknown_message_type_is_an_error():
     m = Member("a", View(0, frozenset("ab")))
     with pytest.raises(ValueError, match="unknown message type"):
