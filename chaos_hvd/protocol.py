@@ -64,6 +64,7 @@ Messages are plain dicts (JSON); authentication, replay and size checks are the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable
 
 PREPARE, PROMISE, ACCEPT, ACCEPTED, COMMIT, NACK = \
@@ -110,9 +111,13 @@ class View:
     def quorum(self) -> int:
         return len(self.members) // 2 + 1
 
+    @cached_property
+    def _slot_map(self) -> dict[str, int]:
+        return dict(self.slots)
+
     def slots_of(self, member: str) -> int | None:
-        """The slot count the member advertised (None: it has not)."""
-        return dict(self.slots).get(member)
+        """The slot count the member advertised (None: it has not). Asked on every tick."""
+        return self._slot_map.get(member)
 
 
 def link(a: str, b: str) -> tuple[str, str]:

@@ -10,7 +10,8 @@ itself. Links going down and up are seen by the agents' pings.
 
 Each agent advertises its host's ``slots`` from the topology; they are agreed in the view with
 the membership (a joiner's come with its admission), so hosts may differ. The discovery script
-then asks the agents (``chaos-hvd discover``), so the testbed writes no host list at all; ChaosState reads measured rates from its host's agent (``CHAOS_AGENT_SOCKET``).
+then asks the agents (``chaos-hvd discover``), so the testbed writes no host list at all;
+ChaosState reads measured rates from its host's agent (``CHAOS_AGENT_SOCKET``).
 """
 
 from __future__ import annotations

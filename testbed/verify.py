@@ -56,8 +56,8 @@ def iperf3_bps(src_ns: str, dst_ns: str, dst_ip: str, seconds: float = 3.0,
 
 
 def ping_rtt_ms(src_ns: str, dst_ip: str, count: int = 10, interval_s: float = 0.05) -> dict:
-    """Loss and RTT statistics of `count` echoes: mean, median, min and mdev in ms (None when
-    no echo came back)."""
+    """Loss and RTT statistics of `count` echoes: mean, median and mdev in ms (None when no
+    echo came back)."""
     done = subprocess.run(_ns_cmd(src_ns, ["ping", "-c", str(count), "-i", str(interval_s),
                                            "-W", "1", dst_ip]),
                           capture_output=True, text=True, timeout=count * interval_s + 30)
@@ -67,7 +67,6 @@ def ping_rtt_ms(src_ns: str, dst_ip: str, count: int = 10, interval_s: float = 0
     return {"loss": float(loss.group(1)) / 100 if loss else 1.0,
             "avg_ms": float(rtt.group(2)) if rtt else None,
             "median_ms": statistics.median(each) if each else None,
-            "min_ms": float(rtt.group(1)) if rtt else None,
             "mdev_ms": float(rtt.group(4)) if rtt else None}
 
 
