@@ -9,7 +9,7 @@ Figures (issue #4):
 * failure detection vs heartbeat interval: SIGKILL an agent (a member, then the coordinator) and
   time the first suspicion and the installed view without it.
 
-    python bench/bench_agents.py [--reps 20] [--out DIR]
+    python -m bench.bench_agents [--reps 20] [--out DIR]
 
 Ends with one JSON line. Runs on 2 shared cores next to 8 Python processes, so it measures
 this implementation in Python, not the protocol's floor (see bench_protocol_sim.py for that).
@@ -25,10 +25,9 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from chaos_hvd.agent_client import request  # noqa: E402
-from chaos_hvd.localcluster import LocalCluster  # noqa: E402
+from chaos_hvd.cluster.client import request
+from harness.local_cluster import LocalCluster
 
 
 def pct(xs, q):

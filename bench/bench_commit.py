@@ -1,23 +1,20 @@
 """Commit cost: ChaosState.save() vs Horovod's TorchState.save() on the same ResNet-18 + SGD state.
 
 Both measured side by side in one process (no hvd.init needed: save() is local). Prints the figures,
-then one JSON line. Usage: python bench/bench_commit.py [--repeats 10]
+then one JSON line. Usage: python -m bench.bench_commit [--repeats 10]
 """
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import horovod.torch as hvd  # noqa: E402
+import horovod.torch as hvd
 
-from chaos_hvd.hvd_adapter import ChaosState  # noqa: E402
-from chaos_hvd.models import resnet18  # noqa: E402
+from chaos_hvd.state.adapter import ChaosState
+from examples.models import resnet18
 
 
 def main():

@@ -9,7 +9,7 @@ against ``chaos``, next to BASELINE.md's figures measured on the same network sh
 broadcast 55.77 s, a bare 5-source pull 1.896 s, bound 1.816 s.
 
 All strategies run in this one invocation on the same machine. Ends with one JSON line.
-Usage: sudo .venv/bin/python bench/bench_edge_sync.py [--strategies chaos,single,broadcast]
+Usage: sudo .venv/bin/python -m bench.bench_edge_sync [--strategies chaos,single,broadcast]
 """
 
 import argparse
@@ -22,8 +22,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-from chaos_hvd.eventlog import read_events  # noqa: E402
+from chaos_hvd.events import read_events
 
 BASELINE = {"horovod_broadcast_s": 55.77, "bare_multi_pull_s": 1.896, "bound_s": 1.816}
 SCHEDULE = "actions:\n  - {at_step: 1, action: join, node: h6}\n"

@@ -1,21 +1,18 @@
 """Peer-negotiation protocol in simulation: messages and time per event at 100 and 1,000 nodes.
 
-Virtual time (chaos_hvd.simnet): message delay uniform 0.5-5 ms, no loss. For each event kind
+Virtual time (chaos_hvd.cluster.simnet): message delay uniform 0.5-5 ms, no loss. For each event kind
 (join, leave, link_down, link_up, crash) on a settled cluster: the simulated time from the event
 to the first node installing the new view, the protocol messages it took (all but
 heartbeats, which are reported apart), and the wall time the simulation needed. A crash is detected by heartbeats
 (suspect_after_s = 1 s), so its figure is dominated by detection. Ends with one JSON line.
-Usage: python bench/bench_protocol_sim.py [--sizes 100,1000]
+Usage: python -m bench.bench_protocol_sim [--sizes 100,1000]
 """
 
 import argparse
 import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from chaos_hvd.simnet import Simulation  # noqa: E402
+from chaos_hvd.cluster.simnet import Simulation
 
 EVENTS = [("join", ("join", "x0001")), ("leave", ("leave", "n0005")),
           ("link_up", ("link_up", "n0003", "n0004")), ("link_down", ("link_down", "n0003", "n0004")),

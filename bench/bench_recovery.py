@@ -1,20 +1,17 @@
 """Crash-to-resumed-training time, with and without the peer watch, side by side in one run.
 
 A real elastic horovodrun job on localhost grows 2 -> 4 workers, then one worker is SIGKILLed
-(chaos_hvd.elastic_job.join_then_crash). Run once with CHAOS_PEER_WATCH=1 and once with 0 (then the
+(harness.elastic_job.join_then_crash). Run once with CHAOS_PEER_WATCH=1 and once with 0 (then the
 survivors not adjacent to the dead rank wait for Gloo's timeout, 30 s here as by default). Prints
-both times and their ratio, then one JSON line. Usage: python bench/bench_recovery.py [--runs 1]
+both times and their ratio, then one JSON line. Usage: python -m bench.bench_recovery [--runs 1]
 """
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from chaos_hvd.elastic_job import ElasticJob, join_then_crash  # noqa: E402
+from harness.elastic_job import ElasticJob, join_then_crash
 
 ARGS = ["--model", "medium", "--epochs", "40", "--samples", "256", "--batch-size", "8",
         "--step-sleep", "0.08", "--commit-every", "2"]

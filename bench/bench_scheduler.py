@@ -3,17 +3,14 @@
 Network: 5 sources at [78.3, 47.2, 137.2, 33.0, 116.5] Mbit/s egress, one joiner, the ResNet-18 +
 momentum state of 93,554,656 bytes, 256 KiB chunks; once with an unlimited joiner and once with its
 ingress capped at 300 Mbit/s. Prints each plan's predicted makespan against the lower bound and the
-planning time, then one JSON line. Pure computation (no network). Usage: python bench/bench_scheduler.py
+planning time, then one JSON line. Pure computation (no network). Usage: python -m bench.bench_scheduler
 """
 
 import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from chaos_hvd.config import MBIT  # noqa: E402
-from chaos_hvd.scheduler import ALGORITHMS, Joiner, Problem, Source, make_plan  # noqa: E402
+from chaos_hvd.state.config import MBIT
+from chaos_hvd.state.scheduler import ALGORITHMS, Joiner, Problem, Source, make_plan
 
 RATES_MBPS = [78.3, 47.2, 137.2, 33.0, 116.5]
 STATE_BYTES = 93_554_656

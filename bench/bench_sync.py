@@ -4,18 +4,16 @@ For each strategy, the two joiners' sync ``total_s`` and ``transfer_s`` (from th
 reported, and ratios against ``chaos``. All strategies run in this one invocation, one after the other,
 on the same machine. Loopback has no link limits, so on 2 cores this measures the software path
 (memory copies, hashing, Horovod's broadcasts), not a network: see the README for the edge-network
-comparison. Ends with one JSON line. Usage: python bench/bench_sync.py [--model resnet18]
+comparison. Ends with one JSON line. Usage: python -m bench.bench_sync [--model resnet18]
 """
 
 import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from chaos_hvd.elastic_job import ElasticJob  # noqa: E402
+from harness.elastic_job import ElasticJob
 
 STRATEGIES = ("chaos", "single", "checkpoint", "broadcast")
 

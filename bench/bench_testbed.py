@@ -8,7 +8,7 @@
 3. Accuracy: iperf3 goodput at 10/100/1000 Mbit/s; ping RTT at 1/5/20/50/100 ms one-way delay on
    one link; loss at 1/5/10 %. Configured vs measured, side by side.
 
-Ends with one JSON line. Usage: sudo .venv/bin/python bench/bench_testbed.py [--repeat 50]
+Ends with one JSON line. Usage: sudo .venv/bin/python -m bench.bench_testbed [--repeat 50]
 """
 
 import argparse
@@ -16,15 +16,13 @@ import glob
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-from testbed import verify  # noqa: E402
-from testbed.emulation import Testbed  # noqa: E402
-from testbed.topology import load_topology, parse_topology  # noqa: E402
+from testbed import verify
+from testbed.emulation import Testbed
+from testbed.topology import load_topology, parse_topology
 
 PAIR = """\
 name: pair

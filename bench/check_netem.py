@@ -5,7 +5,7 @@ changed in place at runtime) is checked here on any Linux host that has it: two 
 namespaces joined by a veth pair, shaped with testbed.shaping exactly as the testbed does, then
 measured from userspace (UDP round trips for delay and loss, a TCP stream for rate).
 Exits 0 with a JSON line of configured vs measured; exits 3 if the kernel has no netem.
-Usage: sudo python bench/check_netem.py
+Usage: sudo python -m bench.check_netem
 """
 
 import json
@@ -16,12 +16,11 @@ import sys
 import time
 from multiprocessing import Process, Queue
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from pyroute2 import IPRoute, netns  # noqa: E402
+from pyroute2 import IPRoute, netns
 
-from testbed.capabilities import probe  # noqa: E402
-from testbed.shaping import InterfaceShaper  # noqa: E402
-from testbed.topology import Direction  # noqa: E402
+from testbed.capabilities import probe
+from testbed.shaping import InterfaceShaper
+from testbed.topology import Direction
 
 NS_A, NS_B = "ctbnmA", "ctbnmB"
 IP_A, IP_B = "10.250.0.1", "10.250.0.2"

@@ -30,7 +30,7 @@ allgather of manifest digests); no committed step is lost (the newest version wi
 rank); a failed transfer surfaces as ``HorovodInternalError`` (restore + reset), never a hang.
 """
 
-from .config import BandwidthMap, ChaosConfig
+from .state.config import BandwidthMap, ChaosConfig
 from .errors import (AuthenticationError, ChaosError, ConfigError, CorruptShardError,
                      SchedulerInputError, SnapshotError, StateDivergedError, TransferError,
                      UnsupportedStateError)
@@ -48,6 +48,6 @@ def __getattr__(name):
     # Horovod is imported only when ChaosState is asked for, so the pure modules (and the testbed)
     # work without it.
     if name == "ChaosState":
-        from .hvd_adapter import ChaosState
+        from .state.adapter import ChaosState
         return ChaosState
     raise AttributeError(name)

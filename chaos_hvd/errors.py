@@ -1,4 +1,4 @@
-"""Typed errors of chaos_hvd.
+"""Typed errors of chaos_hvd (the plugin, the cluster agent and the shared plumbing).
 
 Every error the plugin raises on purpose derives from :class:`ChaosError`, so callers can catch the
 family. Errors that Horovod's elastic loop should treat as a *recoverable* worker failure (restore the
@@ -14,7 +14,14 @@ class ChaosError(Exception):
 
 
 class ConfigError(ChaosError, ValueError):
-    """A configuration value (argument, env var, bandwidth spec) is malformed or out of range."""
+    """A configuration value (argument, env var, bandwidth spec) is malformed or out of range.
+
+    ``where`` is ``file:line:column`` (or the variable's name) when known.
+    """
+
+    def __init__(self, message: str, where: str | None = None):
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
 
 
 class SchedulerInputError(ChaosError, ValueError):
@@ -90,5 +97,17 @@ class MalformedMessage(PeerMessageError, ValueError):
     reason = "malformed"
 
 
-class AgentUnavailable(ChaosError):
+class RequestError(ChaosError, ValueError):
+    """A local JSON-line request or reply is too long, too deeply nested, or not a JSON object."""
+
+
+class ServiceUnavailable(ChaosError):
+    """Nobody answered on a local control socket, or it answered with an error."""
+
+
+class AgentUnavailable(ServiceUnavailable):
     """No cluster agent answered on the local socket(s)."""
+
+
+class WaitTimeout(ChaosError, TimeoutError):
+    """A condition waited for did not come true in time (or the wait was given up)."""

@@ -16,7 +16,7 @@ import time
 
 import yaml
 
-from chaos_hvd.eventlog import read_events
+from chaos_hvd.events import read_events
 
 from . import checks
 

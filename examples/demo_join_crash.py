@@ -1,7 +1,7 @@
 """Demo: a real elastic horovodrun job with ChaosState -- join two workers, then crash one.
 
 Prints one line per sync and the crash-to-resumed-training time. Usage:
-    python examples/demo_join_crash.py [--model resnet18|medium] [--strategy chaos|single|checkpoint|broadcast]
+    python -m examples.demo_join_crash [--model resnet18|medium] [--strategy chaos|single|checkpoint|broadcast]
 """
 
 import argparse
@@ -9,8 +9,7 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from chaos_hvd.elastic_job import ElasticJob, join_then_crash  # noqa: E402
+from harness.elastic_job import ElasticJob, join_then_crash
 
 
 def main():

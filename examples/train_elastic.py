@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import sys
 import time
 
 import torch
@@ -28,10 +27,10 @@ import torch.nn.functional as F
 
 import horovod.torch as hvd
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import chaos_hvd  # noqa: E402
-from chaos_hvd.eventlog import EventLog  # noqa: E402
-from chaos_hvd.models import SmallCNN, resnet18  # noqa: E402
+import chaos_hvd
+from chaos_hvd.events import EventLog
+
+from models import SmallCNN, resnet18  # examples/models.py, beside this script
 
 
 def make_data(n: int, num_classes: int = 10, seed: int = 1234):

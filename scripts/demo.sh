@@ -6,4 +6,4 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$(bash "$REPO/scripts/bootstrap.sh" | tail -n1)"
 cd "$REPO"
-exec "$VENV/bin/python" examples/demo_join_crash.py "$@"
+exec "$VENV/bin/python" -m examples.demo_join_crash "$@"

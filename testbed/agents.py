@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 
-from chaos_hvd.agent_client import request, write_secret
-from chaos_hvd.errors import AgentUnavailable
+from chaos_hvd.cluster.client import agent_argv, wait_members, write_secret
+from chaos_hvd.errors import WaitTimeout
 
 from .errors import CommandError
 
@@ -64,14 +63,10 @@ class HostAgents:
     def start(self, name: str, founders: list[str] = (), seeds: list[str] = ()) -> None:
         ip = self.tb.topo.node(name).ip
         # nice -5: emulated hosts share this machine's cores; a real node's agent has its own
-        argv = ["nice", "-n", "-5", sys.executable, "-m", "chaos_hvd.cli", "agent", "--id", ip,
-                "--secret-file", self.secret_file, "--socket", self.socket(name),
-                "--event-log", self.event_log, "--slots", str(self.tb.topo.node(name).slots),
-                *self.mode.argv()]
-        if founders:
-            argv += ["--members", ",".join(founders)]
-        if seeds:
-            argv += ["--seeds", ",".join(seeds)]
+        argv = ["nice", "-n", "-5", *agent_argv(
+            ip, self.secret_file, self.socket(name), self.event_log, founders=founders,
+            seeds=seeds, options=["--slots", str(self.tb.topo.node(name).slots),
+                                  *self.mode.argv()])]
         p = self.tb.hosts.start_daemon(name, argv, {},
                                        os.path.join(self.tb.run_dir, f"agent-{name}.log"))
         self.tb.log("agent_start", node=name, id=ip, pid=p.pid, founders=list(founders),
@@ -89,23 +84,14 @@ class HostAgents:
         self.start(name, seeds=seeds)
 
     def wait_members(self, names: list[str], members: set[str], timeout_s: float) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                views = [request(self.socket(n), {"op": "view"}, 1.0) for n in names]
-                # founders' slots arrive one view after forming: wait for them too
-                if all(set(v["members"]) == members and v["can_train"]
-                       and set(v["slots"]) == members for v in views):
-                    return views[0]
-            except AgentUnavailable:
-                pass
-            if time.monotonic() > deadline:
-                raise CommandError(f"agents of {names} did not agree on {sorted(members)} in "
-                                   f"{timeout_s} s; see {self.tb.run_dir}/agent-*.log")
-            time.sleep(0.05)
+        try:
+            return wait_members([self.socket(n) for n in names], members, timeout_s, slots=True)
+        except WaitTimeout as e:
+            raise CommandError(f"agents of {names} did not agree on {sorted(members)} in "
+                               f"{timeout_s} s ({e}); see {self.tb.run_dir}/agent-*.log") from None
 
     def discovery_script(self, path: str) -> None:
         with open(path, "w") as f:
-            f.write(f"#!/bin/sh\nexec {sys.executable} -m chaos_hvd.cli discover "
+            f.write(f"#!/bin/sh\nexec {sys.executable} -m chaos_hvd.cluster.cli discover "
                     f"--socket '{self.dir}/*.sock'\n")
         os.chmod(path, 0o755)

@@ -25,6 +25,9 @@ import subprocess
 import sys
 import time
 
+from chaos_hvd.errors import WaitTimeout
+from chaos_hvd.waiting import wait_until
+
 from .errors import InputError, TestbedError
 
 EXIT_INTERRUPTED = 130
@@ -260,8 +263,6 @@ def cmd_inject(args) -> int:
         k, v = kv.split("=", 1)
         action[k] = yaml.safe_load(v)
     reply = request(_running(args.id).dir, {"op": "inject", "action": action})
-    if not reply.get("ok"):
-        raise InputError(reply.get("error", "inject failed"))
     for entry in reply["applied"]:
         _progress(entry)
     return 0
@@ -289,11 +290,11 @@ def cmd_down(args) -> int:
     require_root()
     reg = _running(args.id)
     request(reg.dir, {"op": "down"})
-    for _ in range(200):
-        if not os.path.exists(reg.dir):
-            return 0
-        time.sleep(0.05)
-    raise TestbedError(f"testbed {reg.id} did not go down; try 'chaos-testbed clean --force'")
+    try:
+        wait_until(lambda: not os.path.exists(reg.dir), 10.0, f"testbed {reg.id} to go down")
+    except WaitTimeout:
+        raise TestbedError(f"testbed {reg.id} did not go down; try 'chaos-testbed clean --force'")
+    return 0
 
 
 def cmd_clean(args) -> int:

@@ -19,7 +19,7 @@ from dataclasses import asdict
 
 import yaml
 
-from chaos_hvd.eventlog import EventLog
+from chaos_hvd.events import EventLog
 
 from .capabilities import Capabilities, probe
 from .errors import CapabilityError, NotRootError

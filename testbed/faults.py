@@ -28,9 +28,11 @@ import random
 import difflib
 from dataclasses import dataclass, field, replace
 
+from chaos_hvd.units import parse_duration_s
+from chaos_hvd.yamldoc import Reader, load_yaml, read_text
+
 from .errors import ScheduleError
-from .topology import DIRECTION_KEYS, Reader, Topology, _direction_fields, load_yaml
-from .units import parse_duration_s
+from .topology import DIRECTION_KEYS, Topology, direction_fields
 
 NODE_ACTIONS = ("crash", "leave", "pause", "resume", "join")
 LINK_ACTIONS = ("link_down", "link_up", "flap", "degrade", "restore")
@@ -133,7 +135,7 @@ def _parse_action(r: Reader, topo: Topology) -> Action:
         direction = r.get("direction", "both")
         if direction not in ("up", "down", "both"):
             r.fail(f"direction must be up, down or both, got {direction!r}", "direction")
-        changes = _direction_fields(r, {})
+        changes = direction_fields(r, {})
         if not changes:
             r.fail(f"degrade needs at least one of {', '.join(DIRECTION_KEYS)}")
         kw.update(direction=direction, changes=tuple(sorted(changes.items())))
@@ -207,12 +209,7 @@ def _check_consistency(actions: list[Action], topo: Topology, source: str) -> No
 
 
 def load_schedule(path: str, topo: Topology) -> Schedule:
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as e:
-        raise ScheduleError(f"cannot read schedule: {e.strerror}", path) from None
-    return parse_schedule(text, topo, path)
+    return parse_schedule(read_text(path, ScheduleError, "schedule"), topo, path)
 
 
 # ---------------------------------------------------------------- chaos mode

@@ -31,160 +31,21 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterator
 
 import networkx as nx
-import yaml
+
+from chaos_hvd.units import (format_rate, parse_fraction, parse_rate_bps, parse_size_bytes,
+                             parse_time_s)
+from chaos_hvd.yamldoc import Reader, load_yaml, read_text
 
 from .errors import TopologyError
 from .profiles import PROFILES
-from .units import (UnitError, parse_fraction, parse_rate_bps, parse_size_bytes,
-                    parse_time_s)
 
 ROLES = ("worker", "launcher")
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,31}")
 DIRECTION_KEYS = ("rate", "delay", "jitter", "loss", "correlation", "queue")
 DEFAULT_SUBNET = "10.213.0.0/16"
 MAX_RATE_BPS = 10e9
-
-
-# ---------------------------------------------------------------- YAML with line numbers
-
-class _Marked:
-    """Mixin: where in the file a mapping/list started, and where each key's value starts."""
-
-    mark: Any = None
-    marks: dict
-
-
-class MarkedDict(dict, _Marked):
-    pass
-
-
-class MarkedList(list, _Marked):
-    pass
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _construct_mapping(loader, node):
-    loader.flatten_mapping(node)
-    out = MarkedDict()
-    out.mark, out.marks = node.start_mark, {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in out:
-            raise TopologyError(f"duplicate key {key!r}", _where(key_node.start_mark))
-        out[key] = loader.construct_object(value_node, deep=True)
-        out.marks[key] = value_node.start_mark
-    return out
-
-
-def _construct_sequence(loader, node):
-    out = MarkedList(loader.construct_object(n, deep=True) for n in node.value)
-    out.mark, out.marks = node.start_mark, {i: n.start_mark for i, n in enumerate(node.value)}
-    return out
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
-
-def _where(mark, source: str | None = None) -> str | None:
-    if mark is None:
-        return source
-    return f"{source or mark.name}:{mark.line + 1}:{mark.column + 1}"
-
-
-def load_yaml(text: str, source: str, error: type = TopologyError) -> Any:
-    """Parse YAML into MarkedDict/MarkedList; syntax errors become `error` with the location."""
-    try:
-        loader = _Loader(text)
-        loader.name = source
-        try:
-            return loader.get_single_data()
-        finally:
-            loader.dispose()
-    except error:
-        raise
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        raise error(f"invalid YAML: {e.problem or e.context}", _where(mark, source)) from None
-    except yaml.YAMLError as e:
-        raise error(f"invalid YAML: {e}", source) from None
-
-
-class Reader:
-    """Typed access to a MarkedDict that reports every problem with its file location."""
-
-    def __init__(self, data: Any, path: str, source: str, error: type = TopologyError):
-        self.path, self.source, self.error = path, source, error
-        if not isinstance(data, dict):
-            raise error(f"{path or 'file'} must be a mapping, got {type(data).__name__}",
-                        self.where())
-        self.data = data
-
-    def where(self, key=None) -> str | None:
-        marks = getattr(self.data, "marks", None) or {}
-        mark = marks.get(key) if key is not None else None
-        return _where(mark or getattr(self.data, "mark", None), self.source)
-
-    def fail(self, message: str, key=None):
-        label = f"{self.path}.{key}" if self.path and key is not None else (key or self.path)
-        raise self.error(f"{label}: {message}" if label else message, self.where(key))
-
-    def check_keys(self, allowed) -> None:
-        for key in self.data:
-            if key not in allowed:
-                hint = difflib.get_close_matches(str(key), list(allowed), n=1)
-                self.fail(f"unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                          + f"; allowed: {', '.join(allowed)}", key)
-
-    def get(self, key, default=None):
-        return self.data.get(key, default)
-
-    def require(self, key):
-        if key not in self.data:
-            self.fail(f"missing required key {key!r}")
-        return self.data[key]
-
-    def parse(self, key, parser, default=None):
-        if key not in self.data:
-            return default
-        try:
-            return parser(self.data[key], key)
-        except UnitError as e:
-            self.fail(str(e), key)
-
-    def child(self, key, data=None) -> "Reader":
-        value = self.data[key] if data is None else data
-        r = Reader.__new__(Reader)
-        r.path = f"{self.path}.{key}" if self.path else str(key)
-        r.source, r.error, r.data = self.source, self.error, value
-        if not isinstance(value, dict):
-            raise self.error(f"{r.path} must be a mapping, got {type(value).__name__}",
-                             self.where(key))
-        return r
-
-    def items(self, key) -> Iterator[tuple[int, Any, str | None]]:
-        """(index, item, location) for a list-valued key."""
-        value = self.data.get(key, [])
-        if not isinstance(value, list):
-            self.fail(f"must be a list, got {type(value).__name__}", key)
-        marks = getattr(value, "marks", {})
-        for i, item in enumerate(value):
-            yield i, item, _where(marks.get(i), self.source)
-
-    def item(self, key: str, i: int, item) -> "Reader":
-        value = self.data[key]
-        r = Reader.__new__(Reader)
-        r.path, r.source, r.error, r.data = f"{self.path + '.' if self.path else ''}{key}[{i}]", \
-            self.source, self.error, item
-        if not isinstance(item, dict):
-            raise self.error(f"{r.path} must be a mapping, got {type(item).__name__}",
-                             _where(getattr(value, "marks", {}).get(i), self.source))
-        return r
 
 
 # ---------------------------------------------------------------- the model
@@ -205,7 +66,6 @@ class Direction:
         return bool(self.delay_s or self.jitter_s or self.loss or self.correlation)
 
     def describe(self) -> str:
-        from .units import format_rate
         parts = [format_rate(self.rate_bps)]
         if self.delay_s or self.jitter_s:
             parts.append(f"{self.delay_s * 1e3:g}ms" + (f"±{self.jitter_s * 1e3:g}ms"
@@ -306,7 +166,7 @@ class Topology:
 
 # ---------------------------------------------------------------- parsing and validation
 
-def _direction_fields(r: Reader, base: dict) -> dict:
+def direction_fields(r: Reader, base: dict) -> dict:
     out = dict(base)
     parsers = {"rate": ("rate_bps", parse_rate_bps), "delay": ("delay_s", parse_time_s),
                "jitter": ("jitter_s", parse_time_s), "loss": ("loss", parse_fraction),
@@ -330,10 +190,10 @@ def _profile_fields(r: Reader, name) -> tuple[dict, dict]:
                + f"; known: {', '.join(PROFILES)}", "profile")
     prof = PROFILES[name]
     common = {k: v for k, v in prof.items() if k in DIRECTION_KEYS}
-    pr = Reader(common, "", r.source)
-    both = _direction_fields(pr, {})
-    up = _direction_fields(Reader(prof.get("up", {}), "", r.source), both)
-    down = _direction_fields(Reader(prof.get("down", {}), "", r.source), both)
+    pr = Reader(common, "", r.source, TopologyError)
+    both = direction_fields(pr, {})
+    up = direction_fields(Reader(prof.get("up", {}), "", r.source, TopologyError), both)
+    down = direction_fields(Reader(prof.get("down", {}), "", r.source, TopologyError), both)
     return up, down
 
 
@@ -344,25 +204,25 @@ def _parse_link(r: Reader, defaults: Reader | None) -> tuple[dict, dict]:
         if src.get("profile") is not None:
             pu, pd = _profile_fields(src, src.get("profile"))
             up, down = {**up, **pu}, {**down, **pd}
-        both_up = _direction_fields(src, up)
-        both_down = _direction_fields(src, down)
+        both_up = direction_fields(src, up)
+        both_down = direction_fields(src, down)
         up, down = both_up, both_down
         for key, target in (("up", "up"), ("down", "down")):
             if src.get(key) is not None:
                 sub = src.child(key)
                 sub.check_keys(DIRECTION_KEYS)
                 if target == "up":
-                    up = _direction_fields(sub, up)
+                    up = direction_fields(sub, up)
                 else:
-                    down = _direction_fields(sub, down)
+                    down = direction_fields(sub, down)
     return up, down
 
 
 def parse_topology(text: str, source: str = "<topology>") -> Topology:
-    data = load_yaml(text, source)
+    data = load_yaml(text, source, TopologyError)
     if data is None:
         raise TopologyError("file is empty", source)
-    top = Reader(data, "", source)
+    top = Reader(data, "", source, TopologyError)
     top.check_keys(("name", "description", "subnet", "defaults", "nodes", "switches", "links"))
     name = top.get("name", "topology")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
@@ -439,7 +299,7 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
     for i, item, where in top.items("switches"):
         sname = item.get("name") if isinstance(item, dict) else item
         if isinstance(item, dict):
-            Reader(item, f"switches[{i}]", source).check_keys(("name",))
+            Reader(item, f"switches[{i}]", source, TopologyError).check_keys(("name",))
         if not isinstance(sname, str) or not NAME_RE.fullmatch(sname):
             raise TopologyError(f"switches[{i}]: name must match {NAME_RE.pattern}, "
                                 f"got {sname!r}", where)
@@ -506,9 +366,4 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
 
 
 def load_topology(path: str) -> Topology:
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as e:
-        raise TopologyError(f"cannot read topology: {e.strerror}", path) from None
-    return parse_topology(text, path)
+    return parse_topology(read_text(path, TopologyError, "topology"), path)

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from chaos_hvd import wire
-from chaos_hvd.localcluster import LocalCluster
-from chaos_hvd.protocol import View
+from chaos_hvd.cluster import wire
+from harness.local_cluster import LocalCluster, free_port
+from chaos_hvd.cluster.protocol import View
 
 FAST = ["--heartbeat", "0.05", "--lease", "0.2", "--suspect", "0.6", "--propose-timeout", "0.15",
         "--retry", "0.15", "--ping", "0.1", "--link-down", "0.4", "--link-up", "0.2",
@@ -20,7 +20,7 @@ FAST = ["--heartbeat", "0.05", "--lease", "0.2", "--suspect", "0.6", "--propose-
 
 
 def cli(*args, timeout=10):
-    return subprocess.run([sys.executable, "-m", "chaos_hvd.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "chaos_hvd.cluster.cli", *args], capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -34,7 +34,7 @@ def cluster(tmp_path):
 def test_join_leave_crash_and_discovery(cluster):
     c = cluster
     a, b, d = c.ids
-    joiner = f"127.0.0.1:{__import__('chaos_hvd.localcluster').localcluster.free_port()}"
+    joiner = f"127.0.0.1:{free_port()}"
     c.start(joiner, seeds=c.ids, extra=["--slots", "3"])
     everyone = set(c.ids) | {joiner}
     c.wait_members(c.ids + [joiner], everyone)
@@ -144,7 +144,7 @@ def test_agent_needs_a_secret(tmp_path, monkeypatch):
 
 
 def test_last_members_leaving_install_an_empty_view(tmp_path):
-    from chaos_hvd.agent import Agent, AgentOptions
+    from chaos_hvd.cluster.agent import Agent, AgentOptions
     a = Agent(AgentOptions(id="127.0.0.1:1", secret=b"s" * 16, members=("127.0.0.1:1",),
                            event_log=str(tmp_path / "ev.jsonl")))
     a.leave()

@@ -7,9 +7,9 @@ Skipped without a GPU (CI has none); run on a GPU machine with
 import pytest
 import torch
 
-from chaos_hvd.snapshot import Snapshot
-from chaos_hvd.state_tree import TrackedObjects
-from chaos_hvd.transfer import Peer, ShardServer, fetch_manifest, new_token, pull
+from chaos_hvd.state.snapshot import Snapshot
+from chaos_hvd.state.state_tree import TrackedObjects
+from chaos_hvd.state.transfer import Peer, ShardServer, fetch_manifest, new_token, pull
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("horovod.torch")
 
-from chaos_hvd.elastic_job import ElasticJob, join_then_crash  # noqa: E402
+from harness.elastic_job import ElasticJob, join_then_crash  # noqa: E402
 
 pytestmark = pytest.mark.horovod
 

@@ -5,10 +5,9 @@ from itertools import combinations
 
 from hypothesis import given, settings, strategies as st
 
-from chaos_hvd.agent_client import measured_bandwidth, merge
-from chaos_hvd.config import BandwidthMap
-from chaos_hvd.linkstate import LinkWatch, Rate, RateTable
-from chaos_hvd.probe_plan import greedy_rounds, my_probes, probe_rounds
+from chaos_hvd.state.config import BandwidthMap
+from chaos_hvd.cluster.linkstate import LinkWatch, Rate, RateTable
+from chaos_hvd.cluster.probe_plan import greedy_rounds, my_probes, probe_rounds
 
 names = st.lists(st.sampled_from([f"n{i:02d}" for i in range(24)]), min_size=0, max_size=24,
                  unique=True)
@@ -93,10 +92,10 @@ def test_rate_table_newest_wins_and_restrict():
 
 
 def test_measured_rates_override_static_figures():
-    measured = measured_bandwidth([["s1", "j", 78.0, 1.0, 1.0], ["s2", "j", 40.0, 1.0, 1.0],
-                                   ["s1", "s2", 90.0, 1.0, 1.0]])
+    measured = BandwidthMap.from_agent_rates([["s1", "j", 78.0, 1.0, 1.0], ["s2", "j", 40.0, 1.0, 1.0],
+                                               ["s1", "s2", 90.0, 1.0, 1.0]])
     assert measured.links[("s1", "j")] == 78.0 and measured.hosts == {"s1": 90.0, "s2": 40.0}
     static = BandwidthMap(100.0, {"s1": 10.0, "s3": 5.0}, {("s2", "j"): 1.0}, {"j": 300.0})
-    m = merge(measured, static)
+    m = measured.over(static)
     assert m.links[("s2", "j")] == 40.0 and m.hosts["s1"] == 90.0 and m.hosts["s3"] == 5.0
     assert m.ingress == {"j": 300.0} and m.default_mbps == 100.0

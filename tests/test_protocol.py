@@ -11,8 +11,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from chaos_hvd.protocol import Config, Installed, Member, View, apply_changes, link, pending_in
-from chaos_hvd.simnet import SafetyViolation, Simulation
+from chaos_hvd.cluster.protocol import Config, Installed, Member, View, apply_changes, link, pending_in
+from chaos_hvd.cluster.simnet import SafetyViolation, Simulation
 
 SETTLE_S = 12.0
 

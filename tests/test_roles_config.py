@@ -3,9 +3,9 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from chaos_hvd.config import BandwidthMap, ChaosConfig
+from chaos_hvd.state.config import BandwidthMap, ChaosConfig
 from chaos_hvd.errors import ConfigError
-from chaos_hvd.roles import RankInfo, decide, plan_transfers
+from chaos_hvd.state.roles import RankInfo, decide, plan_transfers
 
 
 def info(rank, version, chunks, host="h", digest=None):

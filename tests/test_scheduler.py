@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from scipy.optimize import linprog
 
 from chaos_hvd.errors import SchedulerInputError
-from chaos_hvd.scheduler import (ALGORITHMS, DEFAULT_SHARD_OVERHEAD_S, Joiner, Problem, Source, lower_bound, make_plan,
+from chaos_hvd.state.scheduler import (ALGORITHMS, DEFAULT_SHARD_OVERHEAD_S, Joiner, Problem, Source, lower_bound, make_plan,
                                  optimal_fluid_makespan, plan_greedy)
 
 MB = 1e6 / 8

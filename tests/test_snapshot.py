@@ -8,11 +8,11 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from chaos_hvd.encoding import decode, encode
+from chaos_hvd.state.encoding import decode, encode
 from chaos_hvd.errors import CorruptShardError, SnapshotError, UnsupportedStateError
-from chaos_hvd.models import SmallCNN
-from chaos_hvd.snapshot import Manifest, Snapshot
-from chaos_hvd.state_tree import TrackedObjects
+from examples.models import SmallCNN
+from chaos_hvd.state.snapshot import Manifest, Snapshot
+from chaos_hvd.state.state_tree import TrackedObjects
 
 
 class Holder:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from chaos_hvd.eventlog import read_events
+from chaos_hvd.events import read_events
 
 from testbed_support import leftovers, require_testbed
 

@@ -18,7 +18,7 @@ from testbed.faults import CHAOS_KINDS, chaos_schedule, parse_schedule
 from testbed.nfdelay import sample_delay
 from testbed.profiles import PROFILES
 from testbed.topology import Direction, parse_topology
-from testbed.units import (UnitError, parse_duration_s, parse_fraction, parse_rate_bps,
+from chaos_hvd.units import (UnitError, parse_duration_s, parse_fraction, parse_rate_bps,
                            parse_size_bytes, parse_time_s)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,10 +6,10 @@ import struct
 import pytest
 import torch
 
-from chaos_hvd import transfer
+from chaos_hvd.state import transfer
 from chaos_hvd.errors import TransferError
-from chaos_hvd.snapshot import Snapshot
-from chaos_hvd.transfer import Peer, ShardServer, fetch_manifest, new_token, pull, sign
+from chaos_hvd.state.snapshot import Snapshot
+from chaos_hvd.state.transfer import Peer, ShardServer, fetch_manifest, new_token, pull, sign
 
 CHUNK = 4096
 

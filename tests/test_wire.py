@@ -8,10 +8,10 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from chaos_hvd import wire
+from chaos_hvd.cluster import wire
 from chaos_hvd.errors import (ForgedMessage, MalformedMessage, OversizedMessage,
                               PeerMessageError, ReplayedMessage)
-from chaos_hvd.protocol import Member, View, link
+from chaos_hvd.cluster.protocol import Member, View, link
 
 SECRET = b"0123456789abcdef-cluster"
 VIEW = View(3, frozenset({"a", "b", "c"}), frozenset({link("a", "b"), link("b", "c")}),

@@ -23,8 +23,6 @@ is dropped and its work re-planned over the rest. Only if no source is left does
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import socket
@@ -38,7 +36,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from .errors import AuthenticationError, CorruptShardError, SnapshotError, TransferError
+from .. import signing
+from ..errors import AuthenticationError, CorruptShardError, SnapshotError, TransferError
 from .snapshot import MAX_MANIFEST_BYTES, Manifest, chunk_digest
 
 MAX_HEADER_BYTES = 4096
@@ -55,22 +54,11 @@ def new_token() -> bytes:
     return os.urandom(32)
 
 
-def _canonical(fields: dict) -> bytes:
-    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-
-
 def sign(token: bytes, fields: dict) -> dict:
-    msg = dict(fields, nonce=os.urandom(16).hex())
-    msg["mac"] = hmac.new(token, _canonical(msg), hashlib.sha256).hexdigest()
-    return msg
+    return signing.sign_fields(token, dict(fields, nonce=os.urandom(16).hex()))
 
 
-def verify(token: bytes, msg: dict) -> None:
-    mac = msg.get("mac")
-    body = {k: v for k, v in msg.items() if k != "mac"}
-    want = hmac.new(token, _canonical(body), hashlib.sha256).hexdigest()
-    if not isinstance(mac, str) or not hmac.compare_digest(mac, want):
-        raise AuthenticationError("bad or missing MAC")
+verify = signing.check_fields
 
 
 def send_frame(sock: socket.socket, obj: dict) -> None:

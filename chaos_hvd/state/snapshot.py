@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .encoding import DTYPE_NAMES, DTYPES, decode, encode
-from .errors import CorruptShardError, SnapshotError
+from ..errors import CorruptShardError, SnapshotError
 
 FORMAT = "chaos-hvd/1"
 ALIGN_BYTES = 64

@@ -19,8 +19,8 @@ import os
 import sys
 
 from .agent import DEFAULT_PORT, AgentOptions, run_agent, split_id
-from .agent_client import best_view, request
-from .errors import AgentUnavailable
+from .client import best_view, request
+from ..errors import AgentUnavailable
 from .protocol import Config
 
 

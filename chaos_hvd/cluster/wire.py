@@ -27,15 +27,15 @@ live in ``stale_reason``.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
 
-from .errors import ForgedMessage, MalformedMessage, OversizedMessage, ReplayedMessage
+from .. import signing
+from ..errors import ForgedMessage, MalformedMessage, OversizedMessage, ReplayedMessage
+from ..signing import canonical
 
 MAGIC = b"chv1"
-_MAC_LEN = 32
+_MAC_LEN = signing.MAC_BYTES
 MAX_DATAGRAM = 60_000          # below the 65,507-byte UDP payload limit
 MAX_MEMBERS = 1024
 MAX_CHANGES = 4096
@@ -48,12 +48,8 @@ MAX_SLOTS = 1024               # worker slots one host may advertise
 _ID_CHANGES = {"add": 2, "remove": 2, "leave": 2, "link_up": 3, "link_down": 3}
 
 
-def canonical(obj: dict) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-
-
 def seal_payload(secret: bytes, payload: bytes) -> bytes:
-    return MAGIC + hmac.digest(secret, payload, hashlib.sha256) + payload
+    return MAGIC + signing.mac(secret, payload) + payload
 
 
 def seal(secret: bytes, src: str, dst: str, seq: int, body: dict) -> bytes:
@@ -101,8 +97,7 @@ def open_envelope(secret: bytes, me: str, data: bytes, guard: ReplayGuard,
     if len(data) <= head or not data.startswith(MAGIC):
         raise MalformedMessage("not a chaos-hvd agent datagram (magic)")
     mac, payload = data[len(MAGIC):head], data[head:]
-    if not hmac.compare_digest(mac, hmac.digest(secret, payload, hashlib.sha256)):
-        raise ForgedMessage("bad MAC: not sealed with the cluster secret, or altered")
+    signing.check(secret, payload, mac)
     try:
         env = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as e:

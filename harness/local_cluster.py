@@ -11,12 +11,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
-from .agent_client import request, write_secret
-from .errors import AgentUnavailable
-from .eventlog import read_events
+from chaos_hvd.cluster.client import agent_argv, request, wait_members, write_secret
+from chaos_hvd.errors import AgentUnavailable
+from chaos_hvd.events import read_events
+from chaos_hvd.waiting import wait_until
 
 
 def free_port() -> int:
@@ -52,13 +52,9 @@ class LocalCluster:
 
     def start(self, node: str, founders: list[str] | None = None,
               seeds: list[str] | None = None, extra: list[str] = ()) -> subprocess.Popen:
-        argv = [sys.executable, "-m", "chaos_hvd.cli", "agent", "--id", node,
-                "--secret-file", self.secret_file, "--socket", self.socket(node),
-                "--event-log", self.event_log, *self.agent_args, *extra]
-        if founders:
-            argv += ["--members", ",".join(founders)]
-        if seeds:
-            argv += ["--seeds", ",".join(seeds)]
+        argv = agent_argv(node, self.secret_file, self.socket(node), self.event_log,
+                          founders=founders or (), seeds=seeds or (),
+                          options=[*self.agent_args, *extra])
         log = open(os.path.join(self.dir, f"agent-{node.rsplit(':', 1)[1]}.log"), "ab")
         p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
@@ -96,29 +92,14 @@ class LocalCluster:
         return request(self.socket(node), {"op": "view"})
 
     def wait(self, pred, timeout_s: float = 10.0, what: str = "condition"):
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                value = pred()
-            except AgentUnavailable:
-                value = None
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
-            time.sleep(0.02)
+        return wait_until(pred, timeout_s, what, interval_s=0.02, retry_on=(AgentUnavailable,))
 
     def wait_members(self, nodes: list[str], members: set[str], timeout_s: float = 10.0,
                      lease: bool = True) -> int:
         """Wait until every node in `nodes` has a view with exactly `members` (and, by default,
         holds a lease); returns that epoch."""
-        def ok():
-            views = [self.view(n) for n in nodes]
-            if all(set(v["members"]) == members and (v["can_train"] or not lease)
-                   for v in views) and len({v["epoch"] for v in views}) == 1:
-                return views[0]["epoch"]
-            return None
-        return self.wait(ok, timeout_s, f"members {sorted(members)} at {nodes}")
+        return wait_members([self.socket(n) for n in nodes], members, timeout_s,
+                            lease=lease)["epoch"]
 
     def events(self, event: str | None = None) -> list[dict]:
         return read_events(self.event_log, event) if os.path.exists(self.event_log) else []

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .encoding import check_encodable
-from .errors import SnapshotError
+from ..errors import SnapshotError
 
 MODULE, STATEFUL, VALUE = "module", "stateful", "value"
 

@@ -28,7 +28,7 @@ import time
 import psutil
 
 from . import wire
-from .errors import PeerMessageError
+from ..errors import PeerMessageError
 
 _LEN = struct.Struct("!I")
 _CHUNK = b"\0" * 65536

@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 
 from .config import MBIT, BandwidthMap
-from .errors import TransferError
+from ..errors import TransferError
 from .scheduler import Joiner, Problem, Source, make_plan
 
 LOOPBACK_BYTES_PER_S = 10e9 / 8  # two ranks on one host talk through memory, not a link

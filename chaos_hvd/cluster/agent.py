@@ -25,7 +25,6 @@ members' links are measured first.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import signal
@@ -35,14 +34,14 @@ import time
 from dataclasses import dataclass, field
 
 from . import probe_plan, wire
-from .errors import MalformedMessage, PeerMessageError, StaleMessage
-from .eventlog import EventLog
+from .. import jsonline
+from ..errors import MalformedMessage, PeerMessageError, RequestError, StaleMessage
+from ..events import EventLog
 from .linkstate import LinkWatch, Rate, RateTable
 from .monitor import ProbeService, Resources
 from .protocol import Config, Installed, Member, Send, View, link, pending_in
 
 DEFAULT_PORT = 7470
-MAX_API_LINE = 64 * 1024
 
 
 def split_id(node_id: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -389,18 +388,13 @@ class Agent:
         try:
             line = await asyncio.wait_for(reader.readline(), 5)
             try:
-                if len(line) > MAX_API_LINE:
-                    raise MalformedMessage("request too long")
-                req = json.loads(line)
-                if not isinstance(req, dict):
-                    raise MalformedMessage("request must be a JSON object")
-                reply = self.api(req)
-            except (ValueError, PeerMessageError) as e:
-                reply = {"error": str(e)}
-            writer.write(json.dumps(reply).encode() + b"\n")
+                reply = self.api(jsonline.decode(line))
+            except (RequestError, PeerMessageError) as e:
+                reply = jsonline.error(str(e))
+            writer.write(jsonline.encode(reply))
             await writer.drain()
-        except (OSError, asyncio.TimeoutError, asyncio.LimitOverrunError):
-            pass
+        except (OSError, asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError):
+            pass  # ValueError: asyncio's readline past the stream limit
         finally:
             writer.close()
 
@@ -427,7 +421,7 @@ class Agent:
             if os.path.exists(self.o.socket_path):
                 os.unlink(self.o.socket_path)      # a previous agent's, dead (we bound the port)
             api_server = await asyncio.start_unix_server(self._serve_api, self.o.socket_path,
-                                                         limit=MAX_API_LINE + 2)
+                                                         limit=jsonline.MAX_LINE_BYTES + 2)
             os.chmod(self.o.socket_path, 0o600)
         if threading.current_thread() is threading.main_thread():   # embedded: caller's signals
             for sig in (signal.SIGTERM, signal.SIGINT):

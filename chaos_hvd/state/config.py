@@ -24,7 +24,7 @@ from typing import Mapping
 
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 STRATEGIES = ("chaos", "broadcast", "single", "checkpoint")
 MBIT = 1e6 / 8  # bytes per second in one Mbit/s
@@ -55,6 +55,22 @@ class BandwidthMap:
 
     def egress_mbps(self, host: str) -> float | None:
         return self.hosts.get(host, self.default_mbps)
+
+    @classmethod
+    def from_agent_rates(cls, rows: list) -> "BandwidthMap":
+        """Agent rate rows [src, dst, mbps, rtt_ms, unix]: each measured direction is a link
+        figure, and a host's egress is the best rate measured out of it (a lower bound on what
+        it can serve). Ingress caps are not guessed: one probe at a time cannot show them."""
+        links = {(s, d): float(m) for s, d, m, _, _ in rows}
+        hosts: dict[str, float] = {}
+        for (s, _), m in links.items():
+            hosts[s] = max(hosts.get(s, 0.0), m)
+        return cls(None, hosts, links, {})
+
+    def over(self, static: "BandwidthMap") -> "BandwidthMap":
+        """These (measured) figures win; `static` fills what was not measured."""
+        return BandwidthMap(static.default_mbps, {**static.hosts, **self.hosts},
+                            {**static.links, **self.links}, {**static.ingress, **self.ingress})
 
     @classmethod
     def parse(cls, spec: str) -> "BandwidthMap":

@@ -39,7 +39,7 @@ from typing import Iterable, Mapping, Sequence
 import networkx as nx
 import numpy as np
 
-from .errors import SchedulerInputError
+from ..errors import SchedulerInputError
 
 ALGORITHMS = ("optimal", "greedy", "even", "single")
 DEFAULT_SHARD_OVERHEAD_S = 0.002  # one request round trip on a LAN-ish edge link

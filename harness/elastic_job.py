@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .eventlog import read_events
+from chaos_hvd.events import read_events
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -41,10 +41,11 @@ from horovod.common.elastic import State
 from horovod.common.exceptions import HorovodInternalError, HostsUpdatedInterrupt
 from horovod.torch.elastic.sampler import ElasticSampler
 
-from . import agent_client, transfer
+from . import transfer
+from ..cluster import client as agent_client
 from .config import BandwidthMap, ChaosConfig
-from .errors import AgentUnavailable, StateDivergedError, TransferError
-from .eventlog import EventLog
+from ..errors import AgentUnavailable, StateDivergedError, TransferError
+from ..events import EventLog
 from .peer_watch import PeerWatch, abort_gloo_sockets
 from .roles import RankInfo, Roles, decide, plan_transfers
 from .snapshot import Manifest, Snapshot
@@ -264,14 +265,14 @@ class ChaosState(State):
         except AgentUnavailable as e:
             record["agent_error"] = str(e)
             return cfg.bandwidth, record
-        measured = agent_client.measured_bandwidth(reply.get("rates", []))
+        measured = BandwidthMap.from_agent_rates(reply.get("rates", []))
         record["agent_epoch"] = reply.get("epoch")
         record["measured_to_me"] = {f"{s}>{d}": round(m, 2)
                                     for (s, d), m in measured.links.items() if d == my_host}
         if not measured.links:
             return cfg.bandwidth, record
         record["bandwidth_source"] = "agent"
-        return agent_client.merge(measured, cfg.bandwidth), record
+        return measured.over(cfg.bandwidth), record
 
     def _sync_checkpoint(self, roles: Roles, record: dict, tag: str) -> None:
         """Pollux-like: the target rank writes a checkpoint, needers read all of it back."""

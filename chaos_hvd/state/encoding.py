@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .errors import SnapshotError, UnsupportedStateError
+from ..errors import SnapshotError, UnsupportedStateError
 
 # dtypes a snapshot may carry; names are what appear in manifests
 DTYPES: dict[str, torch.dtype] = {

@@ -1,4 +1,4 @@
-"""Parse the quantities of topology and schedule files. Pure.
+"""Parse quantities with units: topologies, fault schedules and ``CHAOS_BANDWIDTH``. Pure.
 
 Bare numbers follow Mininet's ``TCLink`` conventions, so its users can copy values over:
 rate in Mbit/s, delay and jitter in ms, loss in percent. Strings carry a unit: ``100Mbit``,
@@ -8,6 +8,7 @@ Results are SI base units: bit/s, seconds, fractions, bytes.
 
 from __future__ import annotations
 
+import math
 import re
 
 _NUM = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
@@ -25,6 +26,8 @@ def _split(value, what: str, units: dict[str, float], example: str) -> tuple[flo
     if isinstance(value, bool):
         raise UnitError(f"{what} must be a number or a string with a unit, not {value!r}")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise UnitError(f"{what} must be a finite number, not {value!r}")
         return float(value), None
     if not isinstance(value, str):
         raise UnitError(f"{what} must be a number or a string with a unit, not {value!r}")
@@ -35,7 +38,10 @@ def _split(value, what: str, units: dict[str, float], example: str) -> tuple[flo
     if unit is not None and unit not in units:
         raise UnitError(f"unknown unit {m.group(2)!r} in {what} {value!r} "
                         f"(use one of {', '.join(_pretty(units))})")
-    return float(m.group(1)), unit
+    number = float(m.group(1))
+    if not math.isfinite(number):
+        raise UnitError(f"{what} {value!r} is out of range")
+    return number, unit
 
 
 def _pretty(units):

@@ -1,0 +1,92 @@
+"""JSON-line requests over Unix stream sockets: the local control protocol of agents and testbed.
+
+One JSON object per line each way, then the server closes. Requests and replies are bounded in
+size and nesting depth; a request that breaks a bound, or is not a JSON object, is answered with
+the error envelope ``{"ok": false, "error": "..."}`` and never reaches a handler. Successful
+replies carry ``"ok": true``. Nothing is ever unpickled. Used by the cluster agent's local API
+(asyncio server), ``chaos-hvd discover/status/leave/observe``, and ``chaos-testbed
+inject/show/down``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+from .errors import RequestError, ServiceUnavailable
+
+MAX_LINE_BYTES = 64 * 1024
+MAX_REPLY_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 32
+
+
+def depth(obj: Any, limit: int = MAX_DEPTH) -> int:
+    """Nesting depth of a decoded JSON value, counting no further than limit + 1."""
+    best, stack = 0, [(obj, 1)]
+    while stack:
+        value, d = stack.pop()
+        if isinstance(value, (dict, list)):
+            best = max(best, d)
+            if d > limit:
+                return d
+            stack.extend((v, d + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return best
+
+
+def decode(line: bytes, limit: int = MAX_LINE_BYTES) -> dict:
+    """A request or reply line -> dict; RequestError when it is too long, too deep or not an object."""
+    if len(line) > limit:
+        raise RequestError(f"line longer than {limit} bytes")
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RequestError(f"not JSON: {e}") from None
+    except RecursionError:
+        raise RequestError(f"nested deeper than {MAX_DEPTH}") from None
+    if not isinstance(obj, dict):
+        raise RequestError("not a JSON object")
+    if depth(obj) > MAX_DEPTH:
+        raise RequestError(f"nested deeper than {MAX_DEPTH}")
+    return obj
+
+
+def encode(obj: dict) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+def ok(**fields) -> dict:
+    return {"ok": True, **fields}
+
+
+def error(message: str) -> dict:
+    return {"ok": False, "error": message}
+
+
+def request(path: str, req: dict, timeout_s: float = 2.0,
+            unavailable: type[ServiceUnavailable] = ServiceUnavailable) -> dict:
+    """Send one request to the server at `path` and return its reply.
+
+    `unavailable` (a ServiceUnavailable subclass) is raised when nobody answers, the reply is
+    malformed, or the reply is the error envelope.
+    """
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout_s)
+            s.connect(path)
+            s.sendall(encode(req))
+            buf = bytearray()
+            while not buf.endswith(b"\n") and len(buf) <= MAX_REPLY_BYTES:
+                data = s.recv(1 << 16)
+                if not data:
+                    break
+                buf += data
+    except OSError as e:
+        raise unavailable(f"{path}: {e}") from e
+    try:
+        reply = decode(bytes(buf), MAX_REPLY_BYTES)
+    except RequestError as e:
+        raise unavailable(f"{path}: bad reply: {e}") from None
+    if reply.get("ok") is False or "error" in reply:
+        raise unavailable(f"{path}: {reply.get('error')}")
+    return reply
