@@ -27,6 +27,7 @@ import time
 
 
 from chaos_hvd.cluster.client import request
+from chaos_hvd import events as ev
 from harness.local_cluster import LocalCluster
 
 
@@ -45,9 +46,8 @@ def summary(xs):
 
 
 def handled(c: LocalCluster, since_t: float, key: str, agent: str | None = None) -> list[float]:
-    return [e["handled_ms"][key] for e in c.events("install")
-            if e["t_unix"] >= since_t and key in e["handled_ms"]
-            and (agent is None or e["agent"] == agent)]
+    return [e.handled_ms[key] for e in c.events(ev.Install)
+            if e.t_unix >= since_t and key in e.handled_ms and (agent is None or e.agent == agent)]
 
 
 def full(c: LocalCluster, nodes: list[str]) -> bool:
@@ -145,10 +145,10 @@ def detection_run(workdir: str, hb: float) -> dict:
             killed = c.kill(victim)
             alive.remove(victim)
             c.wait_members(alive, set(alive), 10 + suspect * 3)
-            sus = [e["t_unix"] for e in c.events("suspect") if e["node"] == victim
-                   and e["t_unix"] >= killed]
-            inst = [e["t_unix"] for e in c.events("install") if victim in e["removed"]
-                    and e["t_unix"] >= killed]
+            sus = [e.t_unix for e in c.events(ev.Suspect) if e.node == victim
+                   and e.t_unix >= killed]
+            inst = [e.t_unix for e in c.events(ev.Install) if victim in e.removed
+                    and e.t_unix >= killed]
             rows.append({"victim": victim_kind, "detect_s": round(min(sus) - killed, 3),
                          "view_s": round(min(inst) - killed, 3)})
     return {"heartbeat_s": hb, "suspect_after_s": suspect,

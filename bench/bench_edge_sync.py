@@ -22,6 +22,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from chaos_hvd import events as ev
 from chaos_hvd.events import read_events
 
 BASELINE = {"horovod_broadcast_s": 55.77, "bare_multi_pull_s": 1.896, "bound_s": 1.816}
@@ -51,7 +52,8 @@ def run(strategy: str, model: str, timeout_s: float) -> dict:
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(1)
             if os.path.exists(events_path):
-                syncs = [e for e in read_events(events_path, "sync") if e["size"] == 6]
+                syncs = [e for e in read_events(events_path, ev.Sync)
+                         if type(e) is ev.Sync and e.size == 6]
                 if len(syncs) >= 6:
                     break
     finally:
@@ -61,13 +63,12 @@ def run(strategy: str, model: str, timeout_s: float) -> dict:
         log.close()
     if len(syncs) < 6:
         raise RuntimeError(f"{strategy}: no sync at size 6 within {timeout_s} s; see {out}")
-    trained_before = {e["pid"] for e in read_events(events_path, "step") if e["size"] == 5}
-    joiner = next(s for s in syncs if s["pid"] not in trained_before)
-    used = sorted(k for k, v in (joiner.get("bytes_per_source") or {}).items() if v)
-    return {"transfer_s": joiner["transfer_s"], "total_s": joiner["total_s"],
-            "state_bytes": joiner["state_bytes"], "sources_used": used,
-            "predicted_s": joiner.get("predicted_makespan_s"), "bound_s": joiner.get("bound_s"),
-            "out": out}
+    trained_before = {e.pid for e in read_events(events_path, ev.Step) if e.size == 5}
+    joiner = next(s for s in syncs if s.pid not in trained_before)
+    used = sorted(k for k, v in joiner.bytes_per_source.items() if v)
+    return {"transfer_s": joiner.transfer_s, "total_s": joiner.total_s,
+            "state_bytes": joiner.state_bytes, "sources_used": used,
+            "predicted_s": joiner.predicted_makespan_s, "bound_s": joiner.bound_s, "out": out}
 
 
 def main():

@@ -13,6 +13,7 @@ import os
 import statistics
 import tempfile
 
+from chaos_hvd import events as ev
 from harness.elastic_job import ElasticJob
 
 STRATEGIES = ("chaos", "single", "checkpoint", "broadcast")
@@ -27,19 +28,21 @@ def run(strategy, model, bandwidth):
             "--step-sleep", "0.05", "--commit-every", "2"]
     with ElasticJob(args, ["localhost:2"], np=2, min_np=2, max_np=4, env=env, workdir=workdir,
                     gloo_timeout_s=600) as job:
-        job.wait_for(lambda ev: any(e["event"] == "commit" for e in ev), 600, "a commit")
+        job.wait_for(lambda es: any(isinstance(e, ev.Commit) for e in es), 600, "a commit")
         job.set_hosts(["localhost:2", "127.0.0.1:2"])
-        syncs = job.wait_for(lambda ev: [e for e in ev if e["event"] == "sync" and e["size"] == 4]
-                             if sum(e["event"] == "sync" and e["size"] == 4 for e in ev) >= 4 else [],
-                             900, "the sync at size 4")
+
+        def syncs_at_4(es):
+            found = [e for e in es if type(e) is ev.Sync and e.size == 4]
+            return found if len(found) >= 4 else []
+        syncs = job.wait_for(syncs_at_4, 900, "the sync at size 4")
         # joiners = processes that did not train before the join (survivors may be needers too,
         # for their BatchNorm chunk, but are not what this bench compares)
-        before = {e["pid"] for e in job.events("step") if e["size"] == 2}
-    joiners = [s for s in syncs if s["pid"] not in before]
-    return {"total_s": statistics.median(s["total_s"] for s in joiners),
-            "transfer_s": statistics.median(s["transfer_s"] for s in joiners),
-            "state_bytes": syncs[0]["state_bytes"],
-            "sources_used": max(len([v for v in (s.get("bytes_per_source") or {}).values() if v])
+        before = {e.pid for e in job.events(ev.Step) if e.size == 2}
+    joiners = [s for s in syncs if s.pid not in before]
+    return {"total_s": statistics.median(s.total_s for s in joiners),
+            "transfer_s": statistics.median(s.transfer_s for s in joiners),
+            "state_bytes": syncs[0].state_bytes,
+            "sources_used": max(len([v for v in s.bytes_per_source.values() if v])
                                 for s in joiners)}
 
 

@@ -109,5 +109,9 @@ class AgentUnavailable(ServiceUnavailable):
     """No cluster agent answered on the local socket(s)."""
 
 
+class EventLogError(ChaosError, ValueError):
+    """A line of an event log is not one of the records of :mod:`chaos_hvd.events`."""
+
+
 class WaitTimeout(ChaosError, TimeoutError):
     """A condition waited for did not come true in time (or the wait was given up)."""

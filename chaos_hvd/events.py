@@ -1,44 +1,398 @@
-"""Event log: one JSON object per line, appended, with a monotonic and a wall-clock timestamp.
+"""Event records: the one contract between everything that writes and reads an event log.
 
-Experiments, CI suites and plots all read this one record. Lines are written with a single
-``write`` on a file opened with O_APPEND, so ranks on one machine can share a file.
+Every event the system handles is one JSON line with a monotonic and a wall-clock timestamp.
+Writers (ChaosState, the cluster agent, the example training script, the testbed's timeline)
+build the records below and hand them to :class:`EventLog`; readers (CI checks, benches, tests,
+the testbed's step triggers) get the same types back from :func:`read_events`, so a renamed or
+retyped field fails at once, where it is written or read, instead of silently.
+
+A line's ``event`` field names its record type. Decoding is strict about the fields a record
+declares (missing or mistyped -> :class:`~chaos_hvd.errors.EventLogError`) and ignores fields it
+does not know, so an older reader can read a newer log.
+
+Records, by writer:
+
+========================  =========================================================================
+ChaosState                ``sync`` / ``sync_failed`` (one per rank per sync), ``peer_dead`` (fast
+                          crash detection fired), ``diverged``, ``shard_request_rejected``
+training script           ``resumed`` (training (re)started at a world size), ``step``, ``commit``,
+                          ``final``
+cluster agent             ``start``, ``stop``, ``install`` (a new view), ``suspect``,
+                          ``removed``, ``join_request``, ``lease``, ``leave``, ``leave_timeout``,
+                          ``link_down`` / ``link_up`` (a ping observation), ``probe``, ``rejected``,
+                          ``send_failed``
+testbed timeline          ``capability``, ``up``, ``down``, ``agent_start``, ``agents_up``,
+                          ``command_start``, ``command_timeout``, ``command_exit``, ``fault``,
+                          ``fault_error``
+========================  =========================================================================
+
+Ranks are integers everywhere (``bytes_per_source`` maps a source rank to its bytes). Pure apart
+from the file append in :meth:`EventLog.write`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
+from typing import Iterator, TypeVar, Union
+
+import msgspec
+
+from .errors import EventLogError
+
+Rank = int
+
+
+class Event(msgspec.Struct, tag_field="event", kw_only=True):
+    """Fields every record has; filled in by :meth:`EventLog.write`."""
+
+    t_mono: float = 0.0
+    t_unix: float = 0.0
+    pid: int = 0
+
+
+# ------------------------------------------------------------------------------ ChaosState
+
+class Sync(Event, tag="sync"):
+    """One rank's view of one sync (after every Horovod reset)."""
+
+    rank: Rank
+    strategy: str
+    size: int                       # world size
+    role: str                       # "source" or "needer"
+    version: int                    # the committed version everyone ends at
+    target: Rank                    # the rank whose snapshot is the target
+    state_bytes: int
+    sources: list[Rank]
+    needers: list[Rank]
+    transfer_bytes_total: int
+    plan_s: float = 0.0
+    transfer_s: float = 0.0
+    load_s: float = 0.0
+    total_s: float = 0.0
+    digest: str = ""
+    committed_version: int = 0
+    # needers that pulled (chaos, single); the checkpoint and broadcast strategies fill some
+    algorithm: str | None = None
+    predicted_makespan_s: float | None = None
+    bound_s: float | None = None
+    needed_chunks: int | None = None
+    needed_bytes: int | None = None
+    planned_bytes_per_source: dict[Rank, int] = {}
+    bytes_per_source: dict[Rank, int] = {}
+    failed_sources: dict[Rank, str] = {}
+    corrupt_chunks: int = 0
+    stolen_batches: int = 0
+    bandwidth_known: bool | None = None
+    bandwidth_source: str | None = None   # none / static / agent
+    agent_epoch: int | None = None
+    agent_error: str | None = None
+    measured_to_me: dict[str, float] = {}
+    checkpoint_write_s: float | None = None
+
+
+class SyncFailed(Sync, tag="sync_failed", kw_only=True):
+    error: str = ""
+
+
+class PeerDead(Event, tag="peer_dead"):
+    rank: Rank
+    peer: Rank
+    gloo_sockets_aborted: int
+
+
+class Diverged(Event, tag="diverged"):
+    rank: Rank
+    states: list[dict]
+
+
+class ShardRequestRejected(Event, tag="shard_request_rejected"):
+    rank: Rank
+    peer: str
+    why: str
+
+
+# ------------------------------------------------------------------------------ training script
+
+class Resumed(Event, tag="resumed"):
+    rank: Rank
+    size: int
+    step: int
+    epoch: int
+    lr: float
+    digest: str
+    host: str | None = None
+    source: str | None = None
+
+
+class Step(Event, tag="step"):
+    rank: Rank
+    size: int
+    step: int
+    epoch: int
+    loss: float
+    lr: float
+    host: str | None = None
+    source: str | None = None
+
+
+class Commit(Event, tag="commit"):
+    rank: Rank
+    size: int
+    step: int
+    source: str | None = None
+
+
+class Final(Event, tag="final"):
+    rank: Rank
+    size: int
+    step: int
+    digest: str
+    seconds: float
+    source: str | None = None
+
+
+# ------------------------------------------------------------------------------ cluster agent
+
+class AgentEvent(Event, kw_only=True):
+    agent: str = ""                 # the writing agent's id
+    epoch: int | None = None        # its view's epoch when it wrote
+
+
+class AgentStarted(AgentEvent, tag="start"):
+    addr: str
+    founders: list[str]
+    seeds: list[str]
+    heartbeat_s: float
+    suspect_after_s: float
+
+
+class AgentStopped(AgentEvent, tag="stop"):
+    counters: dict[str, int]
+
+
+class Install(AgentEvent, tag="install"):
+    """A view installed at this agent; ``handled_ms``: per change, arrival here -> installed."""
+
+    members: list[str]
+    coordinator: str | None
+    added: list[str]
+    removed: list[str]
+    links_up: list[list[str]]
+    links_down: list[list[str]]
+    slots: dict[str, int]
+    handled_ms: dict[str, float]
+    latency_ms: float | None
+    in_view: bool
+
+
+class Suspect(AgentEvent, tag="suspect"):
+    node: str
+
+
+class Removed(AgentEvent, tag="removed"):
+    pass
+
+
+class JoinRequest(AgentEvent, tag="join_request"):
+    node: str
+
+
+class Lease(AgentEvent, tag="lease"):
+    held: bool
+
+
+class Leave(AgentEvent, tag="leave"):
+    pass
+
+
+class LeaveTimeout(AgentEvent, tag="leave_timeout"):
+    pass
+
+
+class LinkDown(AgentEvent, tag="link_down"):
+    link: list[str]
+    rtt_ms: float | None
+
+
+class LinkUp(AgentEvent, tag="link_up"):
+    link: list[str]
+    rtt_ms: float | None
+
+
+class Probe(AgentEvent, tag="probe"):
+    peer: str
+    mbps_to_me: float | None
+    mbps_from_me: float | None
+    rtt_ms: float | None
+
+
+class Rejected(AgentEvent, tag="rejected"):
+    reason: str                     # forged / replayed / stale / oversized / malformed
+    peer: str
+    detail: str
+    suppressed: int
+
+
+class SendFailed(AgentEvent, tag="send_failed"):
+    dst: str
+    type: str | None
+    error: str
+
+
+# ------------------------------------------------------------------------------ testbed timeline
+
+class TimelineEvent(Event, kw_only=True):
+    t_rel: float = 0.0              # seconds since the testbed started
+
+
+class Capability(TimelineEvent, tag="capability"):
+    detail: str
+
+
+class Up(TimelineEvent, tag="up"):
+    id: str
+    hosts: int
+    links: int
+    native_netem: bool
+    setup_s: float
+
+
+class Down(TimelineEvent, tag="down"):
+    id: str
+    problems: list[str]
+
+
+class AgentStart(TimelineEvent, tag="agent_start"):
+    node: str
+    id: str
+    pid_started: int
+    founders: list[str]
+    seeds: list[str]
+
+
+class AgentsUp(TimelineEvent, tag="agents_up"):
+    epoch: int
+    members: list[str]
+    agree_s: float
+
+
+class CommandStart(TimelineEvent, tag="command_start"):
+    argv: list[str]
+    host: str
+
+
+class CommandTimeout(TimelineEvent, tag="command_timeout"):
+    timeout_s: float
+
+
+class CommandExit(TimelineEvent, tag="command_exit"):
+    rc: int
+    pending_actions: int
+
+
+class Fault(TimelineEvent, tag="fault"):
+    """One primitive action applied to the emulated network or hosts."""
+
+    action: str
+    target: str
+    applied_ms: float
+    at_step: int | None = None
+    step_seen: int | None = None    # highest training step seen when it fired
+    late_ms: float | None = None
+    injected: bool = False          # by `chaos-testbed inject`, not the schedule
+    signalled: int | None = None    # processes signalled (crash, leave, pause, resume)
+    up: str | None = None           # the link's directions after `degrade`
+    down: str | None = None
+
+
+class FaultError(TimelineEvent, tag="fault_error"):
+    action: str
+    target: str
+    error: str
+
+
+AnyEvent = Union[
+    Sync, SyncFailed, PeerDead, Diverged, ShardRequestRejected,
+    Resumed, Step, Commit, Final,
+    AgentStarted, AgentStopped, Install, Suspect, Removed, JoinRequest, Lease, Leave,
+    LeaveTimeout, LinkDown, LinkUp, Probe, Rejected, SendFailed,
+    Capability, Up, Down, AgentStart, AgentsUp, CommandStart, CommandTimeout, CommandExit,
+    Fault, FaultError,
+]
+E = TypeVar("E", bound=Event)
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyEvent)
 
 
 class EventLog:
-    def __init__(self, path: str | None, **common):
+    """Appends records to a JSON-lines file (or only stamps them, when `path` is None).
+
+    `context` fills fields the records have and the writer does not repeat (the agent's id,
+    the script's name). Lines are written with one ``write`` on a file opened with O_APPEND, so
+    ranks on one machine can share a file.
+    """
+
+    def __init__(self, path: str | None, **context):
         self.path = path
-        self.common = common
+        self.context = context
         self._lock = threading.Lock()
 
-    def write(self, event: str, **fields) -> dict:
-        record = {"event": event, "t_mono": time.monotonic(), "t_unix": time.time(),
-                  "pid": os.getpid(), **self.common, **fields}
+    def write(self, record: E) -> E:
+        record.t_mono, record.t_unix, record.pid = time.monotonic(), time.time(), os.getpid()
+        for name, value in self.context.items():
+            if name in record.__struct_fields__ and not getattr(record, name):
+                setattr(record, name, value)
         if self.path:
-            line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
+            line = _encoder.encode(record) + b"\n"
             with self._lock:
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
                 try:
-                    os.write(fd, line.encode())
+                    os.write(fd, line)
                 finally:
                     os.close(fd)
         return record
 
 
-def read_events(path: str, event: str | None = None) -> list[dict]:
+def decode(line: bytes | str) -> AnyEvent:
+    """One line -> its record; EventLogError if it is not one of the records above."""
+    try:
+        return _decoder.decode(line)
+    except msgspec.DecodeError as e:   # ValidationError included
+        raise EventLogError(f"not an event record: {e}") from None
+
+
+def iter_events(lines: Iterator[bytes | str], source: str = "<events>") -> Iterator[AnyEvent]:
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                yield decode(line)
+            except EventLogError as e:
+                raise EventLogError(f"{source}:{n}: {e}") from None
+
+
+def read_events(path: str, *kinds: type[E]) -> list[E]:
+    """Every record in the file (only those of the given types, when some are given)."""
+    with open(path, "rb") as f:
+        records = list(iter_events(f, path))
+    return [r for r in records if isinstance(r, kinds)] if kinds else records
+
+
+def tail_events(path: str, offset: int, partial: bytes = b"") -> tuple[list[AnyEvent], int, bytes]:
+    """Records appended since `offset`: (records, new offset, unfinished last line). Lines that
+    are not records are skipped (a reader polling a live log must not die of a torn write)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    lines = (partial + data).split(b"\n")
+    rest = lines.pop()
     out = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                rec = json.loads(line)
-                if event is None or rec.get("event") == event:
-                    out.append(rec)
-    return out
+    for line in lines:
+        try:
+            if line.strip():
+                out.append(decode(line))
+        except EventLogError:
+            continue
+    return out, offset + len(data), rest

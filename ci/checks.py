@@ -1,18 +1,21 @@
-"""Invariant checks of a fault-injection run, over its two records. Pure (no I/O).
+"""Invariant checks of a fault-injection run, over its event records. Pure (no I/O).
 
-``timeline``: the testbed's JSON lines (faults applied, command exit); ``events``: the plugin's
-and the training script's JSON lines (sync, resumed, step, final). Each check returns a list of
-failures, so a suite reports every broken invariant at once.
+``timeline``: the testbed's records (faults applied, command exit); ``events``: the plugin's and
+the training script's (sync, resumed, step, final); ``agent_events``: the cluster agents'. All are
+:mod:`chaos_hvd.events` records. Each check returns a list of failures, so a suite reports every
+broken invariant at once.
 """
 
 from __future__ import annotations
 
+from chaos_hvd import events as ev
 
-def check_faults(timeline: list[dict], expected: list[str]) -> list[str]:
+
+def check_faults(timeline: list[ev.Event], expected: list[str]) -> list[str]:
     """The expected faults were applied, in this order, and none failed."""
-    applied = [f"{r['action']} {r['target']}" for r in timeline if r["event"] == "fault"]
-    errors = [f"fault failed: {r['action']} {r['target']}: {r['error']}"
-              for r in timeline if r["event"] == "fault_error"]
+    applied = [f"{r.action} {r.target}" for r in timeline if isinstance(r, ev.Fault)]
+    errors = [f"fault failed: {r.action} {r.target}: {r.error}"
+              for r in timeline if isinstance(r, ev.FaultError)]
     it = iter(applied)
     missing = [e for e in expected if not any(a == e for a in it)]
     if missing:
@@ -20,75 +23,76 @@ def check_faults(timeline: list[dict], expected: list[str]) -> list[str]:
     return errors
 
 
-def resumed_sizes(events: list[dict]) -> list[int]:
+def resumed_sizes(events: list[ev.Event]) -> list[int]:
     """World sizes training (re)started at, one entry per reset, in time order."""
     sizes: list[int] = []
     last_t = None
-    for e in sorted((e for e in events if e["event"] == "resumed"), key=lambda e: e["t_mono"]):
-        if not sizes or e["size"] != sizes[-1] or (last_t is not None and e["t_mono"] - last_t > 2):
-            sizes.append(e["size"])
-        last_t = e["t_mono"]
+    for e in sorted((e for e in events if isinstance(e, ev.Resumed)), key=lambda e: e.t_mono):
+        if not sizes or e.size != sizes[-1] or (last_t is not None and e.t_mono - last_t > 2):
+            sizes.append(e.size)
+        last_t = e.t_mono
     return sizes
 
 
-def check_world_sizes(events: list[dict], expected: list[int]) -> list[str]:
+def check_world_sizes(events: list[ev.Event], expected: list[int]) -> list[str]:
     got = resumed_sizes(events)
     return [] if got == expected else [f"training resumed at world sizes {got}, expected {expected}"]
 
 
-def joiner_syncs(events: list[dict]) -> list[dict]:
+def joiner_syncs(events: list[ev.Event]) -> list[ev.Sync]:
     """Sync records of ranks that had to fetch the whole state (new hosts)."""
-    return [e for e in events if e["event"] == "sync" and e.get("role") == "needer"
-            and e.get("needed_bytes") == e.get("state_bytes") and e.get("version", 0) > 0]
+    return [e for e in events if type(e) is ev.Sync and e.role == "needer"
+            and e.needed_bytes == e.state_bytes and e.version > 0]
 
 
-def check_joiner(events: list[dict], min_sources: int, bandwidth_known: bool | None,
+def check_joiner(events: list[ev.Event], min_sources: int, bandwidth_known: bool | None,
                  bandwidth_source: str | None = None) -> list[str]:
     syncs = joiner_syncs(events)
     if not syncs:
         return ["no joiner fetched the full state after training started"]
     errors = []
     for s in syncs:
-        used = sorted(k for k, v in s.get("bytes_per_source", {}).items() if v > 0)
+        used = sorted(k for k, v in s.bytes_per_source.items() if v > 0)
         if len(used) < min_sources:
-            errors.append(f"rank {s['rank']} pulled from {used}, expected >= {min_sources} sources")
-        if bandwidth_known is not None and s.get("bandwidth_known") != bandwidth_known:
-            errors.append(f"rank {s['rank']}: bandwidth_known={s.get('bandwidth_known')}")
-        if bandwidth_source is not None and s.get("bandwidth_source") != bandwidth_source:
-            errors.append(f"rank {s['rank']}: plan used {s.get('bandwidth_source')} rates "
-                          f"({s.get('agent_error', '')}), expected {bandwidth_source}")
-        if bandwidth_source == "agent" and not s.get("measured_to_me"):
-            errors.append(f"rank {s['rank']}: no measured rate into the joiner in its plan")
+            errors.append(f"rank {s.rank} pulled from ranks {used}, expected >= {min_sources} "
+                          "sources")
+        if bandwidth_known is not None and s.bandwidth_known != bandwidth_known:
+            errors.append(f"rank {s.rank}: bandwidth_known={s.bandwidth_known}")
+        if bandwidth_source is not None and s.bandwidth_source != bandwidth_source:
+            errors.append(f"rank {s.rank}: plan used {s.bandwidth_source} rates "
+                          f"({s.agent_error or ''}), expected {bandwidth_source}")
+        if bandwidth_source == "agent" and not s.measured_to_me:
+            errors.append(f"rank {s.rank}: no measured rate into the joiner in its plan")
     return errors
 
 
-def view_changes(agent_events: list[dict]) -> list[dict]:
+def view_changes(agent_events: list[ev.Event]) -> list[ev.Install]:
     """One install record per epoch, in epoch order: the one with the smallest diff, i.e. from an
     agent that held the previous view (a joiner's first install lists everyone as added)."""
-    best: dict[int, dict] = {}
+    best: dict[int, tuple[int, ev.Install]] = {}
     for e in agent_events:
-        if e["event"] != "install":
+        if not isinstance(e, ev.Install):
             continue
-        size = len(e["added"]) + len(e["removed"]) + len(e["links_up"]) + len(e["links_down"])
-        if e["epoch"] not in best or size < best[e["epoch"]][0]:
-            best[e["epoch"]] = (size, e)
+        size = len(e.added) + len(e.removed) + len(e.links_up) + len(e.links_down)
+        if e.epoch not in best or size < best[e.epoch][0]:
+            best[e.epoch] = (size, e)
     return [best[k][1] for k in sorted(best)]
 
 
-def check_slots(views: list[dict], slots: dict[str, int]) -> list[str]:
+def check_slots(views: list[ev.Install], slots: dict[str, int]) -> list[str]:
     """Each host's advertised slots (by id) are in the view that admits it (founders' may
     follow the founding view) and in the last view."""
     errors = []
     for v in views:
-        admitted = v["added"] if v["epoch"] > 1 else []
-        for m in admitted + (v["members"] if v is views[-1] else []):
-            got = v.get("slots", {}).get(m)
+        admitted = v.added if v.epoch > 1 else []
+        for m in admitted + (v.members if v is views[-1] else []):
+            got = v.slots.get(m)
             if m in slots and got != slots[m]:
-                errors.append(f"epoch {v['epoch']}: {m} has slots {got}, advertised {slots[m]}")
+                errors.append(f"epoch {v.epoch}: {m} has slots {got}, advertised {slots[m]}")
     return errors
 
 
-def check_agents(agent_events: list[dict], expected: list[dict], ip: dict[str, str],
+def check_agents(agent_events: list[ev.Event], expected: list[dict], ip: dict[str, str],
                  slots: dict[str, int] | None = None) -> list[str]:
     """The agents installed views with these changes, in this order. Items: {added: NODE},
     {removed: NODE, detected: true} (a heartbeat suspicion preceded it), {link_down: NODE},
@@ -102,32 +106,32 @@ def check_agents(agent_events: list[dict], expected: list[dict], ip: dict[str, s
         kind, node = next((k, v) for k, v in want.items() if k != "detected")
         addr = ip[node]
 
-        def hit(v):
+        def hit(v: ev.Install) -> bool:
             if kind in ("added", "removed"):
-                return addr in v[kind]
-            return any(addr in ln for ln in v["links_" + kind.split("_")[1]])
+                return addr in getattr(v, kind)
+            return any(addr in ln for ln in getattr(v, "links_" + kind.split("_")[1]))
         while i < len(views) and not hit(views[i]):
             i += 1
         if i == len(views):
             errors.append(f"no view change {want} after the previous expected one; views: "
-                          + "; ".join(f"e{v['epoch']} +{v['added']} -{v['removed']} "
-                                      f"up{v['links_up']} down{v['links_down']}" for v in views))
+                          + "; ".join(f"e{v.epoch} +{v.added} -{v.removed} "
+                                      f"up{v.links_up} down{v.links_down}" for v in views))
             break
         if want.get("detected"):
-            t = views[i]["t_unix"]
-            if not any(e["event"] == "suspect" and e["node"] == addr and e["t_unix"] <= t
+            t = views[i].t_unix
+            if not any(isinstance(e, ev.Suspect) and e.node == addr and e.t_unix <= t
                        for e in agent_events):
                 errors.append(f"{node} was removed without a heartbeat suspicion")
         i += 1
     return errors
 
 
-def check_identical_final(events: list[dict]) -> list[str]:
-    finals = [e for e in events if e["event"] == "final"]
+def check_identical_final(events: list[ev.Event]) -> list[str]:
+    finals = [e for e in events if isinstance(e, ev.Final)]
     if not finals:
         return ["no rank reached the end of training"]
-    digests = {e["digest"] for e in finals}
-    sizes = {e["size"] for e in finals}
+    digests = {e.digest for e in finals}
+    sizes = {e.size for e in finals}
     errors = []
     if len(digests) != 1:
         errors.append(f"ranks ended with different parameters: {digests}")
@@ -136,12 +140,12 @@ def check_identical_final(events: list[dict]) -> list[str]:
     return errors
 
 
-def check_run(timeline: list[dict], events: list[dict], expect: dict,
-              agent_events: list[dict] = (), ip: dict[str, str] | None = None,
+def check_run(timeline: list[ev.Event], events: list[ev.Event], expect: dict,
+              agent_events: list[ev.Event] = (), ip: dict[str, str] | None = None,
               slots: dict[str, int] | None = None) -> list[str]:
     errors = []
-    exits = [r for r in timeline if r["event"] == "command_exit"]
-    if not exits or exits[-1]["rc"] != 0:
+    exits = [r for r in timeline if isinstance(r, ev.CommandExit)]
+    if not exits or exits[-1].rc != 0:
         errors.append(f"the job did not exit cleanly: {exits[-1] if exits else 'no exit record'}")
     if "faults" in expect:
         errors += check_faults(timeline, expect["faults"])

@@ -14,37 +14,32 @@ import os
 import sys
 import time
 
-import yaml
-
 from chaos_hvd.events import read_events
 
 from . import checks
+from .suite import Suite, load_suite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def horovod_command(suite: dict) -> list[str]:
-    h = suite.get("horovod", {})
-    return ["horovodrun", "-np", "{np}", "--min-np", str(h.get("min_np", 1)),
+def horovod_command(suite: Suite) -> list[str]:
+    return ["horovodrun", "-np", "{np}", "--min-np", str(suite.min_np),
             "--max-np", "{max_np}", "--host-discovery-script", "{discovery}",
-            "--network-interface", "eth0",
-            "--gloo-timeout-seconds", str(h.get("gloo_timeout_s", 30)),
-            "python", os.path.join(REPO, "examples", "train_elastic.py"),
-            *[str(a) for a in suite.get("train", [])]]
+            "--network-interface", "eth0", "--gloo-timeout-seconds", str(suite.gloo_timeout_s),
+            "python", os.path.join(REPO, "examples", "train_elastic.py"), *suite.train]
 
 
 def run(path: str, out: str | None = None) -> tuple[list[str], dict]:
     from testbed.cli import main as testbed_main
-    with open(path) as f:
-        suite = yaml.safe_load(f)
-    out = out or os.path.join(REPO, "results", f"ci-{suite['name']}-{time.strftime('%H%M%S')}")
-    argv = ["run", os.path.join(REPO, suite["topology"]), "--out", out,
-            "--timeout", str(suite.get("timeout_s", 600))]
-    if suite.get("faults"):
-        argv += ["--faults", os.path.join(REPO, suite["faults"])]
-    if "agents" in suite:            # discovery from cluster agents, with these agent options
+    suite = load_suite(path)
+    out = out or os.path.join(REPO, "results", f"ci-{suite.name}-{time.strftime('%H%M%S')}")
+    argv = ["run", os.path.join(REPO, suite.topology), "--out", out,
+            "--timeout", str(suite.timeout_s)]
+    if suite.faults:
+        argv += ["--faults", os.path.join(REPO, suite.faults)]
+    if suite.agents is not None:     # discovery from cluster agents, with these agent options
         argv.append("--agents")
-        argv += [f"--agent-opt={k}={v}" for k, v in (suite["agents"] or {}).items()]
+        argv += [f"--agent-opt={k}={v}" for k, v in suite.agents.items()]
     rc = testbed_main(argv + ["--"] + horovod_command(suite))
     timeline = read_events(os.path.join(out, "timeline.jsonl"))
     events_path = os.path.join(out, "events.jsonl")
@@ -52,11 +47,10 @@ def run(path: str, out: str | None = None) -> tuple[list[str], dict]:
     agents_path = os.path.join(out, "agents.jsonl")
     agent_events = read_events(agents_path) if os.path.exists(agents_path) else []
     from testbed.topology import load_topology
-    nodes = load_topology(os.path.join(REPO, suite["topology"])).nodes
+    nodes = load_topology(os.path.join(REPO, suite.topology)).nodes
     ip = {n.name: n.ip for n in nodes}
     slots = {n.ip: n.slots for n in nodes if n.role == "worker"}
-    failures = checks.check_run(timeline, events, suite.get("expect", {}), agent_events, ip,
-                                slots)
+    failures = checks.check_run(timeline, events, suite.expect, agent_events, ip, slots)
     if rc != 0 and not failures:
         failures.append(f"chaos-testbed run exited with {rc}")
     return failures, {"out": out, "rc": rc, "timeline": timeline, "events": events}

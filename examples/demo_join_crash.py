@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 
+from chaos_hvd import events
 from harness.elastic_job import ElasticJob, join_then_crash
 
 
@@ -28,15 +29,15 @@ def main():
     with job:
         print("training; host 127.0.0.1 (2 slots) joins after 2 commits, then a worker is SIGKILLed")
         result = join_then_crash(job, commits_before_join=2, steps_after_join=4, timeout_s=600)
-        print(f"SIGKILLed rank {result['victim']['rank']} (pid {result['victim']['pid']}); "
+        print(f"SIGKILLed rank {result['victim'].rank} (pid {result['victim'].pid}); "
               f"crash -> resumed training: {result['recovery_s']:.2f} s")
         rc = job.wait(1800)
-    for e in job.events("sync"):
-        src = e.get("bytes_per_source") or {}
-        print(f"sync size={e['size']} rank={e['rank']} role={e['role']:6} v={e['version']} "
-              f"total={e['total_s']:.3f}s transfer={e['transfer_s']:.3f}s bytes/source={src}")
-    finals = job.events("final")
-    print(f"exit code {rc}; final parameter digests: {sorted({f['digest'] for f in finals})}")
+    for e in job.events(events.Sync):
+        print(f"sync size={e.size} rank={e.rank} role={e.role:6} v={e.version} "
+              f"total={e.total_s:.3f}s transfer={e.transfer_s:.3f}s "
+              f"bytes/source rank={e.bytes_per_source}")
+    finals = job.events(events.Final)
+    print(f"exit code {rc}; final parameter digests: {sorted({f.digest for f in finals})}")
     return rc
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import horovod.torch as hvd
 
 import chaos_hvd
-from chaos_hvd.events import EventLog
+from chaos_hvd import events
 
 from models import SmallCNN, resnet18  # examples/models.py, beside this script
 
@@ -70,7 +70,8 @@ def main() -> None:
     # different inits per rank unless --same-init: the first sync must fix that
     torch.manual_seed(args.seed + (0 if args.same_init else hvd.rank()))
     torch.set_num_threads(1)
-    log = EventLog(os.environ.get("CHAOS_EVENT_LOG"), source="train_elastic")
+    log = events.EventLog(os.environ.get("CHAOS_EVENT_LOG"), source="train_elastic")
+    host = os.environ.get("HOROVOD_HOSTNAME")
 
     dataset = make_data(args.samples)
     model = {"resnet18": lambda: resnet18(10), "medium": lambda: SmallCNN(10, width=32, hidden=512),
@@ -86,9 +87,9 @@ def main() -> None:
 
     @hvd.elastic.run
     def train(state):
-        log.write("resumed", rank=hvd.rank(), size=hvd.size(), host=os.environ.get("HOROVOD_HOSTNAME"),
-                  step=state.step, epoch=state.epoch, lr=state.lr_scheduler.get_last_lr()[0],
-                  digest=params_digest(state.model))
+        log.write(events.Resumed(rank=hvd.rank(), size=hvd.size(), host=host, step=state.step,
+                                 epoch=state.epoch, lr=state.lr_scheduler.get_last_lr()[0],
+                                 digest=params_digest(state.model)))
         while state.epoch < args.epochs:
             loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size,
                                                  sampler=state.train_sampler)
@@ -101,23 +102,23 @@ def main() -> None:
                 state.lr_scheduler.step()
                 state.train_sampler.record_batch(0, args.batch_size)
                 state.step += 1
-                log.write("step", rank=hvd.rank(), size=hvd.size(), step=state.step,
-                          epoch=state.epoch, loss=loss.item(), lr=state.lr_scheduler.get_last_lr()[0],
-                          host=os.environ.get("HOROVOD_HOSTNAME"))
+                log.write(events.Step(rank=hvd.rank(), size=hvd.size(), step=state.step,
+                                      epoch=state.epoch, loss=loss.item(), host=host,
+                                      lr=state.lr_scheduler.get_last_lr()[0]))
                 if args.step_sleep:
                     time.sleep(args.step_sleep)
                 if state.step % args.commit_every == 0:
-                    log.write("commit", rank=hvd.rank(), size=hvd.size(), step=state.step)
+                    log.write(events.Commit(rank=hvd.rank(), size=hvd.size(), step=state.step))
                     state.commit()
             state.epoch += 1
             state.train_sampler.set_epoch(state.epoch)
-            log.write("commit", rank=hvd.rank(), size=hvd.size(), step=state.step)
+            log.write(events.Commit(rank=hvd.rank(), size=hvd.size(), step=state.step))
             state.commit()
 
     t0 = time.time()
     train(state)
-    log.write("final", rank=hvd.rank(), size=hvd.size(), step=state.step,
-              digest=params_digest(state.model), seconds=time.time() - t0)
+    log.write(events.Final(rank=hvd.rank(), size=hvd.size(), step=state.step,
+                           digest=params_digest(state.model), seconds=time.time() - t0))
     if hvd.rank() == 0:
         print(f"done: {state.step} steps, world size {hvd.size()}, digest {params_digest(state.model)}")
 

@@ -20,7 +20,10 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from chaos_hvd import events as ev
+from chaos_hvd.errors import WaitTimeout
 from chaos_hvd.events import read_events
+from chaos_hvd.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,26 +60,23 @@ class ElasticJob:
                                      stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
-    def events(self, event: str | None = None) -> list[dict]:
+    def events(self, *kinds: type[ev.Event]) -> list[ev.Event]:
         if not self.events_path.exists():
             return []
-        return read_events(str(self.events_path), event)
+        return read_events(str(self.events_path), *kinds)
 
-    def wait_for(self, predicate: Callable[[list[dict]], object], timeout_s: float,
+    def wait_for(self, predicate: Callable[[list[ev.Event]], object], timeout_s: float,
                  what: str = "condition"):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            result = predicate(self.events())
-            if result:
-                return result
-            if self.proc is not None and self.proc.poll() is not None:
-                result = predicate(self.events())
-                if result:
-                    return result
-                raise RuntimeError(f"job exited ({self.proc.returncode}) before {what}; "
-                                   f"log tail:\n{self.log_tail()}")
-            time.sleep(0.1)
-        raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}; log tail:\n{self.log_tail()}")
+        def exited() -> str | None:
+            if self.proc is not None and self.proc.poll() is not None \
+                    and not predicate(self.events()):
+                return f"job exited ({self.proc.returncode}) first"
+            return None
+        try:
+            return wait_until(lambda: predicate(self.events()), timeout_s, what, interval_s=0.1,
+                              give_up=exited)
+        except WaitTimeout as e:
+            raise WaitTimeout(f"{e}; log tail:\n{self.log_tail()}") from None
 
     def wait(self, timeout_s: float) -> int:
         assert self.proc is not None
@@ -114,16 +114,16 @@ def join_then_crash(job: ElasticJob, *, joiner_host: str = "127.0.0.1:2", victim
     worker on `victim_host`, and wait until training resumes at size 2. Returns the victim's last
     step event and the crash-to-resumed-training time (``recovery_s``, monotonic clock).
     """
-    job.wait_for(lambda ev: any(e["event"] == "commit" and e["size"] == 2
-                                and e["step"] >= commits_before_join for e in ev),
+    job.wait_for(lambda es: any(isinstance(e, ev.Commit) and e.size == 2
+                                and e.step >= commits_before_join for e in es),
                  timeout_s, "commits at size 2")
     job.set_hosts(["localhost:2", joiner_host])
-    job.wait_for(lambda ev: sum(e["event"] == "step" and e["size"] == 4 for e in ev) >= steps_after_join,
-                 timeout_s, "training at size 4")
-    victim = [e for e in job.events("step") if e["size"] == 4 and e["host"] == victim_host][-1]
-    os.kill(victim["pid"], signal.SIGKILL)
+    job.wait_for(lambda es: sum(isinstance(e, ev.Step) and e.size == 4 for e in es)
+                 >= steps_after_join, timeout_s, "training at size 4")
+    victim = [e for e in job.events(ev.Step) if e.size == 4 and e.host == victim_host][-1]
+    os.kill(victim.pid, signal.SIGKILL)
     killed_at = time.monotonic()
-    resumed = job.wait_for(lambda ev: [e for e in ev if e["event"] == "step"
-                                       and e["t_mono"] > killed_at and e["size"] == 2],
+    resumed = job.wait_for(lambda es: [e for e in es if isinstance(e, ev.Step)
+                                       and e.t_mono > killed_at and e.size == 2],
                            timeout_s, "training resumed after the crash")
-    return {"victim": victim, "recovery_s": resumed[0]["t_mono"] - killed_at}
+    return {"victim": victim, "recovery_s": resumed[0].t_mono - killed_at}

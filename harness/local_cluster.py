@@ -15,6 +15,7 @@ import time
 
 from chaos_hvd.cluster.client import agent_argv, request, wait_members, write_secret
 from chaos_hvd.errors import AgentUnavailable
+from chaos_hvd import events as ev
 from chaos_hvd.events import read_events
 from chaos_hvd.waiting import wait_until
 
@@ -101,5 +102,5 @@ class LocalCluster:
         return wait_members([self.socket(n) for n in nodes], members, timeout_s,
                             lease=lease)["epoch"]
 
-    def events(self, event: str | None = None) -> list[dict]:
-        return read_events(self.event_log, event) if os.path.exists(self.event_log) else []
+    def events(self, *kinds: type[ev.Event]) -> list[ev.Event]:
+        return read_events(self.event_log, *kinds) if os.path.exists(self.event_log) else []

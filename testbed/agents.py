@@ -20,6 +20,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from chaos_hvd import events
 from chaos_hvd.cluster.client import agent_argv, wait_members, write_secret
 from chaos_hvd.errors import WaitTimeout
 
@@ -69,8 +70,8 @@ class HostAgents:
                                   *self.mode.argv()])]
         p = self.tb.hosts.start_daemon(name, argv, {},
                                        os.path.join(self.tb.run_dir, f"agent-{name}.log"))
-        self.tb.log("agent_start", node=name, id=ip, pid=p.pid, founders=list(founders),
-                    seeds=list(seeds))
+        self.tb.log(events.AgentStart(node=name, id=ip, pid_started=p.pid,
+                                      founders=list(founders), seeds=list(seeds)))
 
     def start_founders(self, names: list[str], timeout_s: float = 20.0) -> dict:
         ips = [self.tb.topo.node(n).ip for n in names]

@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+from chaos_hvd import events
+from chaos_hvd.cliargs import HelpFormatter, positive_seconds
 from chaos_hvd.errors import WaitTimeout
 from chaos_hvd.waiting import wait_until
 
@@ -61,13 +63,12 @@ def _say(msg: str) -> None:
 
 
 def _progress(entry: dict) -> None:
-    if entry["event"] == "fault":
-        extra = f" at step {entry['step_seen']}" if entry.get("at_step") is not None else ""
-        _say(f"[{entry['t_rel']:8.2f}s] {entry['action']} {entry['target']}{extra} "
-             f"(applied in {entry['applied_ms']:.1f} ms)")
-    elif entry["event"] == "fault_error":
-        _say(f"[{entry['t_rel']:8.2f}s] FAILED {entry['action']} {entry['target']}: "
-             f"{entry['error']}")
+    if isinstance(entry, events.Fault):
+        extra = f" at step {entry.step_seen}" if entry.at_step is not None else ""
+        _say(f"[{entry.t_rel:8.2f}s] {entry.action} {entry.target}{extra} "
+             f"(applied in {entry.applied_ms:.1f} ms)")
+    elif isinstance(entry, events.FaultError):
+        _say(f"[{entry.t_rel:8.2f}s] FAILED {entry.action} {entry.target}: {entry.error}")
 
 
 def _load(args):
@@ -153,13 +154,13 @@ def cmd_run(args) -> int:
             env["CHAOS_AGENT_SOCKET"] = ph["agent_socket"]
             _say(f"discovery from cluster agents; their events in {tb.agents.event_log}")
         ex = Executor(tb, schedule, ph["event_log"], progress=_progress)
-        tb.log("command_start", argv=argv, host=topo.launcher.name)
+        tb.log(events.CommandStart(argv=argv, host=topo.launcher.name))
         proc = tb.hosts.launch(topo.launcher.name, argv, env)
         ex.start()
         try:
             rc = _wait_with_progress(proc, ex, tb, args.timeout)
         except subprocess.TimeoutExpired:
-            tb.log("command_timeout", timeout_s=args.timeout)
+            tb.log(events.CommandTimeout(timeout_s=args.timeout))
             _say(f"command still running after {args.timeout} s: stopping it")
             proc.terminate()
             try:
@@ -169,7 +170,7 @@ def cmd_run(args) -> int:
                 proc.wait()
             rc = 124
         ex.stop()
-        tb.log("command_exit", rc=rc, pending_actions=len(ex.pending))
+        tb.log(events.CommandExit(rc=rc, pending_actions=len(ex.pending)))
         if ex.pending:
             _say(f"{len(ex.pending)} scheduled action(s) never fired (the command ended first)")
         _say(f"command exited with {rc}; tearing down")
@@ -264,7 +265,7 @@ def cmd_inject(args) -> int:
         action[k] = yaml.safe_load(v)
     reply = request(_running(args.id).dir, {"op": "inject", "action": action})
     for entry in reply["applied"]:
-        _progress(entry)
+        _progress(events.decode(json.dumps(entry)))
     return 0
 
 
@@ -310,61 +311,68 @@ def cmd_clean(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="chaos-testbed", description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 formatter_class=HelpFormatter,
                                  epilog="\n".join(__doc__.splitlines()[2:]))
     sub = ap.add_subparsers(dest="cmd", required=True)
 
+    def parser(name, text):
+        return sub.add_parser(name, help=text, description=text, formatter_class=HelpFormatter)
+
     def files(p, faults=True):
-        p.add_argument("topology")
+        p.add_argument("topology", help="topology YAML (see topologies/)")
         if faults:
             p.add_argument("--faults", help="fault schedule YAML")
             p.add_argument("--chaos-seed", type=int, help="add a seeded random schedule")
-            p.add_argument("--chaos-duration", type=float, default=60.0)
-            p.add_argument("--chaos-interval", type=float, default=10.0)
+            p.add_argument("--chaos-duration", type=positive_seconds, default=60.0,
+                           help="seconds the random schedule lasts")
+            p.add_argument("--chaos-interval", type=positive_seconds, default=10.0,
+                           help="mean seconds between random faults")
 
     def verify_opts(p):
         p.add_argument("--verify", action="store_true",
                        help="measure rates (iperf3) and RTTs and fail outside ±5%%")
-        p.add_argument("--verify-seconds", type=float, default=3.0)
+        p.add_argument("--verify-seconds", type=positive_seconds, default=3.0,
+                       help="seconds of each iperf3 measurement")
 
-    p = sub.add_parser("run", help="build, run a command in the launcher host, inject faults")
+    p = parser("run", "build, run a command in the launcher host, inject faults")
     files(p)
     verify_opts(p)
     p.add_argument("--out", help="directory for timeline.jsonl, events.jsonl (default results/)")
-    p.add_argument("--timeout", type=float, default=None, help="stop the command after S s")
+    p.add_argument("--timeout", type=positive_seconds, default=None,
+                   help="stop the command after this many seconds (exit 124)")
     p.add_argument("--agents", action="store_true",
                    help="run a chaos-hvd cluster agent in every worker; {discovery} asks them")
     p.add_argument("--agent-opt", action="append", metavar="KEY=VALUE",
                    help="chaos-hvd agent option, e.g. heartbeat=0.1 (repeatable)")
     p.set_defaults(fn=cmd_run)  # the command comes after "--" (split off in main)
 
-    p = sub.add_parser("up", help="build and hold the network until Ctrl-C or 'down'")
+    p = parser("up", "build and hold the network until Ctrl-C or 'down'")
     files(p, faults=False)
     verify_opts(p)
-    p.add_argument("--out")
+    p.add_argument("--out", help="directory for the timeline (default results/)")
     p.set_defaults(fn=cmd_up)
 
-    p = sub.add_parser("inject", help="apply one action to the running testbed now")
-    p.add_argument("action")
+    p = parser("inject", "apply one action to the running testbed now")
+    p.add_argument("action", help="a fault action: crash, link_down, degrade, partition, ...")
     p.add_argument("params", nargs="*", help="key=value, e.g. link=h1-s1 rate=10Mbit")
-    p.add_argument("--id")
+    p.add_argument("--id", help="which testbed, when several run")
     p.set_defaults(fn=cmd_inject)
 
     for name, fn, text in (("show", cmd_show, "describe running testbeds"),
                            ("down", cmd_down, "tear a running testbed down")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--id")
+        p = parser(name, text)
+        p.add_argument("--id", help="which testbed, when several run")
         p.set_defaults(fn=fn)
 
-    p = sub.add_parser("clean", help="remove leftovers of testbeds whose process is gone")
+    p = parser("clean", "remove leftovers of testbeds whose process is gone")
     p.add_argument("--force", action="store_true", help="also tear down running ones")
     p.set_defaults(fn=cmd_clean)
 
-    p = sub.add_parser("check", help="validate a topology (and schedule) without root")
+    p = parser("check", "validate a topology (and schedule) without root")
     files(p)
     p.set_defaults(fn=cmd_check)
 
-    p = sub.add_parser("probe", help="what this kernel can emulate")
+    p = parser("probe", "what this kernel can emulate")
     p.set_defaults(fn=cmd_probe)
     return ap
 

@@ -9,6 +9,8 @@ this machine can reach it, so requests are not signed. The JSON-line protocol of
 from __future__ import annotations
 
 import json
+
+import msgspec
 import os
 import socketserver
 import threading
@@ -76,7 +78,9 @@ class ControlServer:
             entries, t0 = [], time.monotonic()
             for a in parse_schedule(doc, self.tb.topo, "<inject>").expand():
                 time.sleep(max(0.0, t0 + a.offset_s - time.monotonic()))  # flap: down .. up
-                entries.append(self.tb.log("fault", injected=True, **self.tb.apply(a)))
+                record = self.tb.apply(a)
+                record.injected = True
+                entries.append(msgspec.to_builtins(self.tb.log(record)))
             return jsonline.ok(applied=entries)
         raise InputError(f"unknown op {op!r}")
 

@@ -19,6 +19,7 @@ from dataclasses import asdict
 
 import yaml
 
+from chaos_hvd import events
 from chaos_hvd.events import EventLog
 
 from .capabilities import Capabilities, probe
@@ -72,7 +73,7 @@ class Testbed:
 
     def up(self, sshd: bool = True) -> None:
         for line in self.caps.fallbacks():
-            self.log("capability", detail=line)
+            self.log(events.Capability(detail=line))
         self.reg = Registry().open()
         self.reg.state["info"] = {"topology": self.topo.name, "out_dir": self.out_dir,
                                   "timeline": self.timeline_path}
@@ -90,8 +91,8 @@ class Testbed:
             self._start_agents()
         else:
             self._write_discovery()
-        self.log("up", id=self.reg.id, hosts=len(self.topo.nodes), links=len(self.topo.links),
-                 native_netem=self.caps.netem, setup_s=round(time.monotonic() - t, 3))
+        self.log(events.Up(id=self.reg.id, hosts=len(self.topo.nodes), links=len(self.topo.links),
+                            native_netem=self.caps.netem, setup_s=round(time.monotonic() - t, 3)))
 
     def down(self) -> list[str]:
         if os.getpid() != self._pid:  # a forked child must never tear down its parent's testbed
@@ -105,13 +106,14 @@ class Testbed:
             self.net = None
         if self.reg is not None:
             problems += self.reg.teardown()
-            self.log("down", id=self.reg.id, problems=problems)
+            self.log(events.Down(id=self.reg.id, problems=problems))
             self.reg = None
         return problems
 
     # ------------------------------------------------------------ records
-    def log(self, event: str, **fields) -> dict:
-        return self.timeline.write(event, t_rel=round(time.monotonic() - self.t0, 4), **fields)
+    def log(self, record: events.TimelineEvent) -> events.TimelineEvent:
+        record.t_rel = round(time.monotonic() - self.t0, 4)
+        return self.timeline.write(record)
 
     @property
     def run_dir(self) -> str:
@@ -140,8 +142,8 @@ class Testbed:
         self.agents.discovery_script(self.discovery_script)
         t = time.monotonic()
         view = self.agents.start_founders(list(self.discoverable))
-        self.log("agents_up", epoch=view["epoch"], members=view["members"],
-                 agree_s=round(time.monotonic() - t, 3))
+        self.log(events.AgentsUp(epoch=view["epoch"], members=view["members"],
+                                  agree_s=round(time.monotonic() - t, 3)))
 
     def write_bandwidth(self) -> str:
         """The topology's rates as a CHAOS_BANDWIDTH file (Mbit/s, keyed by IP as Horovod names
@@ -176,8 +178,8 @@ class Testbed:
                 "agent_socket": self.agents.socket_pattern if self.agents else ""}
 
     # ------------------------------------------------------------ actions
-    def apply(self, a: Action) -> dict:
-        """Apply one primitive action now; returns what was done (for the timeline)."""
+    def apply(self, a: Action) -> events.Fault:
+        """Apply one primitive action now; returns what was done (the timeline record, unwritten)."""
         net, hosts = self.net, self.hosts
         t = time.perf_counter()
         detail: dict = {}
@@ -208,8 +210,8 @@ class Testbed:
         else:
             raise ValueError(f"not a primitive action: {a.action}")
         applied_ms = (time.perf_counter() - t) * 1e3
-        return {"action": a.action, "target": a.target, "applied_ms": round(applied_ms, 3),
-                **({"at_step": a.at_step} if a.at_step is not None else {}), **detail}
+        return events.Fault(action=a.action, target=a.target, applied_ms=round(applied_ms, 3),
+                            at_step=a.at_step, **detail)
 
     def describe(self) -> dict:
         return {"id": self.reg.id if self.reg else None, "topology": self.topo.name,

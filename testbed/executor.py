@@ -1,7 +1,7 @@
 """Apply a fault schedule to a running testbed, on time or on training step.
 
 A background thread polls every POLL_S: time triggers fire at ``t0 + at + offset``; step
-triggers fire ``offset`` after the first record ``{"event": "step", "step": n >= at_step}`` in the
+triggers fire ``offset`` after the first :class:`chaos_hvd.events.Step` with ``step >= at_step`` in the
 run's event log (the plugin's ``CHAOS_EVENT_LOG``; examples/train_elastic.py writes these).
 Every action, applied or failed, is one JSON line in the testbed's timeline with its monotonic
 time, how late it fired and how long applying it took.
@@ -9,10 +9,11 @@ time, how late it fired and how long applying it took.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
+
+from chaos_hvd import events
 
 from .faults import Action, Schedule
 
@@ -30,7 +31,7 @@ def raise_priority(pid: int | None = None) -> None:
 
 
 class StepWatcher:
-    """Highest training step seen so far in a JSON-lines event log (read incrementally)."""
+    """Highest training step seen so far in an event log (read incrementally)."""
 
     def __init__(self, path: str | None):
         self.path, self.offset, self.step = path, 0, -1
@@ -39,19 +40,11 @@ class StepWatcher:
     def poll(self) -> int:
         if not self.path or not os.path.exists(self.path):
             return self.step
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read()
-        self.offset += len(data)
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        for line in lines:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("event") == "step" and isinstance(rec.get("step"), int):
-                self.step = max(self.step, rec["step"])
+        records, self.offset, self._partial = events.tail_events(self.path, self.offset,
+                                                                 self._partial)
+        for rec in records:
+            if isinstance(rec, events.Step):
+                self.step = max(self.step, rec.step)
         return self.step
 
 
@@ -62,7 +55,7 @@ class Executor:
         self.pending = schedule.expand()
         self.steps = StepWatcher(event_log)
         self.progress = progress
-        self.applied: list[dict] = []
+        self.applied: list[events.TimelineEvent] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._step_seen_at: dict[int, float] = {}
@@ -105,11 +98,12 @@ class Executor:
                 self.pending.remove(a)
                 late_ms = round((time.monotonic() - due) * 1e3, 2)
                 try:
-                    rec = self.tb.apply(a)
-                    entry = self.tb.log("fault", late_ms=late_ms, step_seen=step, **rec)
+                    entry = self.tb.apply(a)
+                    entry.late_ms, entry.step_seen = late_ms, step
+                    entry = self.tb.log(entry)
                 except Exception as e:  # noqa: BLE001 - a failed action is logged, run goes on
-                    entry = self.tb.log("fault_error", action=a.action, target=a.target,
-                                        error=f"{type(e).__name__}: {e}")
+                    entry = self.tb.log(events.FaultError(action=a.action, target=a.target,
+                                                          error=f"{type(e).__name__}: {e}"))
                 self.applied.append(entry)
                 if self.progress:
                     self.progress(entry)

@@ -10,7 +10,9 @@ import time
 
 import pytest
 
+from chaos_hvd import events as ev
 from chaos_hvd.cluster import wire
+from chaos_hvd.events import read_events
 from harness.local_cluster import LocalCluster, free_port
 from chaos_hvd.cluster.protocol import View
 
@@ -38,10 +40,10 @@ def test_join_leave_crash_and_discovery(cluster):
     c.start(joiner, seeds=c.ids, extra=["--slots", "3"])
     everyone = set(c.ids) | {joiner}
     c.wait_members(c.ids + [joiner], everyone)
-    assert any(e["event"] == "join_request" and e["node"] == joiner for e in c.events())
+    assert any(isinstance(e, ev.JoinRequest) and e.node == joiner for e in c.events())
     # the joiner's slots arrived with its admission: no view ever had it without them
-    adds = [e for e in c.events() if e["event"] == "install" and joiner in e["members"]]
-    assert adds and all(e["slots"].get(joiner) == 3 for e in adds), adds[:1]
+    adds = [e for e in c.events(ev.Install) if joiner in e.members]
+    assert adds and all(e.slots.get(joiner) == 3 for e in adds), adds[:1]
 
     # Horovod's host:slots form; a host that advertised none takes --slots, or prints bare
     out = cli("discover", "--socket", f"{c.dir}/*.sock", "--slots", "2")
@@ -65,13 +67,13 @@ def test_join_leave_crash_and_discovery(cluster):
     # crash: SIGKILL; the coordinator's heartbeats detect it; the majority keeps training
     killed_at = c.kill(d)
     epoch = c.wait_members([a, b], {a, b}, timeout_s=5)
-    installs = [e for e in c.events("install") if e["agent"] == a and d in e["removed"]]
-    assert installs and installs[0]["epoch"] == epoch
+    installs = [e for e in c.events(ev.Install) if e.agent == a and d in e.removed]
+    assert installs and installs[0].epoch == epoch
     # detected by whoever watches d (the coordinator, or the members if d was the coordinator)
-    detect = min((e for e in c.events("suspect") if e["node"] == d), key=lambda e: e["t_unix"])
-    assert 0.6 <= detect["t_unix"] - killed_at < 2.0
-    there = [e for e in c.events("install") if e["agent"] == detect["agent"] and d in e["removed"]]
-    assert there[0]["handled_ms"][f"remove {d}"] < 500
+    detect = min((e for e in c.events(ev.Suspect) if e.node == d), key=lambda e: e.t_unix)
+    assert 0.6 <= detect.t_unix - killed_at < 2.0
+    there = [e for e in c.events(ev.Install) if e.agent == detect.agent and d in e.removed]
+    assert there[0].handled_ms[f"remove {d}"] < 500
 
 
 def test_monitor_observations_install_link_changes(cluster):
@@ -84,13 +86,13 @@ def test_monitor_observations_install_link_changes(cluster):
     assert out.returncode == 0, out.stderr
 
     def install_with(field):
-        return [e for e in c.events("install") if e["agent"] == b and lnk in e[field]
-                and e["t_unix"] >= t]
+        return [e for e in c.events(ev.Install) if e.agent == b and lnk in getattr(e, field)
+                and e.t_unix >= t]
     c.wait(lambda: install_with("links_down"), 5, "link_down installed")
-    ev = install_with("links_down")[0]
-    assert ev["handled_ms"][f"link_down {lnk[0]} {lnk[1]}"] < 1000
+    inst = install_with("links_down")[0]
+    assert inst.handled_ms[f"link_down {lnk[0]} {lnk[1]}"] < 1000
     # the pings still work, so the monitor reports the link up again
-    c.wait(lambda: [e for e in install_with("links_up") if e["epoch"] > ev["epoch"]], 5,
+    c.wait(lambda: [e for e in install_with("links_up") if e.epoch > inst.epoch], 5,
            "link_up installed after the monitor saw pongs")
 
 
@@ -128,7 +130,7 @@ def test_hostile_datagrams_change_nothing(cluster):
     send(seal({"type": "accept", "epoch": before["epoch"], "ballot": [99, me],
                "view": evil}))                                   # stale epoch
     time.sleep(0.5)
-    reasons = {e["reason"] for e in c.events("rejected") if e["agent"] == target}
+    reasons = {e.reason for e in c.events(ev.Rejected) if e.agent == target}
     assert reasons == {"forged", "replayed", "oversized", "malformed", "stale"}
     after = c.view(target)
     assert (after["epoch"], after["members"]) == (before["epoch"], before["members"])
@@ -150,5 +152,5 @@ def test_last_members_leaving_install_an_empty_view(tmp_path):
     a.leave()
     a._installed(View(2, frozenset()), a.member.view, 1.0)    # the view after everyone left
     assert a._stop.is_set()
-    rec = [json.loads(x) for x in open(tmp_path / "ev.jsonl")][-1]
-    assert rec["event"] == "install" and rec["coordinator"] is None and rec["members"] == []
+    rec = read_events(str(tmp_path / "ev.jsonl"))[-1]
+    assert isinstance(rec, ev.Install) and rec.coordinator is None and rec.members == []

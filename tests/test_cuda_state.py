@@ -61,10 +61,10 @@ def test_cuda_state_roundtrip_over_two_sources():
             srv, token = ShardServer("127.0.0.1"), new_token()
             srv.publish(5, snap.manifest().to_bytes(), memoryview(snap.buffer.numpy()), token)
             servers.append(srv)
-            peers.append(Peer(f"s{i}", "127.0.0.1", srv.port, token))
+            peers.append(Peer(i, "127.0.0.1", srv.port, token))
         man = fetch_manifest(peers, 5, snap.manifest().digest())
         chunks = list(range(man.n_chunks))
-        buf, stats = pull(man, peers, {"s0": chunks[::2], "s1": chunks[1::2]})
+        buf, stats = pull(man, peers, {0: chunks[::2], 1: chunks[1::2]})
         assert all(v > 0 for v in stats.bytes_by_source.values())
     finally:
         for srv in servers:

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("horovod.torch")
 
+from chaos_hvd import events as ev  # noqa: E402
 from harness.elastic_job import ElasticJob, join_then_crash  # noqa: E402
 
 pytestmark = pytest.mark.horovod
@@ -34,51 +35,51 @@ def test_join_then_crash(strategy, tmp_path):
     job, rc, victim, recovery_s = run_scenario(strategy, tmp_path)
     assert rc == 0, job.log_tail()
     events = job.events()
-    syncs = [e for e in events if e["event"] == "sync"]
-    assert not [e for e in events if e["event"] == "diverged"]
+    syncs = [e for e in events if type(e) is ev.Sync]
+    assert not [e for e in events if isinstance(e, ev.Diverged)]
 
     # After every reset the full-state digest is identical on all ranks of the new world.
     rounds = {}
     for s in syncs:
-        rounds.setdefault((s["size"], s["version"], s["committed_version"]), set()).add(s["digest"])
+        rounds.setdefault((s.size, s.version, s.committed_version), set()).add(s.digest)
     assert rounds and all(len(d) == 1 for d in rounds.values()), rounds
 
     # The join: two joiners received the state; with `chaos` each from >= 2 sources.
-    joins = [s for s in syncs if s["size"] == 4 and s["role"] == "needer"
-             and s.get("needed_chunks", 1) > 1 and strategy in ("chaos", "single")]
+    joins = [s for s in syncs if s.size == 4 and s.role == "needer"
+             and (s.needed_chunks or 1) > 1 and strategy in ("chaos", "single")]
     if strategy in ("chaos", "single"):
         assert len(joins) >= 2
         for s in joins:
-            used = [src for src, n in s["bytes_per_source"].items() if n > 0]
+            used = [src for src, n in s.bytes_per_source.items() if n > 0]
             assert len(used) >= (2 if strategy == "chaos" else 1), s
             assert len(used) == 1 or strategy == "chaos"
-            assert sum(s["bytes_per_source"].values()) == s["needed_bytes"]
+            assert sum(s.bytes_per_source.values()) == s.needed_bytes
 
     # No committed step is lost: every resume starts at or after the newest commit of a survivor.
-    resumes = [e for e in events if e["event"] == "resumed"]
+    resumes = [e for e in events if isinstance(e, ev.Resumed)]
     for r in resumes:
-        same = [x for x in resumes if x["size"] == r["size"] and x["step"] == r["step"]]
-        assert len({x["digest"] for x in same}) == 1 and len({x["lr"] for x in same}) == 1
-        later_pids = {e["pid"] for e in events if e["t_mono"] > r["t_mono"]}
-        committed = [e["step"] for e in events if e["event"] == "commit" and e["t_mono"] < r["t_mono"]
-                     and e["pid"] in later_pids and e["pid"] != victim["pid"]]
-        assert r["step"] >= max(committed, default=0)
+        same = [x for x in resumes if x.size == r.size and x.step == r.step]
+        assert len({x.digest for x in same}) == 1 and len({x.lr for x in same}) == 1
+        later_pids = {e.pid for e in events if e.t_mono > r.t_mono}
+        committed = [e.step for e in events if isinstance(e, ev.Commit) and e.t_mono < r.t_mono
+                     and e.pid in later_pids and e.pid != victim.pid]
+        assert r.step >= max(committed, default=0)
 
     # Learning-rate schedule identical on all ranks at every step (torch 2.x scheduler survives joins).
-    steps = [e for e in events if e["event"] == "step"]
+    steps = [e for e in events if isinstance(e, ev.Step)]
     by_step = {}
     for e in steps:
-        by_step.setdefault(e["step"], set()).add(round(e["lr"], 12))
+        by_step.setdefault(e.step, set()).add(round(e.lr, 12))
     assert all(len(v) == 1 for v in by_step.values())
 
     # Loss decreases; the job finishes with identical parameters on every rank.
-    first = statistics.mean(e["loss"] for e in steps[:20])
-    last = statistics.mean(e["loss"] for e in steps[-20:])
+    first = statistics.mean(e.loss for e in steps[:20])
+    last = statistics.mean(e.loss for e in steps[-20:])
     assert last < first
-    finals = [e for e in events if e["event"] == "final"]
-    assert len(finals) == 2 and len({f["digest"] for f in finals}) == 1
+    finals = [e for e in events if isinstance(e, ev.Final)]
+    assert len(finals) == 2 and len({f.digest for f in finals}) == 1
 
     # Crash to resumed training: the peer watch beats Gloo's 30 s timeout by far.
-    assert any(e["event"] == "peer_dead" for e in events)
+    assert any(isinstance(e, ev.PeerDead) for e in events)
     assert recovery_s < 10, recovery_s
     print(f"{strategy}: crash -> resumed training {recovery_s:.2f} s")

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from chaos_hvd import events as ev
 from chaos_hvd.events import read_events
 
 from testbed_support import leftovers, require_testbed
@@ -28,6 +29,6 @@ def test_fault_injection_suite(suite, tmp_path):
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["ok"], f"{summary['failures']}\n--- log tail ---\n{done.stderr[-4000:]}"
     timeline = read_events(str(out / "timeline.jsonl"))
-    faults = [r for r in timeline if r["event"] == "fault"]
-    assert faults and all("t_mono" in r and r["applied_ms"] >= 0 for r in faults)
+    faults = [r for r in timeline if isinstance(r, ev.Fault)]
+    assert faults and all(r.t_mono > 0 and r.applied_ms >= 0 for r in faults)
     assert leftovers() == []

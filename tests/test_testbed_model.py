@@ -11,6 +11,7 @@ import textwrap
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from chaos_hvd import events as ev
 from ci import checks
 from testbed import bridge_rules, shaping
 from testbed.errors import ScheduleError, TopologyError
@@ -297,39 +298,50 @@ def test_shaping_leaf_choice():
 
 # ---------------------------------------------------------------- CI invariant checks
 
-def _ev(event, t, **kw):
-    return {"event": event, "t_mono": t, **kw}
+def _sync(t, **kw):
+    base = dict(rank=3, strategy="chaos", size=4, role="needer", version=4, target=0,
+                state_bytes=10, sources=[0, 1], needers=[3], transfer_bytes_total=10,
+                needed_bytes=10, bytes_per_source={0: 4, 1: 6}, bandwidth_known=True)
+    return ev.Sync(t_mono=t, **{**base, **kw})
+
+
+def _resumed(t, size):
+    return ev.Resumed(t_mono=t, rank=0, size=size, step=0, epoch=0, lr=0.1, digest="d")
+
+
+def _final(digest):
+    return ev.Final(t_mono=9, rank=0, size=2, step=9, digest=digest, seconds=1.0)
 
 
 def test_checks_find_each_broken_invariant():
-    timeline = [_ev("fault", 1, action="join", target="w4"),
-                _ev("fault", 2, action="crash", target="w2"),
-                _ev("command_exit", 3, rc=0)]
-    events = [_ev("resumed", 0, size=3), _ev("resumed", 0.1, size=3), _ev("resumed", 5, size=4),
-              _ev("sync", 5, role="needer", rank=3, version=4, needed_bytes=10, state_bytes=10,
-                  bytes_per_source={"rank0": 4, "rank1": 6}, bandwidth_known=True),
-              _ev("final", 9, size=2, digest="a"), _ev("final", 9, size=2, digest="a")]
+    timeline = [ev.Fault(t_mono=1, action="join", target="w4", applied_ms=1.0),
+                ev.Fault(t_mono=2, action="crash", target="w2", applied_ms=1.0),
+                ev.CommandExit(t_mono=3, rc=0, pending_actions=0)]
+    events = [_resumed(0, 3), _resumed(0.1, 3), _resumed(5, 4), _sync(5),
+              _final("a"), _final("a")]
     ok = {"faults": ["join w4", "crash w2"], "world_sizes": [3, 4],
           "joiner_min_sources": 2, "joiner_bandwidth_known": True, "identical_final": True}
     assert checks.check_run(timeline, events, ok) == []
     assert checks.check_faults(timeline, ["crash w2", "join w4"])       # wrong order
     assert checks.check_world_sizes(events, [3, 4, 3])
     assert checks.check_joiner(events, 3, True)
-    events[-1]["digest"] = "b"
+    events[-1].digest = "b"
     assert checks.check_identical_final(events)
-    timeline[-1]["rc"] = 1
+    timeline[-1].rc = 1
     assert checks.check_run(timeline, events[:-1], {}) != []
 
 
-def _install(epoch, agent, t, added=(), removed=(), up=(), down=()):
-    return {"event": "install", "epoch": epoch, "agent": agent, "t_unix": t, "added": list(added),
-            "removed": list(removed), "links_up": [list(x) for x in up],
-            "links_down": [list(x) for x in down]}
+def _install(epoch, agent, t, added=(), removed=(), up=(), down=(), members=(), slots=None):
+    return ev.Install(epoch=epoch, agent=agent, t_unix=t, added=list(added),
+                      removed=list(removed), links_up=[list(x) for x in up],
+                      links_down=[list(x) for x in down], members=list(members),
+                      coordinator=None, slots=slots or {}, handled_ms={}, latency_ms=None,
+                      in_view=True)
 
 
 def test_slot_checks():
     def view(epoch, members, added, slots):
-        return {"epoch": epoch, "members": members, "added": added, "slots": slots}
+        return _install(epoch, "a", 0, added=added, members=members, slots=slots)
     want = {"a": 1, "b": 2, "c": 4}
     views = [view(1, ["a", "b"], ["a", "b"], {}),                 # founding: slots follow
              view(2, ["a", "b"], [], {"a": 1, "b": 2}),
@@ -347,21 +359,19 @@ def test_agent_view_checks():
         _install(5, "10.0.0.1", 10, added=["10.0.0.4"]),
         # the joiner's first install lists everyone: the smaller diff of the epoch is kept
         _install(5, "10.0.0.4", 10, added=["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]),
-        {"event": "suspect", "node": "10.0.0.2", "t_unix": 19.5, "agent": "10.0.0.1"},
+        ev.Suspect(node="10.0.0.2", t_unix=19.5, agent="10.0.0.1"),
         _install(6, "10.0.0.1", 20, removed=["10.0.0.2"]),
         _install(7, "10.0.0.1", 30, down=[("10.0.0.1", "10.0.0.3")]),
         _install(8, "10.0.0.1", 32, up=[("10.0.0.1", "10.0.0.3")]),
     ]
     want = [{"added": "w4"}, {"removed": "w2", "detected": True}, {"link_down": "w3"},
             {"link_up": "w3"}]
-    assert [v["agent"] for v in checks.view_changes(agents)] == ["10.0.0.1"] * 4
+    assert [v.agent for v in checks.view_changes(agents)] == ["10.0.0.1"] * 4
     assert checks.check_agents(agents, want, ip) == []
     assert checks.check_agents(agents, [want[3], want[2]], ip)              # wrong order
     assert checks.check_agents(agents[:2] + agents[3:], want, ip)           # no suspicion
     assert checks.check_agents([], want, ip)
-    sync = _ev("sync", 5, role="needer", rank=3, version=4, needed_bytes=10, state_bytes=10,
-               bytes_per_source={"rank0": 4, "rank1": 6}, bandwidth_known=True,
-               bandwidth_source="static")
+    sync = _sync(5, bandwidth_source="static")
     assert checks.check_joiner([sync], 2, True, "agent")
-    sync.update(bandwidth_source="agent", measured_to_me={"10.0.0.1>10.0.0.4": 70.0})
+    sync.bandwidth_source, sync.measured_to_me = "agent", {"10.0.0.1>10.0.0.4": 70.0}
     assert checks.check_joiner([sync], 2, True, "agent") == []

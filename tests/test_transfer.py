@@ -36,7 +36,7 @@ def servers(state):
                 data[corrupt[i] * CHUNK + 5] ^= 0xFF
             srv.publish(3, state.manifest().to_bytes(), memoryview(data.numpy()), token)
             made.append(srv)
-            peers.append(Peer(f"s{i}", "127.0.0.1", srv.port, token))
+            peers.append(Peer(i, "127.0.0.1", srv.port, token))
         return made, peers
 
     yield start
@@ -51,7 +51,7 @@ def split(n_chunks, names):
 def test_parallel_pull_is_exact(state, servers):
     srvs, peers = servers(3)
     man = fetch_manifest(peers, 3, state.manifest().digest())
-    buf, stats = pull(man, peers, split(man.n_chunks, [p.name for p in peers]))
+    buf, stats = pull(man, peers, split(man.n_chunks, [p.id for p in peers]))
     assert torch.equal(buf, state.buffer)
     assert sum(stats.bytes_by_source.values()) == state.size_bytes
     assert all(v > 0 for v in stats.bytes_by_source.values())
@@ -60,7 +60,7 @@ def test_parallel_pull_is_exact(state, servers):
 def test_corrupt_chunk_is_fetched_again_from_another_source(state, servers):
     srvs, peers = servers(2, corrupt={0: 2})
     man = fetch_manifest(peers, 3, state.manifest().digest())
-    assigned = {"s0": list(range(0, 10)), "s1": list(range(10, man.n_chunks))}
+    assigned = {0: list(range(0, 10)), 1: list(range(10, man.n_chunks))}
     buf, stats = pull(man, peers, assigned)
     assert stats.corrupt_chunks >= 1
     assert torch.equal(buf, state.buffer)
@@ -70,9 +70,9 @@ def test_dead_source_is_replanned(state, servers):
     srvs, peers = servers(3)
     man = fetch_manifest(peers, 3, state.manifest().digest())
     srvs[1].close()
-    buf, stats = pull(man, peers, split(man.n_chunks, [p.name for p in peers]))
+    buf, stats = pull(man, peers, split(man.n_chunks, [p.id for p in peers]))
     assert torch.equal(buf, state.buffer)
-    assert "s1" in stats.failed_sources
+    assert 1 in stats.failed_sources
 
 
 def test_all_sources_dead_is_a_clean_error(state, servers):
@@ -81,21 +81,21 @@ def test_all_sources_dead_is_a_clean_error(state, servers):
     for s in srvs:
         s.close()
     with pytest.raises(TransferError, match="undelivered"):
-        pull(man, peers, split(man.n_chunks, [p.name for p in peers]), timeout_s=2)
+        pull(man, peers, split(man.n_chunks, [p.id for p in peers]), timeout_s=2)
 
 
 def test_holders_restrict_who_serves_a_chunk(state, servers):
     srvs, peers = servers(2)
     man = fetch_manifest(peers, 3, state.manifest().digest())
-    holders = {c: {"s0", "s1"} for c in range(man.n_chunks)}
-    holders[man.n_chunks - 1] = {"s1"}
-    assigned = {"s0": list(range(man.n_chunks - 1)), "s1": [man.n_chunks - 1]}
+    holders = {c: {0, 1} for c in range(man.n_chunks)}
+    holders[man.n_chunks - 1] = {1}
+    assigned = {0: list(range(man.n_chunks - 1)), 1: [man.n_chunks - 1]}
     base = state.buffer.clone()
     base[:] = 0
     buf, _ = pull(man, peers, assigned, holders=holders, buffer=base)
     assert torch.equal(buf, state.buffer)
     with pytest.raises(TransferError, match="does not hold"):
-        pull(man, peers, {"s0": list(range(man.n_chunks))}, holders=holders)
+        pull(man, peers, {0: list(range(man.n_chunks))}, holders=holders)
 
 
 def test_wrong_manifest_digest_is_refused(state, servers):

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from . import probe_plan, wire
 from .. import jsonline
 from ..errors import MalformedMessage, PeerMessageError, RequestError, StaleMessage
+from .. import events as ev
 from ..events import EventLog
 from .linkstate import LinkWatch, Rate, RateTable
 from .monitor import ProbeService, Resources
@@ -144,7 +145,7 @@ class Agent:
             self.transport.sendto(data, self._address(dst))
             self.counters["sent"] += 1
         except (OSError, PeerMessageError) as e:
-            self.log.write("send_failed", dst=dst, type=body.get("type"), error=str(e))
+            self.log.write(ev.SendFailed(dst=dst, type=body.get("type"), error=str(e), epoch=self.epoch))
 
     def _rejected(self, reason: str, peer: str, detail: str) -> None:
         """Log a rejected message; at most one line per reason per second (a flood stays cheap)."""
@@ -155,8 +156,8 @@ class Agent:
             self._reject_log[reason] = (last, suppressed + 1)
             return
         self._reject_log[reason] = (now, 0)
-        self.log.write("rejected", reason=reason, peer=peer, detail=detail[:300],
-                       suppressed=suppressed, epoch=self.epoch)
+        self.log.write(ev.Rejected(reason=reason, peer=peer, detail=detail[:300],
+                                  suppressed=suppressed, epoch=self.epoch))
 
     @property
     def epoch(self) -> int | None:
@@ -168,7 +169,7 @@ class Agent:
             if ch not in self.seen:
                 self.seen[ch] = t
                 if ch[0] == "remove" and ch[1] != self.me:
-                    self.log.write("suspect", node=ch[1], epoch=self.epoch)
+                    self.log.write(ev.Suspect(node=ch[1], epoch=self.epoch))
         for out in outputs:
             if isinstance(out, Send):
                 self.send(out.dst, out.msg)
@@ -182,16 +183,14 @@ class Agent:
         lat = {" ".join(map(str, ch)): round((now - self.seen.pop(ch)) * 1e3, 3) for ch in handled}
         pm = prev.members if prev else frozenset()
         pl = prev.links if prev else frozenset()
-        self.log.write("install", epoch=view.epoch, members=sorted(view.members),
-                       coordinator=min(view.members, default=None),   # None: everyone left
-                       added=sorted(view.members - pm),
-                       removed=sorted(pm - view.members),
-                       links_up=sorted(map(list, view.links - pl)),
-                       links_down=sorted(map(list, {ln for ln in pl - view.links
-                                                    if set(ln) <= view.members})),
-                       slots=dict(sorted(view.slots)),
-                       handled_ms=lat, latency_ms=max(lat.values()) if lat else None,
-                       in_view=self.me in view.members)
+        self.log.write(ev.Install(
+            epoch=view.epoch, members=sorted(view.members),
+            coordinator=min(view.members, default=None),   # None: everyone left
+            added=sorted(view.members - pm), removed=sorted(pm - view.members),
+            links_up=sorted(map(list, view.links - pl)),
+            links_down=sorted(map(list, {ln for ln in pl - view.links if set(ln) <= view.members})),
+            slots=dict(sorted(view.slots)), handled_ms=lat,
+            latency_ms=max(lat.values()) if lat else None, in_view=self.me in view.members))
         keep = set(view.members)
         self.watch.forget(keep)
         self.rates.restrict(keep)
@@ -199,7 +198,7 @@ class Agent:
             if self._leaving_since is not None:
                 self._stop.set()
             else:
-                self.log.write("removed", epoch=view.epoch)   # a false suspicion: rejoin
+                self.log.write(ev.Removed(epoch=view.epoch))   # a false suspicion: rejoin
             return
         # refresh on topology events: newcomers' links, or links that came back, measured first
         if prev is None or prev.members != view.members:
@@ -220,7 +219,7 @@ class Agent:
                     raise StaleMessage(f"from {src}: {why}")
                 if kind == "join" and (self.member.view is None
                                        or src not in self.member.view.members):
-                    self.log.write("join_request", node=src, epoch=self.epoch)
+                    self.log.write(ev.JoinRequest(node=src, epoch=self.epoch))
                 try:
                     outputs = self.member.deliver(src, body, now)
                 except (KeyError, TypeError, ValueError, IndexError) as e:
@@ -265,10 +264,10 @@ class Agent:
             lease = self.member.can_train(now)
             if lease != self._lease:
                 self._lease = lease
-                self.log.write("lease", held=lease, epoch=self.epoch)
+                self.log.write(ev.Lease(held=lease, epoch=self.epoch))
             if self._leaving_since is not None and \
                     now - self._leaving_since > self.o.leave_timeout_s:
-                self.log.write("leave_timeout", epoch=self.epoch)
+                self.log.write(ev.LeaveTimeout(epoch=self.epoch))
                 self._stop.set()
             await asyncio.sleep(self.o.tick_s)
 
@@ -284,8 +283,9 @@ class Agent:
             if now - self._reported.get(ch, -1e9) < 2 * self.o.ping_s:
                 continue
             if ch not in self._reported:
-                self.log.write(ch[0], link=list(ln), rtt_ms=self.watch.rtt_ms(peer),
-                               epoch=view.epoch)
+                record = ev.LinkUp if up else ev.LinkDown
+                self.log.write(record(link=list(ln), rtt_ms=self.watch.rtt_ms(peer),
+                                      epoch=view.epoch))
             self._reported = {c: t for c, t in self._reported.items() if c[1:] != ch[1:]}
             self._reported[ch] = now
             self.observe(ch, now)
@@ -344,8 +344,8 @@ class Agent:
             if mbps is not None:
                 self.rates.update(src, dst, Rate(mbps, rtt, now_unix))
                 rows.append([src, dst, mbps, rtt, now_unix])
-        self.log.write("probe", peer=peer, mbps_to_me=down, mbps_from_me=up, rtt_ms=rtt,
-                       epoch=view.epoch)
+        self.log.write(ev.Probe(peer=peer, mbps_to_me=down, mbps_from_me=up, rtt_ms=rtt,
+                                epoch=view.epoch))
         if rows and self.member.view is not None:
             self._gossip_metrics(self.member.view, rows)
         return len(rows) == 2
@@ -403,7 +403,7 @@ class Agent:
         if self._leaving_since is not None:
             return
         self._leaving_since = time.monotonic()
-        self.log.write("leave", epoch=self.epoch)
+        self.log.write(ev.Leave(epoch=self.epoch))
         if self.member.view is None or self.me not in self.member.view.members:
             self._stop.set()
             return
@@ -426,10 +426,10 @@ class Agent:
         if threading.current_thread() is threading.main_thread():   # embedded: caller's signals
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.leave)
-        self.log.write("start", addr=f"{bind}:{port}", founders=sorted(self.o.members),
-                       seeds=sorted(self.o.seeds), epoch=self.epoch,
-                       heartbeat_s=self.o.protocol.heartbeat_s,
-                       suspect_after_s=self.o.protocol.suspect_after_s)
+        self.log.write(ev.AgentStarted(
+            addr=f"{bind}:{port}", founders=sorted(self.o.members), seeds=sorted(self.o.seeds),
+            epoch=self.epoch, heartbeat_s=self.o.protocol.heartbeat_s,
+            suspect_after_s=self.o.protocol.suspect_after_s))
         if self.member.view is not None:
             self._restart_probes(first=())
         try:
@@ -445,7 +445,7 @@ class Agent:
                 except OSError:
                     pass
             self.transport.close()
-            self.log.write("stop", epoch=self.epoch, counters=self.counters)
+            self.log.write(ev.AgentStopped(epoch=self.epoch, counters=dict(self.counters)))
 
 
 def run_agent(opts: AgentOptions) -> None:

@@ -15,23 +15,34 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
+from ..cliargs import HelpFormatter, port, positive_seconds, seconds, slots
+from ..errors import AgentUnavailable
 from .agent import DEFAULT_PORT, AgentOptions, run_agent, split_id
 from .client import best_view, request
-from ..errors import AgentUnavailable
 from .protocol import Config
+
+EXIT_USAGE, EXIT_UNAVAILABLE = 2, 1
+MAX_SECRET_BYTES = 4096
 
 
 def _secret(args) -> bytes:
+    """The cluster secret; ValueError saying why it cannot be had."""
     if args.secret_file:
-        with open(args.secret_file, "rb") as f:
-            secret = f.read().strip()
+        try:
+            with open(args.secret_file, "rb") as f:
+                secret = f.read(MAX_SECRET_BYTES + 1).strip()
+        except OSError as e:
+            raise ValueError(f"cannot read the secret file: {e.strerror or e}") from None
+        if len(secret) > MAX_SECRET_BYTES:
+            raise ValueError(f"the secret file is longer than {MAX_SECRET_BYTES} bytes")
     else:
         secret = os.environ.get("CHAOS_CLUSTER_SECRET", "").encode()
     if len(secret) < 16:
-        raise SystemExit("chaos-hvd agent: a cluster secret of at least 16 bytes is needed "
+        raise ValueError("a cluster secret of at least 16 bytes is needed "
                          "(--secret-file or CHAOS_CLUSTER_SECRET)")
     return secret
 
@@ -53,8 +64,13 @@ def _agent(args) -> int:
                             probe_s=args.probe_seconds, probe_refresh_s=args.probe_refresh)
     except ValueError as e:
         print(f"chaos-hvd agent: {e}", file=sys.stderr)
-        return 2
-    run_agent(opts)
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        run_agent(opts)
+    except OSError as e:   # the address cannot be bound, the socket path is not writable, ...
+        print(f"chaos-hvd agent: {e}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 
@@ -63,7 +79,7 @@ def _discover(args) -> int:
         view, problems = best_view(args.socket, args.timeout)
     except AgentUnavailable as e:
         print(f"chaos-hvd discover: {e}", file=sys.stderr)
-        return 1
+        return EXIT_UNAVAILABLE
     if not view["can_train"]:
         print(f"chaos-hvd discover: no agent holds a lease; newest view is epoch {view['epoch']}",
               file=sys.stderr)
@@ -84,58 +100,76 @@ def _simple(op: str):
             print(json.dumps(request(args.socket, req, args.timeout), indent=1))
         except AgentUnavailable as e:
             print(f"chaos-hvd {op}: {e}", file=sys.stderr)
-            return 1
+            return EXIT_UNAVAILABLE
         return 0
     return run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="chaos-hvd", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="chaos-hvd", description=__doc__, formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    a = sub.add_parser("agent", help="run the cluster agent of this node")
+    a = sub.add_parser("agent", help="run the cluster agent of this node",
+                       formatter_class=HelpFormatter)
     a.add_argument("--id", required=True, help="this node's Horovod host name (or host:port)")
     a.add_argument("--members", help="founders, comma-separated (the first view)")
     a.add_argument("--seeds", help="agents to ask for admission, comma-separated")
-    a.add_argument("--slots", type=int, help="Horovod worker slots of this host; agreed in the "
-                                             "view, printed by discover")
-    a.add_argument("--port", type=int, default=DEFAULT_PORT, help="UDP+TCP port for ids without one")
+    a.add_argument("--slots", type=slots, help="Horovod worker slots of this host; agreed in "
+                                               "the view, printed by discover")
+    a.add_argument("--port", type=port, default=DEFAULT_PORT,
+                   help="UDP+TCP port for ids without one")
     a.add_argument("--bind", help="address to bind (default: the id's host)")
-    a.add_argument("--secret-file")
+    a.add_argument("--secret-file", help="file holding the cluster secret (>= 16 bytes); "
+                                         "default: $CHAOS_CLUSTER_SECRET")
     a.add_argument("--socket", help="local API Unix socket (mode 0600)")
     a.add_argument("--event-log", help="append one JSON line per event here")
     d = Config()
-    a.add_argument("--heartbeat", type=float, default=d.heartbeat_s)
-    a.add_argument("--lease", type=float, default=d.lease_s)
-    a.add_argument("--suspect", type=float, default=d.suspect_after_s)
-    a.add_argument("--propose-timeout", type=float, default=d.propose_timeout_s)
-    a.add_argument("--retry", type=float, default=d.retry_s)
+    a.add_argument("--heartbeat", type=positive_seconds, default=d.heartbeat_s,
+                   help="seconds between heartbeats (members <-> coordinator)")
+    a.add_argument("--lease", type=positive_seconds, default=d.lease_s,
+                   help="seconds a training lease lasts without renewal")
+    a.add_argument("--suspect", type=positive_seconds, default=d.suspect_after_s,
+                   help="seconds of silence before the coordinator suspects a member")
+    a.add_argument("--propose-timeout", type=positive_seconds, default=d.propose_timeout_s,
+                   help="seconds a proposal waits for a majority before the next proposer tries")
+    a.add_argument("--retry", type=positive_seconds, default=d.retry_s,
+                   help="seconds between retries of unanswered messages")
     o = AgentOptions.__dataclass_fields__
-    a.add_argument("--ping", type=float, default=o["ping_s"].default)
-    a.add_argument("--link-down", type=float, default=o["link_down_s"].default)
-    a.add_argument("--link-up", type=float, default=o["link_up_s"].default)
-    a.add_argument("--probe-seconds", type=float, default=o["probe_s"].default,
-                   help="per direction; 0 turns bandwidth probes off")
-    a.add_argument("--probe-refresh", type=float, default=o["probe_refresh_s"].default)
+    a.add_argument("--ping", type=positive_seconds, default=o["ping_s"].default,
+                   help="seconds between pings to every member (RTT, link state)")
+    a.add_argument("--link-down", type=positive_seconds, default=o["link_down_s"].default,
+                   help="seconds without pongs before a link is reported down")
+    a.add_argument("--link-up", type=positive_seconds, default=o["link_up_s"].default,
+                   help="seconds of pongs before a link is reported up again")
+    a.add_argument("--probe-seconds", type=seconds, default=o["probe_s"].default,
+                   help="bandwidth probe length per direction; 0 turns probes off")
+    a.add_argument("--probe-refresh", type=positive_seconds, default=o["probe_refresh_s"].default,
+                   help="seconds between full rounds of bandwidth probes")
     a.set_defaults(func=_agent)
 
     q = sub.add_parser("discover", help="print the agreed members for horovodrun "
-                                        "--host-discovery-script")
+                                        "--host-discovery-script", formatter_class=HelpFormatter)
     q.add_argument("--socket", action="append", required=True,
                    help="agent socket (repeat, or a glob); the best answer wins")
-    q.add_argument("--slots", type=int, help="slots of hosts whose agent advertised none "
-                                             "(without it such a host prints bare)")
+    q.add_argument("--slots", type=slots, help="slots of hosts whose agent advertised none "
+                                               "(without it such a host prints bare)")
     q.add_argument("--keep-port", dest="strip_port", action="store_false",
                    help="print host:port ids as they are")
-    q.add_argument("--timeout", type=float, default=1.0)
+    q.add_argument("--timeout", type=positive_seconds, default=1.0,
+                   help="seconds to wait for each agent")
     q.set_defaults(func=_discover)
 
-    for op in ("status", "leave", "observe"):
-        s = sub.add_parser(op)
-        s.add_argument("--socket", required=True)
-        s.add_argument("--timeout", type=float, default=2.0)
+    helps = {"status": "print this agent's view, resources and measured rates",
+             "leave": "leave the cluster gracefully (the agent exits once removed)",
+             "observe": "report a link or membership observation to the agent"}
+    for op, text in helps.items():
+        s = sub.add_parser(op, help=text, formatter_class=HelpFormatter)
+        s.add_argument("--socket", required=True, help="the agent's local API socket")
+        s.add_argument("--timeout", type=positive_seconds, default=2.0,
+                       help="seconds to wait for the answer")
         if op == "observe":
-            s.add_argument("kind", choices=["link_up", "link_down", "add", "remove"])
-            s.add_argument("nodes", nargs="+")
+            s.add_argument("kind", choices=["link_up", "link_down", "add", "remove"],
+                           help="what was observed")
+            s.add_argument("nodes", nargs="+", help="the node (add/remove) or the link's two ends")
         s.set_defaults(func=_simple(op))
     return p
 

@@ -25,8 +25,9 @@ from typing import Mapping
 import yaml
 
 from ..errors import ConfigError
+from .kinds import Algorithm, Strategy
 
-STRATEGIES = ("chaos", "broadcast", "single", "checkpoint")
+STRATEGIES = tuple(Strategy)
 MBIT = 1e6 / 8  # bytes per second in one Mbit/s
 
 
@@ -155,8 +156,8 @@ def _env_float(env, name, default):
 
 @dataclass(frozen=True)
 class ChaosConfig:
-    strategy: str = "chaos"
-    scheduler: str = "optimal"
+    strategy: Strategy = Strategy.CHAOS
+    scheduler: Algorithm = Algorithm.OPTIMAL
     bandwidth: BandwidthMap = field(default_factory=BandwidthMap)
     event_log: str | None = None
     checkpoint_dir: str | None = None
@@ -169,18 +170,20 @@ class ChaosConfig:
     agent_socket: str | None = None      # measured rates from the local cluster agent
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"sync strategy {self.strategy!r}: choose one of {STRATEGIES}")
-        from .scheduler import ALGORITHMS   # networkx/numpy: not for the agent and discover
-        if self.scheduler not in ALGORITHMS:
-            raise ConfigError(f"scheduler {self.scheduler!r}: choose one of {ALGORITHMS}")
+        for name, kind in (("strategy", Strategy), ("scheduler", Algorithm)):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, kind(value))
+            except ValueError:
+                raise ConfigError(f"{name} {value!r}: choose one of "
+                                  f"{', '.join(kind)}") from None
         if self.chunk_bytes <= 0 or self.chunk_bytes % 64:
             raise ConfigError(f"chunk_bytes must be a positive multiple of 64, got {self.chunk_bytes}")
         if not self.transfer_timeout_s > 0:
             raise ConfigError("transfer_timeout_s must be positive")
         if not 0 <= self.port < 65536:
             raise ConfigError(f"port {self.port} out of range")
-        if self.strategy == "checkpoint" and not self.checkpoint_dir:
+        if self.strategy == Strategy.CHECKPOINT and not self.checkpoint_dir:
             raise ConfigError("the checkpoint strategy needs checkpoint_dir (CHAOS_CHECKPOINT_DIR)")
 
     @classmethod

@@ -77,9 +77,9 @@ def abort_gloo_sockets(exclude_local_ports: Iterable[int], exclude_remote_ports:
 
 
 class PeerWatch:
-    """Watches peers' shard servers; calls on_dead(name) for a peer that vanished without 'bye'."""
+    """Watches peers' shard servers; calls on_dead(peer id) for a peer that vanished without 'bye'."""
 
-    def __init__(self, on_dead: Callable[[str], None]):
+    def __init__(self, on_dead: Callable[[transfer.PeerId], None]):
         self._on_dead = on_dead
         self._lock = threading.Lock()
         self._generation = 0
@@ -91,7 +91,7 @@ class PeerWatch:
             gen = self._generation
         for peer in peers:
             threading.Thread(target=self._watch, args=(peer, version, gen, connect_timeout_s),
-                             name=f"chaos-watch-{peer.name}", daemon=True).start()
+                             name=f"chaos-watch-{peer.id}", daemon=True).start()
 
     def disarm(self) -> None:
         with self._lock:
@@ -129,4 +129,4 @@ class PeerWatch:
         with self._lock:
             if gen == self._generation:
                 self._generation += 1  # one abort per armed period
-                self._on_dead(peer.name)
+                self._on_dead(peer.id)

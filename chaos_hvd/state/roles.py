@@ -22,12 +22,20 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 
 from .config import MBIT, BandwidthMap
 from ..errors import TransferError
+from .kinds import Algorithm
 from .scheduler import Joiner, Problem, Source, make_plan
 
 LOOPBACK_BYTES_PER_S = 10e9 / 8  # two ranks on one host talk through memory, not a link
+Rank = int
+
+
+class Role(StrEnum):
+    SOURCE = "source"
+    NEEDER = "needer"
 
 
 @dataclass(frozen=True)
@@ -85,8 +93,8 @@ class Roles:
     def needed_bytes(self, rank: int) -> int:
         return sum(_chunk_len(self, c) for c in self.needs.get(rank, ()))
 
-    def role_of(self, rank: int) -> str:
-        return "needer" if rank in self.needs else "source"
+    def role_of(self, rank: Rank) -> Role:
+        return Role.NEEDER if rank in self.needs else Role.SOURCE
 
 
 def decide(infos: list[RankInfo]) -> Roles:
@@ -111,13 +119,15 @@ def decide(infos: list[RankInfo]) -> Roles:
 
 @dataclass(frozen=True)
 class NeederPlan:
-    assigned: dict[int, list[int]]  # source rank -> chunk indices
-    algorithm: str
+    """What one needer fetches: chunk indices per source rank (the unit transfer works in)."""
+
+    assigned: dict[Rank, list[int]]
+    algorithm: Algorithm
     predicted_makespan_s: float
     bound_s: float
 
-    def bytes_by_source(self, roles: Roles) -> dict[str, int]:
-        return {f"rank{r}": sum(_chunk_len(roles, c) for c in cs) for r, cs in self.assigned.items()}
+    def bytes_by_source(self, roles: Roles) -> dict[Rank, int]:
+        return {r: sum(_chunk_len(roles, c) for c in cs) for r, cs in self.assigned.items()}
 
 
 def _chunk_len(roles: Roles, c: int) -> int:
@@ -125,14 +135,14 @@ def _chunk_len(roles: Roles, c: int) -> int:
 
 
 def plan_transfers(roles: Roles, infos: list[RankInfo], bandwidth: BandwidthMap,
-                   algorithm: str) -> dict[int, NeederPlan]:
+                   algorithm: Algorithm) -> dict[Rank, NeederPlan]:
     """One plan per needer (identical on every rank that computes it)."""
     by_rank = {i.rank: i for i in infos}
     groups: dict[tuple[int, ...], list[int]] = {}
     for r in roles.needers:
         if roles.needs[r]:
             groups.setdefault(roles.needs[r], []).append(r)
-    plans = {r: NeederPlan({}, algorithm, 0.0, 0.0) for r in roles.needers}
+    plans = {r: NeederPlan({}, Algorithm(algorithm), 0.0, 0.0) for r in roles.needers}
     for needed, members in groups.items():
         classes: dict[tuple[int, ...], list[int]] = {}
         for c in needed:
@@ -146,11 +156,9 @@ def plan_transfers(roles: Roles, infos: list[RankInfo], bandwidth: BandwidthMap,
         problem = build_problem(size, main_holders, members, by_rank, bandwidth, roles.chunk_bytes)
         plan = make_plan(problem, algorithm)
         for r in members:
-            assigned: dict[int, list[int]] = {}
-            for a in plan.for_joiner(f"rank{r}"):
-                src = int(a.source[4:])
-                first, last = a.start // roles.chunk_bytes, -(-a.end // roles.chunk_bytes)
-                assigned.setdefault(src, []).extend(main[first:last])
+            # the plan's chunks index `main` (the chunks every main holder can serve)
+            assigned = {src: [main[c] for c in chunks]
+                        for src, chunks in plan.chunks_for(r).items()}
             for holder_set, chunks in classes.items():
                 if holder_set == main_holders:
                     continue
@@ -165,7 +173,7 @@ def plan_transfers(roles: Roles, infos: list[RankInfo], bandwidth: BandwidthMap,
 
 def build_problem(size_bytes: int, sources: tuple[int, ...], joiners: list[int],
                   by_rank: dict[int, RankInfo], bandwidth: BandwidthMap, chunk_bytes: int) -> Problem:
-    """Scheduler problem; `rank<N>` names sources and joiners."""
+    """Scheduler problem; sources and joiners are named by their ranks."""
     src_hosts = Counter(by_rank[r].host for r in sources)
     dst_hosts = Counter(by_rank[r].host for r in joiners)
     known = list(bandwidth.hosts.values())
@@ -174,15 +182,15 @@ def build_problem(size_bytes: int, sources: tuple[int, ...], joiners: list[int],
     for r in sources:
         host = by_rank[r].host
         mbps = bandwidth.egress_mbps(host) or fallback
-        srcs.append(Source(f"rank{r}", mbps * MBIT / src_hosts[host]))
+        srcs.append(Source(r, mbps * MBIT / src_hosts[host]))
     for r in joiners:
         host = by_rank[r].host
         cap = bandwidth.ingress.get(host)
-        jnrs.append(Joiner(f"rank{r}", cap * MBIT / dst_hosts[host] if cap else None))
+        jnrs.append(Joiner(r, cap * MBIT / dst_hosts[host] if cap else None))
         for s in sources:
             shost = by_rank[s].host
             if shost == host:
-                links[(f"rank{s}", f"rank{r}")] = LOOPBACK_BYTES_PER_S
+                links[(s, r)] = LOOPBACK_BYTES_PER_S
             elif (shost, host) in bandwidth.links:
-                links[(f"rank{s}", f"rank{r}")] = bandwidth.links[(shost, host)] * MBIT
+                links[(s, r)] = bandwidth.links[(shost, host)] * MBIT
     return Problem(size_bytes, tuple(srcs), tuple(jnrs), links, chunk_bytes)

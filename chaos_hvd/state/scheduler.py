@@ -40,22 +40,24 @@ import networkx as nx
 import numpy as np
 
 from ..errors import SchedulerInputError
+from .kinds import Algorithm
 
-ALGORITHMS = ("optimal", "greedy", "even", "single")
+ALGORITHMS = tuple(Algorithm)
+Name = str | int   # a source's or joiner's id: any orderable, hashable value (ranks are ints)
 DEFAULT_SHARD_OVERHEAD_S = 0.002  # one request round trip on a LAN-ish edge link
 _REL_TOL = 1e-6
 
 
 @dataclass(frozen=True)
 class Source:
-    name: str
+    name: Name
     egress_bytes_per_s: float
     ready_s: float = 0.0
 
 
 @dataclass(frozen=True)
 class Joiner:
-    name: str
+    name: Name
     ingress_bytes_per_s: float | None = None
 
 
@@ -93,8 +95,8 @@ class Problem:
 
 @dataclass(frozen=True)
 class Assignment:
-    source: str
-    joiner: str
+    source: Name
+    joiner: Name
     start: int
     end: int
 
@@ -105,16 +107,25 @@ class Assignment:
 
 @dataclass(frozen=True)
 class Plan:
-    algorithm: str
+    algorithm: Algorithm
     assignments: tuple[Assignment, ...]
     makespan_s: float  # predicted for this plan under the fluid model
     bound_s: float  # no plan can finish sooner
+    chunk_bytes: int = 1
 
-    def for_joiner(self, joiner: str) -> list[Assignment]:
+    def chunks_for(self, joiner: Name) -> dict[Name, list[int]]:
+        """Source -> the chunk indices it sends `joiner` (ranges are chunk-aligned)."""
+        out: dict[Name, list[int]] = {}
+        for a in self.for_joiner(joiner):
+            first, last = a.start // self.chunk_bytes, -(-a.end // self.chunk_bytes)
+            out.setdefault(a.source, []).extend(range(first, last))
+        return out
+
+    def for_joiner(self, joiner: Name) -> list[Assignment]:
         return [a for a in self.assignments if a.joiner == joiner]
 
-    def bytes_by_source(self, joiner: str | None = None) -> dict[str, int]:
-        out: dict[str, int] = {}
+    def bytes_by_source(self, joiner: Name | None = None) -> dict[Name, int]:
+        out: dict[Name, int] = {}
         for a in self.assignments:
             if joiner is None or a.joiner == joiner:
                 out[a.source] = out.get(a.source, 0) + a.nbytes
@@ -296,7 +307,7 @@ def _lp_segment(p, amount, cuts, lo, hi):
 # plan construction helpers
 
 
-def _contiguous(p: Problem, joiner: str, share: Sequence[tuple[str, int]]) -> list[Assignment]:
+def _contiguous(p: Problem, joiner: Name, share: Sequence[tuple[Name, int]]) -> list[Assignment]:
     """Lay chunk counts per source out as contiguous ranges, in the given source order."""
     out, chunk = [], 0
     for name, n in share:
@@ -323,8 +334,9 @@ def _round_chunks(weights: Sequence[float], total: int) -> list[int]:
     return base
 
 
-def _finish(p: Problem, algorithm: str, assignments: list[Assignment]) -> Plan:
-    return Plan(algorithm, tuple(assignments), evaluate(p, assignments), lower_bound(p))
+def _finish(p: Problem, algorithm: Algorithm, assignments: list[Assignment]) -> Plan:
+    return Plan(algorithm, tuple(assignments), evaluate(p, assignments), lower_bound(p),
+                p.chunk_bytes)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -336,10 +348,10 @@ def plan_even(p: Problem) -> Plan:
     for j in p.joiners:
         counts = _round_chunks([1.0] * len(p.sources), p.n_chunks)
         out += _contiguous(p, j.name, [(s.name, n) for s, n in zip(p.sources, counts)])
-    return _finish(p, "even", out)
+    return _finish(p, Algorithm.EVEN, out)
 
 
-def plan_single(p: Problem, source: str | None = None) -> Plan:
+def plan_single(p: Problem, source: Name | None = None) -> Plan:
     out: list[Assignment] = []
     for j in p.joiners:
         if source is None:
@@ -350,7 +362,7 @@ def plan_single(p: Problem, source: str | None = None) -> Plan:
                 raise SchedulerInputError(f"unknown source {source!r}")
             best = matches[0]
         out.append(Assignment(best.name, j.name, 0, p.size_bytes))
-    return _finish(p, "single", out)
+    return _finish(p, Algorithm.SINGLE, out)
 
 
 def _greedy_assign(p: Problem, shards: Sequence[tuple[int, int]], overhead_s: float):
@@ -385,7 +397,7 @@ def plan_greedy(p: Problem, shard_overhead_s: float = DEFAULT_SHARD_OVERHEAD_S) 
                 if p.tensor_sizes[i] > 0]
         jobs.sort(key=lambda r: (-(r[1] - r[0]), r[0]))  # LPT: longest first
         out, _ = _greedy_assign(p, jobs, shard_overhead_s)
-        return _finish(p, "greedy", _merge(out))
+        return _finish(p, Algorithm.GREEDY, _merge(out))
     best_out, best_est = None, math.inf
     shard = p.chunk_bytes
     while True:
@@ -396,7 +408,7 @@ def plan_greedy(p: Problem, shard_overhead_s: float = DEFAULT_SHARD_OVERHEAD_S) 
         if shard >= p.size_bytes:
             break
         shard *= 2
-    return _finish(p, "greedy", _merge(best_out))
+    return _finish(p, Algorithm.GREEDY, _merge(best_out))
 
 
 def _feasible_flows(p: Problem, horizon: float):
@@ -464,7 +476,7 @@ def plan_optimal(p: Problem) -> Plan:
         weights = [float(flows.get((s.name, j.name), 0)) for s in p.sources]
         counts = _round_chunks(weights, p.n_chunks)
         out += _contiguous(p, j.name, [(s.name, n) for s, n in zip(p.sources, counts)])
-    return _finish(p, "optimal", out)
+    return _finish(p, Algorithm.OPTIMAL, out)
 
 
 def optimal_fluid_makespan(p: Problem) -> float:
@@ -472,13 +484,14 @@ def optimal_fluid_makespan(p: Problem) -> float:
     return _bisect(p)[0]
 
 
-def make_plan(p: Problem, algorithm: str = "optimal", **kwargs) -> Plan:
-    if algorithm == "optimal":
-        return plan_optimal(p)
-    if algorithm == "greedy":
-        return plan_greedy(p, **kwargs)
-    if algorithm == "even":
-        return plan_even(p)
-    if algorithm == "single":
-        return plan_single(p, **kwargs)
-    raise SchedulerInputError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
+_PLANNERS = {Algorithm.OPTIMAL: lambda p, **_: plan_optimal(p), Algorithm.GREEDY: plan_greedy,
+             Algorithm.EVEN: lambda p, **_: plan_even(p), Algorithm.SINGLE: plan_single}
+
+
+def make_plan(p: Problem, algorithm: Algorithm | str = Algorithm.OPTIMAL, **kwargs) -> Plan:
+    try:
+        planner = _PLANNERS[Algorithm(algorithm)]
+    except ValueError:
+        raise SchedulerInputError(f"unknown algorithm {algorithm!r}; choose one of "
+                                  f"{', '.join(ALGORITHMS)}") from None
+    return planner(p, **kwargs)

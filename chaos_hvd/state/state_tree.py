@@ -16,6 +16,7 @@ cannot corrupt a committed snapshot.
 from __future__ import annotations
 
 import random
+from enum import StrEnum
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -24,10 +25,16 @@ import torch
 from .encoding import check_encodable
 from ..errors import SnapshotError
 
-MODULE, STATEFUL, VALUE = "module", "stateful", "value"
+class ObjectKind(StrEnum):
+    MODULE = "module"
+    STATEFUL = "stateful"
+    VALUE = "value"
 
 
-def kind_of(obj: Any) -> str:
+MODULE, STATEFUL, VALUE = ObjectKind.MODULE, ObjectKind.STATEFUL, ObjectKind.VALUE
+
+
+def kind_of(obj: Any) -> ObjectKind:
     if isinstance(obj, torch.nn.Module):
         return MODULE
     if callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None)):
@@ -77,6 +84,13 @@ class TrackedObjects:
         for name, obj in objects.items():
             if self.kinds[name] == VALUE:
                 check_encodable(obj, name)
+
+    def objects(self) -> dict[str, tuple[Any, ObjectKind]]:
+        """name -> (the live object, its kind), in tracking order."""
+        return {name: (self._get(name), kind) for name, kind in self.kinds.items()}
+
+    def set(self, name: str, value: Any) -> None:
+        self._set(name, value)
 
     def capture(self) -> dict[str, Any]:
         """The live state as a plain tree (tensors are the live ones; the snapshot copies them).

@@ -24,6 +24,7 @@ is dropped and its work re-planned over the rest. Only if no source is left does
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import socketserver
@@ -39,6 +40,8 @@ import torch
 from .. import signing
 from ..errors import AuthenticationError, CorruptShardError, SnapshotError, TransferError
 from .snapshot import MAX_MANIFEST_BYTES, Manifest, chunk_digest
+
+log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 4096
 MAX_RANGE_BYTES = 64 * 1024 * 1024
@@ -109,11 +112,11 @@ class ShardServer:
     """Serves the published snapshot of this rank. Thread-safe; one instance per process."""
 
     def __init__(self, host: str = "0.0.0.0", port: int = 0,
-                 on_event: Callable[[dict], None] | None = None):
+                 on_reject: Callable[[str, str], None] | None = None):
         self._pub: _Publication | None = None
         self._cond = threading.Condition()
         self._active = 0
-        self._on_event = on_event or (lambda e: None)
+        self._on_reject = on_reject or (lambda why, peer: None)
         self.rejected = 0
         server = self
 
@@ -165,7 +168,8 @@ class ShardServer:
 
     def _reject(self, sock, peer, why: str) -> None:
         self.rejected += 1
-        self._on_event({"event": "shard_request_rejected", "peer": f"{peer[0]}:{peer[1]}", "why": why})
+        log.info("shard request from %s:%s rejected: %s", peer[0], peer[1], why)
+        self._on_reject(why, f"{peer[0]}:{peer[1]}")
         try:
             send_frame(sock, {"ok": False, "error": why})
         except OSError:
@@ -234,9 +238,12 @@ class ShardServer:
 # client
 
 
+PeerId = int   # the serving rank
+
+
 @dataclass(frozen=True)
 class Peer:
-    name: str
+    id: PeerId
     host: str
     port: int
     token: bytes
@@ -256,10 +263,10 @@ class _Conn:
     def response_header(self, expect: int | None) -> int:
         head = recv_frame(self.sock)
         if not head.get("ok"):
-            raise TransferError(f"{self.peer.name} refused: {head.get('error')}")
+            raise TransferError(f"{self.peer.id} refused: {head.get('error')}")
         n = head.get("nbytes")
         if not isinstance(n, int) or (expect is not None and n != expect):
-            raise TransferError(f"{self.peer.name} announced {n!r} bytes, expected {expect}")
+            raise TransferError(f"{self.peer.id} announced {n!r} bytes, expected {expect}")
         return n
 
     def close(self) -> None:
@@ -290,15 +297,15 @@ def fetch_manifest(peers: Iterable[Peer], version: int, expected_digest: str,
                 raise CorruptShardError("manifest digest differs from the one agreed by the ranks")
             return manifest
         except (OSError, TransferError, SnapshotError, AuthenticationError) as e:
-            errors.append(f"{peer.name}: {e}")
+            errors.append(f"{peer.id}: {e}")
     raise TransferError("no source delivered the manifest: " + "; ".join(errors))
 
 
 @dataclass
 class PullStats:
-    bytes_by_source: dict[str, int] = field(default_factory=dict)
-    seconds_by_source: dict[str, float] = field(default_factory=dict)
-    failed_sources: dict[str, str] = field(default_factory=dict)
+    bytes_by_source: dict[PeerId, int] = field(default_factory=dict)
+    seconds_by_source: dict[PeerId, float] = field(default_factory=dict)
+    failed_sources: dict[PeerId, str] = field(default_factory=dict)
     corrupt_chunks: int = 0
     stolen_batches: int = 0
 
@@ -306,14 +313,14 @@ class PullStats:
 class _Work:
     """Chunk queues per source, shared by the worker threads."""
 
-    def __init__(self, manifest: Manifest, assigned: dict[str, list[int]],
-                 holders: dict[int, set[str]] | None, needed: set[int], batch_chunks: int):
+    def __init__(self, manifest: Manifest, assigned: dict[PeerId, list[int]],
+                 holders: dict[int, set[PeerId]] | None, needed: set[int], batch_chunks: int):
         self.m = manifest
         self.batch_chunks = max(1, batch_chunks)
         self.lock = threading.Lock()
         self.holders = holders
-        self.bad_from: dict[int, set[str]] = {}
-        self.queues: dict[str, deque[int]] = {}
+        self.bad_from: dict[int, set[PeerId]] = {}
+        self.queues: dict[PeerId, deque[int]] = {}
         seen: set[int] = set()
         for name, chunks in assigned.items():
             for c in chunks:
@@ -328,14 +335,14 @@ class _Work:
         self.orphans: deque[int] = deque()
         self.attempts: dict[int, int] = {}
         self.alive = set(assigned)
-        self.rate: dict[str, float] = {}
+        self.rate: dict[PeerId, float] = {}
 
-    def holds(self, name: str, c: int) -> bool:
+    def holds(self, name: PeerId, c: int) -> bool:
         if name in self.bad_from.get(c, ()):
             return False  # it sent bytes that failed the digest: ask someone else
         return self.holders is None or name in self.holders.get(c, ())
 
-    def _take_run(self, q: deque, name: str, from_tail: bool) -> list[int]:
+    def _take_run(self, q: deque, name: PeerId, from_tail: bool) -> list[int]:
         """Up to batch_chunks consecutive chunks that `name` holds, from one end of q."""
         items = list(reversed(q)) if from_tail else list(q)
         run: list[int] = []
@@ -353,7 +360,7 @@ class _Work:
             q.remove(c)
         return sorted(run)
 
-    def take(self, name: str, stats: PullStats) -> list[int]:
+    def take(self, name: PeerId, stats: PullStats) -> list[int]:
         with self.lock:
             run = self._take_run(self.orphans, name, False)
             if run:
@@ -376,13 +383,13 @@ class _Work:
         with self.lock:
             self.orphans.extend(sorted(chunks))
 
-    def drop(self, name: str) -> None:
+    def drop(self, name: PeerId) -> None:
         with self.lock:
             self.alive.discard(name)
             self.orphans.extend(self.queues[name])
             self.queues[name].clear()
 
-    def bad_chunk(self, c: int, name: str) -> None:
+    def bad_chunk(self, c: int, name: PeerId) -> None:
         with self.lock:
             self.bad_from.setdefault(c, set()).add(name)
             self.attempts[c] = self.attempts.get(c, 0) + 1
@@ -412,7 +419,7 @@ def _worker(peer: Peer, version: int, work: _Work, view: memoryview, stats: Pull
         conn = _Conn(peer, version, timeout_s)
         while True:
             while len(inflight) < PIPELINE_DEPTH:
-                batch = work.take(peer.name, stats)
+                batch = work.take(peer.id, stats)
                 if not batch:
                     break
                 start, end = m.chunk_range(batch[0])[0], m.chunk_range(batch[-1])[1]
@@ -429,28 +436,28 @@ def _worker(peer: Peer, version: int, work: _Work, view: memoryview, stats: Pull
                 a, b = m.chunk_range(c)
                 if chunk_digest(view[a:b]) != m.chunk_digests[c]:
                     stats.corrupt_chunks += 1
-                    work.bad_chunk(c, peer.name)
+                    work.bad_chunk(c, peer.id)
                 else:
                     got += b - a
             with work.lock:
-                work.rate[peer.name] = got / max(time.perf_counter() - t0, 1e-6)
+                work.rate[peer.id] = got / max(time.perf_counter() - t0, 1e-6)
     except CorruptShardError as e:
         fatal.append(e)
     except (OSError, TransferError, AuthenticationError) as e:
-        stats.failed_sources[peer.name] = f"{type(e).__name__}: {e}"
+        stats.failed_sources[peer.id] = f"{type(e).__name__}: {e}"
         for batch in inflight:
             work.give_back(batch)
-        work.drop(peer.name)
+        work.drop(peer.id)
     finally:
         if conn:
             conn.close()
-        stats.bytes_by_source[peer.name] = stats.bytes_by_source.get(peer.name, 0) + got
-        stats.seconds_by_source[peer.name] = (stats.seconds_by_source.get(peer.name, 0.0)
+        stats.bytes_by_source[peer.id] = stats.bytes_by_source.get(peer.id, 0) + got
+        stats.seconds_by_source[peer.id] = (stats.seconds_by_source.get(peer.id, 0.0)
                                               + time.perf_counter() - t0)
 
 
-def pull(manifest: Manifest, peers: Iterable[Peer], assigned: dict[str, list[int]], *,
-         holders: dict[int, set[str]] | None = None, buffer: torch.Tensor | None = None,
+def pull(manifest: Manifest, peers: Iterable[Peer], assigned: dict[PeerId, list[int]], *,
+         holders: dict[int, set[PeerId]] | None = None, buffer: torch.Tensor | None = None,
          batch_bytes: int = DEFAULT_BATCH_BYTES,
          timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[torch.Tensor, PullStats]:
     """Fetch the chunks in `assigned` (peer name -> chunk indices) into `buffer`.
@@ -460,7 +467,7 @@ def pull(manifest: Manifest, peers: Iterable[Peer], assigned: dict[str, list[int
     peer may serve a chunk when work is stolen or re-planned; default: every peer holds everything.
     On return every assigned chunk matched its digest.
     """
-    peers = {p.name: p for p in peers}
+    peers = {p.id: p for p in peers}
     unknown = set(assigned) - set(peers)
     if unknown:
         raise TransferError(f"plan names unknown sources {sorted(unknown)}")

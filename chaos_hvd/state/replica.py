@@ -1,0 +1,55 @@
+"""This rank's replica of the training state: tracked objects, committed snapshot, version.
+
+The part of ChaosState that needs no Horovod: ``capture`` copies the live objects into the
+snapshot (commit), ``restore`` loads the snapshot back (after a failure), ``load`` installs a
+snapshot received from peers and re-snapshots it, and ``server`` serves the committed snapshot's
+chunks to peers (created on first use).
+"""
+
+from __future__ import annotations
+
+from . import transfer
+from .config import ChaosConfig
+from .snapshot import Snapshot
+from .state_tree import TrackedObjects
+
+
+class Replica:
+    def __init__(self, tracked: TrackedObjects, config: ChaosConfig):
+        self.tracked, self.config = tracked, config
+        self.snapshot = Snapshot(config.chunk_bytes)
+        self.version = 0
+        self._server: transfer.ShardServer | None = None
+
+    @property
+    def server_port(self) -> int | None:
+        return self._server.port if self._server is not None else None
+
+    def server(self, advertise_addr: str, on_reject) -> transfer.ShardServer:
+        if self._server is None:
+            self._server = transfer.ShardServer(advertise_addr, self.config.port,
+                                               on_reject=on_reject)
+        return self._server
+
+    def capture(self, version: int) -> None:
+        if self._server is not None:
+            self._server.retract()  # never serve a buffer while it is being overwritten
+        self.snapshot.capture(self.tracked.capture(), version)
+        self.version = version
+
+    recapture = capture
+
+    def restore(self) -> None:
+        self.tracked.apply(self.snapshot.tree())
+
+    def load(self, snap: Snapshot) -> None:
+        self.tracked.apply(snap.tree())
+        # Re-snapshot the live objects (proves the load was exact) into a *new* buffer: peers may
+        # still be pulling chunks we hold from the published one until this sync ends.
+        fresh = Snapshot(self.config.chunk_bytes)
+        fresh.capture(self.tracked.capture(), snap.version)
+        self.snapshot, self.version = fresh, snap.version
+
+    def farewell(self) -> None:
+        if self._server is not None:
+            self._server.farewell()

@@ -1,0 +1,99 @@
+"""CI suite files: which topology, schedule, training run and invariants. Pure parsing.
+
+File shape (every key checked; mistakes are :class:`SuiteError` with ``file:line:column``)::
+
+    name: join-crash-flap
+    topology: ci/topologies/edge4.yaml        # relative to the repository
+    faults: ci/faults/join-crash-flap.yaml    # optional
+    agents: {heartbeat: 0.1}                  # optional: discovery from cluster agents
+    horovod: {min_np: 2, gloo_timeout_s: 20}  # optional
+    train: [--model, medium, --epochs, 2]     # arguments of examples/train_elastic.py
+    timeout_s: 420
+    expect: {faults: [...], world_sizes: [...], joiner_min_sources: 2, ...}   # see ci.checks
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from chaos_hvd.yamldoc import Reader, load_yaml, read_text
+from testbed.errors import InputError
+from testbed.topology import NAME_RE
+
+
+class SuiteError(InputError):
+    """A malformed CI suite file."""
+
+
+EXPECT_KEYS = ("faults", "world_sizes", "joiner_min_sources", "joiner_bandwidth_known",
+               "joiner_bandwidth_source", "identical_final", "agent_views")
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    topology: str
+    faults: str | None = None
+    agents: dict[str, str] | None = None    # None: discovery from the testbed's host list
+    min_np: int = 1
+    gloo_timeout_s: int = 30
+    train: tuple[str, ...] = ()
+    timeout_s: float = 600.0
+    expect: dict = field(default_factory=dict)
+
+
+def _positive_int(r: Reader, key: str, default: int) -> int:
+    value = r.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        r.fail(f"must be a positive integer, got {value!r}", key)
+    return value
+
+
+def _string_list(r: Reader, key: str) -> list[str]:
+    value = r.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) and
+                                              not isinstance(v, bool) for v in value):
+        r.fail("must be a list of strings", key)
+    return [str(v) for v in value]
+
+
+def parse_suite(text: str, source: str = "<suite>") -> Suite:
+    data = load_yaml(text, source, SuiteError)
+    if data is None:
+        raise SuiteError("file is empty", source)
+    top = Reader(data, "", source, SuiteError)
+    top.check_keys(("name", "topology", "faults", "agents", "horovod", "train", "timeout_s",
+                    "expect"))
+    name = top.require("name")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        top.fail(f"name must match {NAME_RE.pattern}, got {name!r}", "name")
+    paths = {}
+    for key in ("topology", "faults"):
+        value = top.require(key) if key == "topology" else top.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            top.fail(f"must be a path, got {value!r}", key)
+        paths[key] = value
+    agents = None
+    if "agents" in top.data:
+        agents = {} if top.get("agents") is None else top.child("agents").data
+        if any(not isinstance(k, str) or isinstance(v, (dict, list)) for k, v in agents.items()):
+            top.fail("agent options must be KEY: VALUE pairs", "agents")
+        agents = {k: str(v) for k, v in agents.items()}
+    horovod = top.child("horovod") if top.get("horovod") is not None else \
+        Reader({}, "horovod", source, SuiteError)
+    horovod.check_keys(("min_np", "gloo_timeout_s"))
+    timeout = top.get("timeout_s", 600)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not math.isfinite(timeout) or timeout <= 0:
+        top.fail(f"must be a positive number of seconds, got {timeout!r}", "timeout_s")
+    expect = top.child("expect") if top.get("expect") is not None else \
+        Reader({}, "expect", source, SuiteError)
+    expect.check_keys(EXPECT_KEYS)
+    return Suite(name, paths["topology"], paths["faults"], agents,
+                 _positive_int(horovod, "min_np", 1), _positive_int(horovod, "gloo_timeout_s", 30),
+                 tuple(_string_list(top, "train")), float(timeout), dict(expect.data))
+
+
+def load_suite(path: str) -> Suite:
+    return parse_suite(read_text(path, SuiteError, "suite"), path)
