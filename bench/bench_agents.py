@@ -1,6 +1,6 @@
 """Cluster agents for real: 8 ``chaos-hvd agent`` processes on loopback (no root needed).
 
-Figures (issue #4):
+Figures:
 * handling latency, from the event's arrival at an agent to the new view being installed there
   (the agents' own ``handled_ms``): scale-in (an agent announces it leaves), scale-out (a
   joiner's request at the coordinator), link-down (a monitor observation injected through the

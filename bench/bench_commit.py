@@ -25,7 +25,7 @@ def main():
     model = resnet18()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.randn(2, 3, 64, 64)).sum().backward()
-    opt.step()  # creates momentum buffers: the state is 93.5 MB like BASELINE.md's
+    opt.step()  # creates momentum buffers: the state is 93.5 MB like docs/baseline-measurements.md's
     sched = torch.optim.lr_scheduler.StepLR(opt, 10)
     chaos = ChaosState(model, opt, lr_scheduler=sched, epoch=0, batch=0)
     torch_state = hvd.elastic.TorchState(model, opt, lr_scheduler=sched, epoch=0, batch=0)

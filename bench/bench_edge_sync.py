@@ -1,11 +1,11 @@
-"""State sync to a joiner over BASELINE.md's emulated edge network, per strategy (root).
+"""State sync to a joiner over docs/baseline-measurements.md's emulated edge network, per strategy (root).
 
 For each strategy, ``chaos-testbed run topologies/baseline-6.yaml`` starts a real elastic
 horovodrun job (ResNet-18 + SGD momentum, 93.5 MB of state) on h1..h5; at training step 1 the
 schedule makes h6 discoverable; the bench stops the run (SIGINT: the testbed tears down) once
 every rank logged its sync at size 6. Reported: the joiner's ``transfer_s`` (bytes on the wire)
 and ``total_s`` (from the start of ChaosState.sync to training-ready), sources used, and ratios
-against ``chaos``, next to BASELINE.md's figures measured on the same network shape: Horovod's
+against ``chaos``, next to docs/baseline-measurements.md's figures measured on the same network shape: Horovod's
 broadcast 55.77 s, a bare 5-source pull 1.896 s, bound 1.816 s.
 
 All strategies run in this one invocation on the same machine. Ends with one JSON line.
@@ -83,7 +83,7 @@ def main():
         ratio = f"x{r['total_s'] / chaos['total_s']:.1f} of chaos" if chaos else ""
         print(f"{s:10} joiner transfer {r['transfer_s']:7.2f} s, sync total {r['total_s']:7.2f} s,"
               f" sources {len(r['sources_used'])}  {ratio}")
-    print(f"BASELINE.md on this network shape: Horovod broadcast {BASELINE['horovod_broadcast_s']}"
+    print(f"docs/baseline-measurements.md on this network shape: Horovod broadcast {BASELINE['horovod_broadcast_s']}"
           f" s, bare 5-source pull {BASELINE['bare_multi_pull_s']} s, bound {BASELINE['bound_s']} s")
     print(json.dumps({"bench": "edge_sync", "topology": "baseline-6", "model": args.model,
                       "results": results, "baseline_md": BASELINE}))

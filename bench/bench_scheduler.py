@@ -1,4 +1,4 @@
-"""Shard plans on BASELINE.md's emulated edge network: every algorithm side by side.
+"""Shard plans on docs/baseline-measurements.md's emulated edge network: every algorithm side by side.
 
 Network: 5 sources at [78.3, 47.2, 137.2, 33.0, 116.5] Mbit/s egress, one joiner, the ResNet-18 +
 momentum state of 93,554,656 bytes, 256 KiB chunks; once with an unlimited joiner and once with its

@@ -103,11 +103,10 @@ class Reader:
     """Typed access to a MarkedDict that reports every problem with its file location."""
 
     def __init__(self, data: Any, path: str, source: str, error: type):
-        self.path, self.source, self.error = path, source, error
+        self.path, self.source, self.error, self.data = path, source, error, data
         if not isinstance(data, dict):
             raise error(f"{path or 'file'} must be a mapping, got {type(data).__name__}",
                         self.where())
-        self.data = data
 
     def where(self, key=None) -> str | None:
         marks = getattr(self.data, "marks", None) or {}

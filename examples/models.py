@@ -1,7 +1,7 @@
 """Reference models for examples and benchmarks (torchvision does not build against this torch).
 
 ``resnet18`` reproduces torchvision's ResNet-18 layout: 11,689,512 parameters for 1000 classes, 122
-state_dict tensors including BatchNorm statistics -- the state BASELINE.md measured.
+state_dict tensors including BatchNorm statistics -- the state docs/baseline-measurements.md measured.
 """
 
 from __future__ import annotations

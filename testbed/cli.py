@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -383,6 +384,7 @@ def main(argv=None) -> int:
     argv = argv[:argv.index("--")] if "--" in argv else argv
     args = build_parser().parse_args(argv)
     args.command = command
+    logging.basicConfig(level=logging.WARNING, format="chaos-testbed: %(name)s: %(message)s")
     try:
         return args.fn(args)
     except TestbedError as e:

@@ -13,6 +13,7 @@ tells Horovod nothing itself.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import asdict
@@ -30,6 +31,8 @@ from .hosts import HostProcesses
 from .network import EmulatedNetwork
 from .registry import Registry
 from .topology import MAX_RATE_BPS, Topology
+
+log = logging.getLogger(__name__)
 
 
 def require_root() -> None:
@@ -91,6 +94,8 @@ class Testbed:
             self._start_agents()
         else:
             self._write_discovery()
+        log.info("testbed %s up: %d hosts, %d links", self.reg.id, len(self.topo.nodes),
+                 len(self.topo.links))
         self.log(events.Up(id=self.reg.id, hosts=len(self.topo.nodes), links=len(self.topo.links),
                             native_netem=self.caps.netem, setup_s=round(time.monotonic() - t, 3)))
 
@@ -106,6 +111,8 @@ class Testbed:
             self.net = None
         if self.reg is not None:
             problems += self.reg.teardown()
+            for problem in problems:
+                log.warning("teardown of %s: %s", self.reg.id, problem)
             self.log(events.Down(id=self.reg.id, problems=problems))
             self.reg = None
         return problems

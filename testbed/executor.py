@@ -9,6 +9,7 @@ time, how late it fired and how long applying it took.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -16,6 +17,8 @@ import time
 from chaos_hvd import events
 
 from .faults import Action, Schedule
+
+log = logging.getLogger(__name__)
 
 POLL_S = 0.01
 PRIORITY_NICE = -10
@@ -102,6 +105,7 @@ class Executor:
                     entry.late_ms, entry.step_seen = late_ms, step
                     entry = self.tb.log(entry)
                 except Exception as e:  # noqa: BLE001 - a failed action is logged, run goes on
+                    log.warning("fault %s %s failed: %s", a.action, a.target, e)
                     entry = self.tb.log(events.FaultError(action=a.action, target=a.target,
                                                           error=f"{type(e).__name__}: {e}"))
                 self.applied.append(entry)

@@ -4,7 +4,7 @@ Each host runs its own ``sshd`` (keys and config generated per testbed instance 
 directory, removed with it) in the host's network namespace plus its own UTS and mount
 namespaces: ``hostname`` is the node's name and a private ``/etc/hosts`` maps every node name to
 its address. Horovod 0.28.1 needs this: its Gloo process-set setup falls back to
-``gethostname()``, which in a shared UTS namespace resolves to 127.0.0.1 (TESTBED-NOTES.md).
+``gethostname()``, which in a shared UTS namespace resolves to 127.0.0.1 (docs/emulation-notes.md).
 
 The launcher host runs the user's command (e.g. ``horovodrun``) the same way, with an ``ssh``
 wrapper first on PATH that adds ``-F <our ssh_config>``: our client key, our known_hosts file, no

@@ -10,33 +10,25 @@ interface name common to all hosts.
 
 Impairments (see testbed.capabilities for how the choice is made):
 * rate and queue: HTB (+bfifo) on the egress end of each link direction (testbed.shaping);
-* delay, jitter, loss, correlation: netem under HTB when the kernel has it; otherwise loss from
-  nftables bridge rules (testbed.bridge_rules) and delay/jitter from the NFQUEUE delayer
-  (testbed.nfdelay) on the host-facing bridge ports. Correlation without netem is refused.
+* delay, jitter, loss, correlation: netem under HTB when the kernel has it; otherwise the
+  fallbacks on the bridges (testbed.impairments): loss and partitions from nftables rules,
+  delay/jitter from the NFQUEUE delayer on the host-facing bridge ports. Correlation without
+  netem is refused.
 Link down/up sets both veth ends down/up (as Mininet's configLinkStatus); partitions are
 nftables drops between groups. Every runtime change is a few netlink/nft operations.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, replace
 
-from .bridge_rules import load as load_rules
-from .bridge_rules import render as render_rules
 from .capabilities import Capabilities
 from .errors import CapabilityError, CommandError
-from .executor import raise_priority
+from .impairments import BridgeImpairments
 from .registry import Registry
 from .shaping import InterfaceShaper
 from .topology import Direction, Link, Topology
-
-NFQUEUE_NUM_BASE = 4200
 
 
 @dataclass
@@ -93,16 +85,7 @@ class EmulatedNetwork:
         self._iprs: dict[str | None, object] = {}
         self._shapers: dict[tuple[str | None, str], InterfaceShaper] = {}
         self._partition: tuple[tuple[str, ...], ...] = ()
-        self._delayer: subprocess.Popen | None = None
-        self._rules_loaded: str | None = None
-        self._delays_loaded: dict = {}
-        self._delay_path = ""
-        self._queue_rules = False
-        self._hops = {(a.name, b.name): topo.hops(a.name, b.name)
-                      for a in topo.nodes for b in topo.nodes if a is not b}
-        self.queue_num = NFQUEUE_NUM_BASE + int(registry.id, 36) % 1000
-        self.table = p
-        self.chain = f"{p.upper()}-DELAY"
+        self.bridge = BridgeImpairments(topo, caps, registry)
 
     # ------------------------------------------------------------ build
     def check(self) -> None:
@@ -190,9 +173,8 @@ class EmulatedNetwork:
         for st in self.links.values():
             self._apply(st)
         if not self.caps.netem and self.caps.nfqueue and self.caps.br_netfilter:
-            self._start_delayer()
-        self._reload_rules()
-        self._reload_delays()
+            self.bridge.start_delayer()
+        self._reload()
 
     def _plen(self) -> int:
         return int(self.topo.subnet.split("/")[1])
@@ -224,93 +206,6 @@ class EmulatedNetwork:
         self._shaper(st.a_end).apply(st.up_dir)      # a -> b leaves through a's end
         self._shaper(st.b_end).apply(st.down_dir)
 
-    def _loss_rules(self) -> dict[tuple[str, str], float]:
-        if self.caps.netem:
-            return {}
-        is_host = {n.name for n in self.topo.nodes}
-        rules = {}
-        for st in self.links.values():
-            ln = st.link
-            for src, d, src_end, dst_end in ((ln.a, st.up_dir, st.a_end, st.b_end),
-                                             (ln.b, st.down_dir, st.b_end, st.a_end)):
-                if not d.loss:
-                    continue
-                if src in is_host and ln.other(src) in is_host:  # wire: enters on src's port
-                    rules[("iifname", self._host_port[src])] = d.loss
-                elif src in is_host:
-                    rules[("iifname", dst_end.ifname)] = d.loss
-                else:
-                    rules[("oifname", src_end.ifname)] = d.loss
-        return rules
-
-    def _reload_rules(self) -> None:
-        loss = self._loss_rules()
-        if not loss and not self._partition and self.table not in self.reg.state["nft"]:
-            return
-        self.reg.add("nft", self.table)
-        groups = tuple(tuple(self.topo.node(h).ip for h in g) for g in self._partition)
-        text = render_rules(self.table, loss, groups)
-        if text != self._rules_loaded:
-            load_rules(text)
-            self._rules_loaded = text
-
-    def delay_table(self) -> dict[str, list[list[float]]]:
-        """'src dst' -> [[delay_s, jitter_s] per hop] for every host pair with some delay."""
-        table = {}
-        for (a, b), hops in self._hops.items():
-            dirs = [getattr(self.links[name], f"{d}_dir") for name, d in hops]
-            delays = [[d.delay_s, d.jitter_s] for d in dirs if d.delay_s or d.jitter_s]
-            if delays:
-                table[f"{self.topo.node(a).ip} {self.topo.node(b).ip}"] = delays
-        return table
-
-    def _reload_delays(self) -> None:
-        """Write the delay table; the first non-empty one also routes host ports to the queue.
-
-        The delayer process is started idle with the network (a Python start costs ~0.1 s, too
-        slow for a runtime change); until some path has a delay no packet is queued, so an
-        undelayed topology keeps its full kernel-path throughput."""
-        if self.caps.netem or self._delayer is None:
-            return
-        table = self.delay_table()
-        if table == self._delays_loaded:
-            return
-        self._delays_loaded = table
-        with open(self._delay_path + ".tmp", "w") as f:
-            json.dump(table, f)
-        os.replace(self._delay_path + ".tmp", self._delay_path)
-        self._delayer.send_signal(signal.SIGHUP)
-        if table and not self._queue_rules:
-            self._install_queue_rules()
-
-    def _start_delayer(self) -> None:
-        self._delay_path = os.path.join(self.reg.dir, "delays.json")
-        with open(self._delay_path, "w") as f:
-            json.dump({}, f)
-        self._delayer = subprocess.Popen(
-            [sys.executable, "-m", "testbed.nfdelay", "--queue", str(self.queue_num),
-             "--table", self._delay_path], stdout=subprocess.PIPE, start_new_session=True,
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        self.reg.add_pid(self._delayer.pid, "nfqueue delayer")
-        raise_priority(self._delayer.pid)  # its lateness is the delay error
-        if self._delayer.stdout.readline().strip() != b"ready":
-            raise CommandError("the NFQUEUE delayer did not start")
-
-    def _install_queue_rules(self) -> None:
-        """IPv4 entering a bridge from a host port -> our queue; one iptables-restore call."""
-        self.reg.set_sysctl("net.bridge.bridge-nf-call-iptables", "1")
-        self.reg.add("iptables", self.chain)
-        lines = ["*mangle", f":{self.chain} - [0:0]"]
-        lines += [f"-A {self.chain} -m physdev --physdev-in {port} -j NFQUEUE "
-                  f"--queue-num {self.queue_num} --queue-bypass"
-                  for port in sorted(self._host_port.values())]
-        lines += [f"-A FORWARD -j {self.chain}", "COMMIT", ""]
-        done = subprocess.run(["iptables-restore", "-w", "--noflush"], input="\n".join(lines),
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            raise CommandError(f"iptables-restore: {done.stderr.strip()}")
-        self._queue_rules = True
-
     # ------------------------------------------------------------ runtime changes
     def set_direction(self, link: str, direction: str, d: Direction) -> None:
         """Replace one direction ('up', 'down' or 'both') of a link's impairments now."""
@@ -323,8 +218,7 @@ class EmulatedNetwork:
             st.down_dir = d
             self._shaper(st.b_end).apply(d)
         if not self.caps.netem:
-            self._reload_rules()
-            self._reload_delays()
+            self._reload()
 
     def degrade(self, link: str, direction: str, changes: dict) -> None:
         st = self.links[link]
@@ -347,11 +241,17 @@ class EmulatedNetwork:
         listed = {h for g in groups for h in g}
         rest = tuple(n.name for n in self.topo.nodes if n.name not in listed)
         self._partition = tuple(groups) + ((rest,) if rest else ())
-        self._reload_rules()
+        self._reload()
 
     def heal(self) -> None:
         self._partition = ()
-        self._reload_rules()
+        self._reload()
+
+    def _reload(self) -> None:
+        self.bridge.reload(self.links.values(), self._host_port, self._partition)
+
+    def delay_table(self) -> dict[str, list[list[float]]]:
+        return self.bridge.delay_table(self.links)
 
     # ------------------------------------------------------------ queries
     def describe(self) -> dict:
@@ -370,12 +270,7 @@ class EmulatedNetwork:
 
     # ------------------------------------------------------------ teardown
     def stop(self) -> None:
-        if self._delayer is not None and self._delayer.poll() is None:
-            self._delayer.terminate()
-            try:
-                self._delayer.wait(5)
-            except subprocess.TimeoutExpired:
-                self._delayer.kill()
+        self.bridge.stop()
         for ipr in self._iprs.values():
             ipr.close()
         self._iprs.clear()

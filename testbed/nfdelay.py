@@ -9,7 +9,7 @@ The table (JSON, re-read on SIGHUP) maps "src dst" IPv4 pairs to the hops of the
 ``[[delay_s, jitter_s], ...]``; each hop's delay is drawn uniform in delay ± jitter (netem's
 default distribution), clipped at zero. Measured on this kind of machine: RTT +0.26..0.69 ms over
 the configured delay (bench/bench_testbed.py), p99 lateness 2.6 ms at 100 Mbit/s and a ~1.2 Gbit/s
-ceiling (TESTBED-NOTES.md).
+ceiling (docs/emulation-notes.md).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Every shaped interface gets the same tree, so a runtime change is one netlink ``
                or bfifo limit=queue                           (no netem, queue size given)
                or none: HTB's default pfifo                   (no netem, no queue size)
 
-Rates are TCP goodput, what iperf3 reports and what FIELD.md's link figures mean: HTB counts
+Rates are TCP goodput, what iperf3 reports and what docs/edge-links.md's link figures mean: HTB counts
 whole frames, so the class rate is the configured rate times WIRE_PER_GOODPUT (a 1448-byte TCP
 segment with timestamps is a 1514-byte frame). Without this, a "1 Gbit/s" link measured 956 Mbit/s.
 

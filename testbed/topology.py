@@ -218,6 +218,20 @@ def _parse_link(r: Reader, defaults: Reader | None) -> tuple[dict, dict]:
     return up, down
 
 
+class _Names:
+    """Node and switch names seen so far (one namespace for both)."""
+
+    def __init__(self):
+        self.kind: dict[str, str] = {}
+
+    def claim(self, r: Reader, key, value, kind: str) -> None:
+        if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+            r.fail(f"{kind} name must match {NAME_RE.pattern}, got {value!r}", key)
+        if value in self.kind:
+            r.fail(f"duplicate name {value!r} (already used by a {self.kind[value]})", key)
+        self.kind[value] = kind
+
+
 def parse_topology(text: str, source: str = "<topology>") -> Topology:
     data = load_yaml(text, source, TopologyError)
     if data is None:
@@ -227,39 +241,42 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
     name = top.get("name", "topology")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         top.fail(f"name must match {NAME_RE.pattern}, got {name!r}", "name")
-
-    subnet_text = top.get("subnet", DEFAULT_SUBNET)
-    try:
-        subnet = ipaddress.IPv4Network(subnet_text)
-    except (ValueError, TypeError) as e:
-        top.fail(f"not an IPv4 network: {e}", "subnet")
-    if subnet.num_addresses < 4:
-        top.fail("subnet is too small", "subnet")
-    free_ips = (str(ip) for ip in subnet.hosts())
-
+    subnet = _parse_subnet(top)
     defaults = None
     if top.get("defaults") is not None:
         defaults = top.child("defaults")
         defaults.check_keys(("profile",) + DIRECTION_KEYS + ("up", "down"))
+    names = _Names()
+    nodes = _parse_nodes(top, subnet, names)
+    switches = _parse_switches(top, names)
+    links = _parse_links(top, defaults, names)
+    _check_network(top, nodes, switches, links)
+    description = top.get("description", "")
+    return Topology(name, str(subnet), tuple(nodes), tuple(switches), tuple(links),
+                    str(description))
 
-    seen: dict[str, str] = {}
 
-    def claim(r: Reader, key, value, kind):
-        if not isinstance(value, str) or not NAME_RE.fullmatch(value):
-            r.fail(f"{kind} name must match {NAME_RE.pattern}, got {value!r}", key)
-        if value in seen:
-            r.fail(f"duplicate name {value!r} (already used by a {seen[value]})", key)
-        seen[value] = kind
+def _parse_subnet(top: Reader) -> ipaddress.IPv4Network:
+    try:
+        subnet = ipaddress.IPv4Network(top.get("subnet", DEFAULT_SUBNET))
+    except (ValueError, TypeError) as e:
+        top.fail(f"not an IPv4 network: {e}", "subnet")
+    if subnet.num_addresses < 4:
+        top.fail("subnet is too small", "subnet")
+    return subnet
 
-    nodes = []
-    used_ips: set[str] = set()
+
+def _parse_nodes(top: Reader, subnet: ipaddress.IPv4Network, names: _Names) -> list[Node]:
     if "nodes" not in top.data:
         top.fail("missing required key 'nodes'")
+    free_ips = (str(ip) for ip in subnet.hosts())
+    nodes: list[Node] = []
+    used_ips: set[str] = set()
     for i, item, _ in top.items("nodes"):
         r = top.item("nodes", i, item)
         r.check_keys(("name", "role", "slots", "cpu", "standby", "ip"))
         nname = r.require("name")
-        claim(r, "name", nname, "node")
+        names.claim(r, "name", nname, "node")
         role = r.get("role", "worker")
         if role not in ROLES:
             r.fail(f"role must be one of {ROLES}, got {role!r}", "role")
@@ -289,27 +306,33 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
             r.fail(f"address {ip} is used twice", "ip")
         used_ips.add(ip)
         nodes.append(Node(nname, role, ip, slots, None if cpu is None else float(cpu), standby))
-
     if not any(n.role == "worker" for n in nodes):
         top.fail("a topology needs at least one worker node", "nodes")
     if sum(n.role == "launcher" for n in nodes) > 1:
         top.fail("at most one node can be the launcher", "nodes")
+    return nodes
 
+
+def _parse_switches(top: Reader, names: _Names) -> list[str]:
     switches = []
     for i, item, where in top.items("switches"):
         sname = item.get("name") if isinstance(item, dict) else item
         if isinstance(item, dict):
-            Reader(item, f"switches[{i}]", source, TopologyError).check_keys(("name",))
+            Reader(item, f"switches[{i}]", top.source, TopologyError).check_keys(("name",))
         if not isinstance(sname, str) or not NAME_RE.fullmatch(sname):
             raise TopologyError(f"switches[{i}]: name must match {NAME_RE.pattern}, "
                                 f"got {sname!r}", where)
-        if sname in seen:
+        if sname in names.kind:
             raise TopologyError(f"switches[{i}]: duplicate name {sname!r} (already used by a "
-                                f"{seen[sname]})", where)
-        seen[sname] = "switch"
+                                f"{names.kind[sname]})", where)
+        names.kind[sname] = "switch"
         switches.append(sname)
+    return switches
 
-    links = []
+
+def _parse_links(top: Reader, defaults: Reader | None, names: _Names) -> list[Link]:
+    seen = names.kind
+    links: list[Link] = []
     link_names: set[str] = set()
     host_links: dict[str, str] = {}
     g = nx.Graph()
@@ -321,7 +344,7 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
         r.check_keys(("name", "a", "b", "profile", "up", "down") + DIRECTION_KEYS)
         a, b = r.require("a"), r.require("b")
         for key, end in (("a", a), ("b", b)):
-            if end not in seen:
+            if not isinstance(end, str) or end not in seen:
                 hint = difflib.get_close_matches(str(end), list(seen), n=1)
                 r.fail(f"link end {end!r} is not a node or switch"
                        + (f" (did you mean {hint[0]!r}?)" if hint else ""), key)
@@ -347,9 +370,16 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
         g.add_edge(a, b)
         link_names.add(lname)
         links.append(Link(lname, a, b, Direction(**up), Direction(**down)))
+    return links
 
+
+def _check_network(top: Reader, nodes: list[Node], switches: list[str], links: list[Link]) -> None:
+    g = nx.Graph()
+    g.add_nodes_from([n.name for n in nodes] + switches)
+    g.add_edges_from((ln.a, ln.b) for ln in links)
+    linked = {end for ln in links for end in (ln.a, ln.b)}
     for n in nodes:
-        if n.name not in host_links:
+        if n.name not in linked:
             top.fail(f"node {n.name!r} has no link", "nodes")
     for s in switches:
         if g.degree(s) == 0:
@@ -359,10 +389,6 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
         top.fail(f"the network is not connected: {parts}", "links")
     if not nx.is_tree(g):
         top.fail("the network has a loop; bridges run without STP, so it must be a tree", "links")
-
-    description = top.get("description", "")
-    return Topology(name, str(subnet), tuple(nodes), tuple(switches), tuple(links),
-                    str(description))
 
 
 def load_topology(path: str) -> Topology:

@@ -53,17 +53,23 @@ def test_bandwidth_spec_and_file(tmp_path):
 
 
 @pytest.mark.parametrize("spec, match", [
-    ("a=fast", "not a number"), ("a=-3", "positive"), ("a=0", "positive"), ("=5", "KEY"),
-    ("a", "KEY"), (">b>=3", ">HOST"), (">=3", ">HOST"), ("a>=4", "A>B"),
+    ("a=fast", "cannot read rate"), ("a=-3", "cannot read rate"), ("a=0", "positive"),
+    ("=5", "KEY"), ("a", "KEY"), (">b>=3", ">HOST"), (">=3", ">HOST"), ("a>=4", "A>B"),
+    ("a=nan", "cannot read"), ("a=inf", "cannot read"), ("a=1e400", "out of range"),
+    ("a=1e-300", "outside"), ("a=1e308", "outside"), ("a>b>c=5", "A>B"), ("a=b=5", "KEY"),
+    ("a\x00b=5", "host name"),
 ])
 def test_bad_bandwidth_specs(spec, match):
     with pytest.raises(ConfigError, match=match):
         BandwidthMap.parse(spec)
 
 
-@pytest.mark.parametrize("text, match", [("[1, 2", "invalid YAML"), ("- 1\n- 2\n", "mapping"),
-                                         ("speed: 3\n", "unknown keys"), ("hosts: {a: x}\n", "number"),
-                                         ("links: {ab: 3}\n", "A>B")])
+@pytest.mark.parametrize("text, match", [
+    ("[1, 2", r"bw.yaml:\d+:\d+: invalid YAML"), ("- 1\n- 2\n", "mapping"),
+    ("speed: 3\n", r"bw.yaml:1:\d+: speed: unknown key"), ("hosts: {a: x}\n", r"1:\d+: .*cannot read"),
+    ("links: {ab: 3}\n", "A>B"), ("hosts: {a: true}\n", "rate"), ("default: .nan\n", "finite"),
+    ("hosts: {[1]: 3}\n", "invalid YAML"), ("a: &x [*x]\n", "invalid YAML|unknown key"),
+])
 def test_bad_bandwidth_files(tmp_path, text, match):
     f = tmp_path / "bw.yaml"
     f.write_text(text)
@@ -75,10 +81,21 @@ def test_bad_bandwidth_files(tmp_path, text, match):
     ({"CHAOS_SYNC_STRATEGY": "teleport"}, "strategy"), ({"CHAOS_SCHEDULER": "magic"}, "scheduler"),
     ({"CHAOS_CHUNK_BYTES": "100"}, "multiple of 64"), ({"CHAOS_CHUNK_BYTES": "big"}, "integer"),
     ({"CHAOS_SYNC_STRATEGY": "checkpoint"}, "checkpoint_dir"), ({"CHAOS_PORT": "70000"}, "port"),
+    ({"CHAOS_CHUNK_BYTES": str(2 ** 62)}, "multiple of 64 in"),
+    ({"CHAOS_TRANSFER_TIMEOUT_S": "inf"}, "finite"), ({"CHAOS_TRANSFER_TIMEOUT_S": "nan"}, "finite"),
+    ({"CHAOS_TRANSFER_TIMEOUT_S": "0"}, "transfer_timeout_s"),
+    ({"CHAOS_VERIFY": "maybe"}, "CHAOS_VERIFY"), ({"CHAOS_PEER_WATCH": "nein"}, "CHAOS_PEER_WATCH"),
 ])
 def test_bad_env_config(env, match):
     with pytest.raises(ConfigError, match=match):
         ChaosConfig.from_env(env)
+
+
+@pytest.mark.parametrize("raw, on", [("off", False), ("False", False), ("0 ", False), ("No", False),
+                                     ("1", True), ("yes", True), ("ON", True), ("", True)])
+def test_env_switches_are_read_strictly(raw, on):
+    cfg = ChaosConfig.from_env({"CHAOS_VERIFY": raw, "CHAOS_PEER_WATCH": raw})
+    assert cfg.verify is on and cfg.peer_watch is on
 
 
 def test_env_config_defaults():

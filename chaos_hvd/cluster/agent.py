@@ -25,6 +25,7 @@ members' links are measured first.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import signal
@@ -40,7 +41,10 @@ from .. import events as ev
 from ..events import EventLog
 from .linkstate import LinkWatch, Rate, RateTable
 from .monitor import ProbeService, Resources
+from .kinds import Msg
 from .protocol import Config, Installed, Member, Send, View, link, pending_in
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 7470
 
@@ -156,6 +160,7 @@ class Agent:
             self._reject_log[reason] = (last, suppressed + 1)
             return
         self._reject_log[reason] = (now, 0)
+        log.warning("rejected a message from %s: %s (%s)", peer, reason, detail[:120])
         self.log.write(ev.Rejected(reason=reason, peer=peer, detail=detail[:300],
                                   suppressed=suppressed, epoch=self.epoch))
 
@@ -169,6 +174,7 @@ class Agent:
             if ch not in self.seen:
                 self.seen[ch] = t
                 if ch[0] == "remove" and ch[1] != self.me:
+                    log.info("suspect %s (no heartbeat)", ch[1])
                     self.log.write(ev.Suspect(node=ch[1], epoch=self.epoch))
         for out in outputs:
             if isinstance(out, Send):
@@ -183,6 +189,8 @@ class Agent:
         lat = {" ".join(map(str, ch)): round((now - self.seen.pop(ch)) * 1e3, 3) for ch in handled}
         pm = prev.members if prev else frozenset()
         pl = prev.links if prev else frozenset()
+        log.info("view %d: %d members, +%s -%s", view.epoch, len(view.members),
+                 sorted(view.members - pm), sorted(pm - view.members))
         self.log.write(ev.Install(
             epoch=view.epoch, members=sorted(view.members),
             coordinator=min(view.members, default=None),   # None: everyone left
@@ -217,7 +225,7 @@ class Agent:
                 why = wire.stale_reason(body, self.epoch)
                 if why:
                     raise StaleMessage(f"from {src}: {why}")
-                if kind == "join" and (self.member.view is None
+                if kind == Msg.JOIN and (self.member.view is None
                                        or src not in self.member.view.members):
                     self.log.write(ev.JoinRequest(node=src, epoch=self.epoch))
                 try:
@@ -225,11 +233,11 @@ class Agent:
                 except (KeyError, TypeError, ValueError, IndexError) as e:
                     raise MalformedMessage(f"{kind} from {src}: {e!r}") from None
                 self._run(outputs, now)
-            elif kind == "ping":
-                self.send(src, {"type": "pong", "echo": body["t"]})
-            elif kind == "pong":
+            elif kind == Msg.PING:
+                self.send(src, {"type": Msg.PONG, "echo": body["t"]})
+            elif kind == Msg.PONG:
                 self.watch.pong(src, max(0, time.monotonic_ns() - body["echo"]) / 1e9, now)
-            elif kind == "metrics":
+            elif kind == Msg.METRICS:
                 self.rates.merge(body["links"])
                 self.resources[src] = dict(body["resources"], at_unix=time.time())
             else:
@@ -256,7 +264,7 @@ class Agent:
                     last_ping = now
                     for m in sorted(view.members - {self.me}):
                         self.watch.ping(m, now)
-                        self.send(m, {"type": "ping", "t": time.monotonic_ns()})
+                        self.send(m, {"type": Msg.PING, "t": time.monotonic_ns()})
                     self._reconcile_links(view, now)
                 if now - last_res >= self.o.resources_s:
                     last_res = now
@@ -293,7 +301,7 @@ class Agent:
     def _gossip_metrics(self, view: View, rows: list | None = None) -> None:
         res = self.res.sample()
         self.resources[self.me] = dict(res, at_unix=time.time())
-        body = {"type": "metrics", "links": rows if rows is not None else
+        body = {"type": Msg.METRICS, "links": rows if rows is not None else
                 self.rates.rows(involving=self.me)[:2 * wire.MAX_MEMBERS], "resources": res}
         for m in sorted(view.members - {self.me}):
             self.send(m, body)

@@ -27,8 +27,9 @@ import time
 
 import psutil
 
-from . import wire
 from ..errors import PeerMessageError
+from . import wire
+from .kinds import Msg
 
 _LEN = struct.Struct("!I")
 _CHUNK = b"\0" * 65536
@@ -141,7 +142,7 @@ class ProbeService:
         try:
             src, body = wire.open_envelope(self.secret, self.me, await _read_frame(reader),
                                            self.guard, time.time_ns())
-            if body["type"] != "probe":
+            if body["type"] != Msg.PROBE:
                 raise wire.MalformedMessage(f"{body['type']} on the probe port")
             if self.busy:
                 return
@@ -152,7 +153,7 @@ class ProbeService:
                 else:
                     c = await asyncio.wait_for(_count(reader, body["seconds"]),
                                                body["seconds"] + 5)
-                    await _send_frame(writer, self._seal(src, {"type": "probe_result",
+                    await _send_frame(writer, self._seal(src, {"type": Msg.PROBE_RESULT,
                                                                "bytes": c.bytes,
                                                                "seconds": c.seconds}))
             finally:
@@ -184,7 +185,7 @@ class ProbeService:
         except (OSError, asyncio.TimeoutError):
             return None
         try:
-            await _send_frame(writer, self._seal(peer, {"type": "probe", "direction": direction,
+            await _send_frame(writer, self._seal(peer, {"type": Msg.PROBE, "direction": direction,
                                                          "seconds": seconds}))
             if direction == "to_me":
                 c = await asyncio.wait_for(_count(reader, seconds), seconds + 5)
@@ -193,7 +194,7 @@ class ProbeService:
             src, body = wire.open_envelope(self.secret, self.me,
                                            await asyncio.wait_for(_read_frame(reader), 5),
                                            self.guard, time.time_ns())
-            if src != peer or body["type"] != "probe_result":
+            if src != peer or body["type"] != Msg.PROBE_RESULT:
                 raise wire.MalformedMessage(f"probe reply {body['type']} from {src}")
             return mbps(body["bytes"], body["seconds"])
         except PeerMessageError as e:

@@ -2,7 +2,7 @@
 
 Every node runs one ``Member``. Events go in (``deliver`` a peer message, ``tick`` with the current
 time, ``observe`` a local change: join request, leave, link up/down); messages to send and views
-to install come out. The agent process (issue #4's wiring) and the simulator (``chaos_hvd.simnet``)
+to install come out. The agent process (``chaos_hvd.cluster.agent``) and the simulator (``chaos_hvd.cluster.simnet``)
 drive it the same way, so the simulator tests the code that runs.
 
 **Views.** A view is ``(epoch, members, links, slots)``: who trains, which member pairs are
@@ -67,9 +67,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable
 
+from .kinds import Change, Msg
+
 PREPARE, PROMISE, ACCEPT, ACCEPTED, COMMIT, NACK = \
-    "prepare", "promise", "accept", "accepted", "commit", "nack"
-HEARTBEAT, CHANGES, JOIN = "heartbeat", "changes", "join"
+    Msg.PREPARE, Msg.PROMISE, Msg.ACCEPT, Msg.ACCEPTED, Msg.COMMIT, Msg.NACK
+HEARTBEAT, CHANGES, JOIN = Msg.HEARTBEAT, Msg.CHANGES, Msg.JOIN
 
 
 @dataclass(frozen=True)
@@ -130,17 +132,17 @@ def apply_changes(view: View, changes: Iterable[tuple]) -> View:
     members, links, slots = set(view.members), set(view.links), dict(view.slots)
     for ch in sorted(set(changes)):
         kind = ch[0]
-        if kind == "add":
+        if kind == Change.ADD:
             members.add(ch[1])
             if len(ch) == 3:
                 slots[ch[1]] = ch[2]
-        elif kind in ("remove", "leave"):
+        elif kind in (Change.REMOVE, Change.LEAVE):
             members.discard(ch[1])
-        elif kind == "link_up":
+        elif kind == Change.LINK_UP:
             links.add(link(ch[1], ch[2]))
-        elif kind == "link_down":
+        elif kind == Change.LINK_DOWN:
             links.discard(link(ch[1], ch[2]))
-        elif kind == "slots":
+        elif kind == Change.SLOTS:
             slots[ch[1]] = ch[2]      # one node advertises one count; sorted order breaks ties
     links = {ln for ln in links if ln[0] in members and ln[1] in members}
     return View(view.epoch + 1, frozenset(members), frozenset(links),
@@ -152,16 +154,16 @@ def pending_in(view: View, changes: Iterable[tuple]) -> set[tuple]:
     out = set()
     for ch in changes:
         kind, ch = ch[0], tuple(ch)
-        if kind == "add":
+        if kind == Change.ADD:
             todo = ch[1] not in view.members
-        elif kind in ("remove", "leave"):
+        elif kind in (Change.REMOVE, Change.LEAVE):
             todo = ch[1] in view.members
-        elif kind == "link_up":
+        elif kind == Change.LINK_UP:
             todo = ch[1] in view.members and ch[2] in view.members \
                 and link(ch[1], ch[2]) not in view.links
-        elif kind == "link_down":
+        elif kind == Change.LINK_DOWN:
             todo = link(ch[1], ch[2]) in view.links
-        elif kind == "slots":
+        elif kind == Change.SLOTS:
             todo = ch[1] in view.members and view.slots_of(ch[1]) != ch[2]
         else:
             raise ValueError(f"unknown change {ch!r}")
@@ -251,7 +253,7 @@ class Member:
 
     def _removing(self) -> set[str]:
         """Members a pending change or the running proposal would remove."""
-        out = {c[1] for c in self.pending if c[0] in ("remove", "leave")}
+        out = {c[1] for c in self.pending if c[0] in (Change.REMOVE, Change.LEAVE)}
         if self.proposal is not None and self.proposal.value is not None:
             out |= self.view.members - self.proposal.value.members
         return out
@@ -276,7 +278,7 @@ class Member:
         monitor."""
         self.now = now
         change = tuple(change)
-        if change == ("leave", self.id):
+        if change == (Change.LEAVE, self.id):
             self.left = True          # stops training now; stays an acceptor until removed
         if self.view is None:
             return []
@@ -308,12 +310,13 @@ class Member:
                 out += [Send(m, {**hb, "lease": quorum and m not in removing and
                                  now - self.lease_heard.get(m, -1e9) <= self.cfg.lease_s})
                         for m in self.watched()]
-        if self.slots and not self.left and pending_in(self.view, [("slots", self.id, self.slots)]):
-            self.pending.setdefault(("slots", self.id, self.slots), now)   # founders say theirs
+        mine = (Change.SLOTS, self.id, self.slots)
+        if self.slots and not self.left and pending_in(self.view, [mine]):
+            self.pending.setdefault(mine, now)   # founders say theirs
         for m in self.watched():
             self.last_heard.setdefault(m, now)   # a fresh view gives everyone a grace period
             if now - self.last_heard[m] > self.cfg.suspect_after_s:
-                self.pending.setdefault(("remove", m), now)
+                self.pending.setdefault((Change.REMOVE, m), now)
         if self.proposal and now - self.proposal.started > self.cfg.retry_s:
             self.proposal = None                      # no quorum in time: retry, higher ballot
         return out + self._forward_or_propose(now)
@@ -329,7 +332,7 @@ class Member:
             self.alive_heard[src] = now
             if msg.get("back", True):
                 self.lease_heard[src] = now
-        self.pending.pop(("remove", src), None)      # it is alive after all
+        self.pending.pop((Change.REMOVE, src), None)      # it is alive after all
         handler = {HEARTBEAT: self._on_heartbeat, CHANGES: self._on_changes, JOIN: self._on_join,
                    PREPARE: self._on_prepare, PROMISE: self._on_promise, ACCEPT: self._on_accept,
                    ACCEPTED: self._on_accepted, COMMIT: self._on_commit,
@@ -356,7 +359,8 @@ class Member:
         if src in self.view.members:
             return [Send(src, {"type": COMMIT, "view": self.view.to_msg()})]
         # the add carries the joiner's slots: discovery never sees it without them
-        return self.observe(("add", src, msg["slots"]) if msg.get("slots") else ("add", src), now)
+        change = (Change.ADD, src, msg["slots"]) if msg.get("slots") else (Change.ADD, src)
+        return self.observe(change, now)
 
     def _on_changes(self, src, msg, now):
         if self.view is None:
@@ -365,7 +369,7 @@ class Member:
             ch = tuple(ch)
             # failures are decided by our own detector, never by hearsay: a partitioned node's
             # suspicions must not remove members we still hear
-            if ch[0] != "remove" and pending_in(self.view, [ch]):
+            if ch[0] != Change.REMOVE and pending_in(self.view, [ch]):
                 self.pending.setdefault(ch, now)
         return self._forward_or_propose(now)
 
@@ -482,7 +486,7 @@ class Member:
             if m == self.id:
                 if not self.left:
                     return True
-            elif m in self._watched and m != proposer and ("leave", m) not in self.pending \
+            elif m in self._watched and m != proposer and (Change.LEAVE, m) not in self.pending \
                     and now - self.alive_heard.get(m, -1e9) <= self.cfg.lease_s:
                 return True
         return False
@@ -535,10 +539,10 @@ class Member:
         # the old coordinator must not later propose removing it as a plain member (the soak
         # found such a stale suspicion removing a live member that held a lease)
         self.pending = {c: t for c, t in self.pending.items()
-                        if c[0] != "remove" or c[1] in self._watched}
+                        if c[0] != Change.REMOVE or c[1] in self._watched}
         if self.left and self.id in view.members:
             # asked to leave while its join was still on the way: it is a member now, so leave
-            self.pending.setdefault(("leave", self.id), now)
+            self.pending.setdefault((Change.LEAVE, self.id), now)
         out: list = [Installed(view, previous)]
         if self.id not in view.members:
             # removed: after a voluntary leave we are done; after a false suspicion, rejoin

@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Callable
 
 from .. import signing
 from ..errors import ForgedMessage, MalformedMessage, OversizedMessage, ReplayedMessage
 from ..signing import canonical
+from .kinds import Change, Msg
 
 MAGIC = b"chv1"
 _MAC_LEN = signing.MAC_BYTES
@@ -42,10 +44,11 @@ MAX_CHANGES = 4096
 _ID = re.compile(r"^[A-Za-z0-9_.:\-\[\]]{1,255}$")   # host names, IPv4/IPv6 literals, host:port
 _INT_MAX = 2 ** 63
 
-PROTOCOL_TYPES = ("heartbeat", "changes", "join", "prepare", "promise", "accept", "accepted",
-                  "commit", "nack")
+PROTOCOL_TYPES = (Msg.HEARTBEAT, Msg.CHANGES, Msg.JOIN, Msg.PREPARE, Msg.PROMISE, Msg.ACCEPT,
+                  Msg.ACCEPTED, Msg.COMMIT, Msg.NACK)
 MAX_SLOTS = 1024               # worker slots one host may advertise
-_ID_CHANGES = {"add": 2, "remove": 2, "leave": 2, "link_up": 3, "link_down": 3}
+_ID_CHANGES = {Change.ADD: 2, Change.REMOVE: 2, Change.LEAVE: 2, Change.LINK_UP: 3,
+               Change.LINK_DOWN: 3}
 
 
 def seal_payload(secret: bytes, payload: bytes) -> bytes:
@@ -168,7 +171,7 @@ def validate_view(v) -> None:
 def validate_change(ch) -> None:
     """[kind, id] or [link_up|link_down, id, id]; [add|slots, id, slots]."""
     ok = isinstance(ch, list) and bool(ch) and isinstance(ch[0], str)
-    if ok and len(ch) == 3 and ch[0] in ("add", "slots"):
+    if ok and len(ch) == 3 and ch[0] in (Change.ADD, Change.SLOTS):
         ok = is_id(ch[1]) and _is_slots(ch[2])
     else:
         ok = ok and ch[0] in _ID_CHANGES and len(ch) == _ID_CHANGES[ch[0]] \
@@ -177,82 +180,119 @@ def validate_change(ch) -> None:
               f"[add|slots, id, slots]")
 
 
+def _fields(body: dict, *names, optional=()) -> None:
+    """The body has exactly these fields (besides ``type``), plus any of `optional`."""
+    fields = set(body) - {"type"}
+    _need(set(names) <= fields <= set(names) | set(optional),
+          f"{body.get('type')}: expected fields {sorted(names)} (optional {sorted(optional)}), "
+          f"got {sorted(fields)}")
+
+
+def _heartbeat(body: dict) -> None:
+    _fields(body, "epoch", optional=("lease", "back"))
+    _need(_is_int(body["epoch"]), "heartbeat: epoch")
+    _need(isinstance(body.get("lease", False), bool) and isinstance(body.get("back", True), bool),
+          "heartbeat: lease and back must be bools")
+
+
+def _changes(body: dict) -> None:
+    _fields(body, "changes")
+    _need(isinstance(body["changes"], list) and 0 < len(body["changes"]) <= MAX_CHANGES,
+          "changes: list of 1..MAX_CHANGES")
+    for ch in body["changes"]:
+        validate_change(ch)
+
+
+def _join(body: dict) -> None:
+    _fields(body, optional=("slots",))
+    _need(_is_slots(body.get("slots", 1)), "join: slots must be 1..MAX_SLOTS")
+
+
+def _ping(body: dict) -> None:
+    _fields(body, "t")
+    _need(_is_int(body["t"]), "ping: t")
+
+
+def _pong(body: dict) -> None:
+    _fields(body, "echo")
+    _need(_is_int(body["echo"]), "pong: echo")
+
+
+def _probe(body: dict) -> None:
+    _fields(body, "direction", "seconds")
+    _need(body["direction"] in ("to_me", "from_me"), "probe: direction")
+    _need(_is_num(body["seconds"]) and 0 < body["seconds"] <= 5, "probe: seconds in (0, 5]")
+
+
+def _probe_result(body: dict) -> None:
+    _fields(body, "bytes", "seconds")
+    _need(_is_int(body["bytes"]) and body["bytes"] >= 0 and _is_num(body["seconds"])
+          and body["seconds"] >= 0, "probe_result: bytes, seconds")
+
+
+def _ballot_round(body: dict) -> None:   # prepare, accepted
+    _fields(body, "epoch", "ballot")
+    _need(_is_int(body["epoch"]), f"{body['type']}: epoch")
+    _ballot(body["ballot"], body["type"])
+
+
+def _promise(body: dict) -> None:
+    _fields(body, "epoch", "ballot", "accepted")
+    _need(_is_int(body["epoch"]), "promise: epoch")
+    _ballot(body["ballot"], "promise")
+    acc = body["accepted"]
+    if acc is not None:
+        _need(isinstance(acc, dict) and set(acc) == {"ballot", "view"}, "promise: accepted")
+        _ballot(acc["ballot"], "promise.accepted")
+        validate_view(acc["view"])
+
+
+def _accept(body: dict) -> None:
+    _fields(body, "epoch", "ballot", "view", optional=("adopted",))
+    _need(isinstance(body.get("adopted", False), bool), "accept: adopted must be a bool")
+    _need(_is_int(body["epoch"]), "accept: epoch")
+    _ballot(body["ballot"], "accept")
+    validate_view(body["view"])
+
+
+def _commit(body: dict) -> None:
+    _fields(body, "view")
+    validate_view(body["view"])
+
+
+def _nack(body: dict) -> None:
+    _fields(body, "epoch", "promised")
+    _need(_is_int(body["epoch"]), "nack: epoch")
+    _ballot(body["promised"], "nack", allow_none_id=True)
+
+
+def _metrics(body: dict) -> None:
+    _fields(body, "links", "resources")
+    links, res = body["links"], body["resources"]
+    _need(isinstance(links, list) and len(links) <= 2 * MAX_MEMBERS, "metrics: links")
+    for ln in links:   # [src, dst, mbit/s, rtt_ms or null, measured_unix]
+        _need(isinstance(ln, list) and len(ln) == 5 and is_id(ln[0]) and is_id(ln[1])
+              and _is_num(ln[2]) and ln[2] > 0 and (ln[3] is None or _is_num(ln[3]))
+              and _is_num(ln[4]), "metrics: a link is [src, dst, mbps, rtt_ms, unix]")
+    _need(isinstance(res, dict) and len(res) <= 16 and all(
+        isinstance(k, str) and len(k) <= 32 and (v is None or _is_num(v))
+        for k, v in res.items()), "metrics: resources must be {name: number}")
+
+
+_BODY_CHECKS: dict[Msg, Callable[[dict], None]] = {
+    Msg.HEARTBEAT: _heartbeat, Msg.CHANGES: _changes, Msg.JOIN: _join, Msg.PING: _ping,
+    Msg.PONG: _pong, Msg.PROBE: _probe, Msg.PROBE_RESULT: _probe_result,
+    Msg.PREPARE: _ballot_round, Msg.ACCEPTED: _ballot_round, Msg.PROMISE: _promise,
+    Msg.ACCEPT: _accept, Msg.COMMIT: _commit, Msg.NACK: _nack, Msg.METRICS: _metrics,
+}
+
+
 def validate_body(body: dict) -> None:
     kind = body.get("type")
-    fields = set(body) - {"type"}
-
-    def exactly(*names, optional=()):
-        _need(set(names) <= fields <= set(names) | set(optional),
-              f"{kind}: expected fields {sorted(names)} (optional {sorted(optional)}), "
-              f"got {sorted(fields)}")
-
-    if kind == "heartbeat":
-        exactly("epoch", optional=("lease", "back"))
-        _need(_is_int(body["epoch"]), "heartbeat: epoch")
-        _need(isinstance(body.get("lease", False), bool) and isinstance(body.get("back", True), bool),
-              "heartbeat: lease and back must be bools")
-    elif kind == "changes":
-        exactly("changes")
-        _need(isinstance(body["changes"], list) and 0 < len(body["changes"]) <= MAX_CHANGES,
-              "changes: list of 1..MAX_CHANGES")
-        for ch in body["changes"]:
-            validate_change(ch)
-    elif kind == "join":
-        exactly(optional=("slots",))
-        _need(_is_slots(body.get("slots", 1)), "join: slots must be 1..MAX_SLOTS")
-    elif kind == "ping":
-        exactly("t")
-        _need(_is_int(body["t"]), "ping: t")
-    elif kind == "pong":
-        exactly("echo")
-        _need(_is_int(body["echo"]), "pong: echo")
-    elif kind == "probe":
-        exactly("direction", "seconds")
-        _need(body["direction"] in ("to_me", "from_me"), "probe: direction")
-        _need(_is_num(body["seconds"]) and 0 < body["seconds"] <= 5, "probe: seconds in (0, 5]")
-    elif kind == "probe_result":
-        exactly("bytes", "seconds")
-        _need(_is_int(body["bytes"]) and body["bytes"] >= 0 and _is_num(body["seconds"])
-              and body["seconds"] >= 0, "probe_result: bytes, seconds")
-    elif kind in ("prepare", "accepted"):
-        exactly("epoch", "ballot")
-        _need(_is_int(body["epoch"]), f"{kind}: epoch")
-        _ballot(body["ballot"], kind)
-    elif kind == "promise":
-        exactly("epoch", "ballot", "accepted")
-        _need(_is_int(body["epoch"]), "promise: epoch")
-        _ballot(body["ballot"], kind)
-        acc = body["accepted"]
-        if acc is not None:
-            _need(isinstance(acc, dict) and set(acc) == {"ballot", "view"}, "promise: accepted")
-            _ballot(acc["ballot"], "promise.accepted")
-            validate_view(acc["view"])
-    elif kind == "accept":
-        exactly("epoch", "ballot", "view", optional=("adopted",))
-        _need(isinstance(body.get("adopted", False), bool), "accept: adopted must be a bool")
-        _need(_is_int(body["epoch"]), "accept: epoch")
-        _ballot(body["ballot"], kind)
-        validate_view(body["view"])
-    elif kind == "commit":
-        exactly("view")
-        validate_view(body["view"])
-    elif kind == "nack":
-        exactly("epoch", "promised")
-        _need(_is_int(body["epoch"]), "nack: epoch")
-        _ballot(body["promised"], kind, allow_none_id=True)
-    elif kind == "metrics":
-        exactly("links", "resources")
-        links, res = body["links"], body["resources"]
-        _need(isinstance(links, list) and len(links) <= 2 * MAX_MEMBERS, "metrics: links")
-        for ln in links:   # [src, dst, mbit/s, rtt_ms or null, measured_unix]
-            _need(isinstance(ln, list) and len(ln) == 5 and is_id(ln[0]) and is_id(ln[1])
-                  and _is_num(ln[2]) and ln[2] > 0 and (ln[3] is None or _is_num(ln[3]))
-                  and _is_num(ln[4]), "metrics: a link is [src, dst, mbps, rtt_ms, unix]")
-        _need(isinstance(res, dict) and len(res) <= 16 and all(
-            isinstance(k, str) and len(k) <= 32 and (v is None or _is_num(v))
-            for k, v in res.items()), "metrics: resources must be {name: number}")
-    else:
+    check = _BODY_CHECKS.get(kind) if isinstance(kind, str) else None
+    if check is None:
         raise MalformedMessage(f"unknown message type {str(kind)[:40]!r}")
+    check(body)
 
 
 def stale_reason(body: dict, view_epoch: int | None) -> str | None:
@@ -267,9 +307,9 @@ def stale_reason(body: dict, view_epoch: int | None) -> str | None:
     if view_epoch is None:
         return None
     kind = body["type"]
-    if (kind == "accept" and body["epoch"] <= view_epoch) or \
-            (kind in ("promise", "accepted", "nack") and body["epoch"] < view_epoch):
+    if (kind == Msg.ACCEPT and body["epoch"] <= view_epoch) or \
+            (kind in (Msg.PROMISE, Msg.ACCEPTED, Msg.NACK) and body["epoch"] < view_epoch):
         return f"{kind} for epoch {body['epoch']}, current view is epoch {view_epoch}"
-    if kind == "commit" and body["view"]["epoch"] < view_epoch:
+    if kind == Msg.COMMIT and body["view"]["epoch"] < view_epoch:
         return f"commit of epoch {body['view']['epoch']}, current view is epoch {view_epoch}"
     return None

@@ -1,15 +1,16 @@
 """Configuration of ChaosState: arguments, or ``CHAOS_*`` environment variables (which horovodrun
 forwards to every worker). Pure parsing; no Horovod.
 
-Bandwidth (``CHAOS_BANDWIDTH``, Mbit/s) -- an inline spec or ``@path`` to a YAML file:
+Bandwidth (``CHAOS_BANDWIDTH``) -- an inline spec or ``@path`` to a YAML file. Rates are read as
+in topology files (:mod:`chaos_hvd.units`): a bare number is Mbit/s, or give a unit (``1.2Gbit``):
 
-    inline:  "default=100, 10.0.0.1=78.3, 10.0.0.2=47.2, 10.0.0.1>10.0.0.6=50, >10.0.0.6=300"
-    YAML:    {default: 100, hosts: {10.0.0.1: 78.3}, links: {"10.0.0.1>10.0.0.6": 50},
+    inline:  "default=100, 10.0.0.1=78.3, 10.0.0.2=47.2Mbit, 10.0.0.1>10.0.0.6=50, >10.0.0.6=300"
+    YAML:    {default: 100, hosts: {10.0.0.1: 78.3}, links: {"10.0.0.1>10.0.0.6": 50Mbit},
               ingress: {10.0.0.6: 300}}
 
 ``HOST=R`` is the egress rate of a host (as Horovod names it: ``HOROVOD_HOSTNAME``), ``A>B=R`` the rate
 of one direction of one pair, ``>B=R`` the ingress cap of B. Hosts without a figure get ``default``;
-with no figures at all the sync splits evenly (the issue's rule for "no information").
+with no figures at all the sync splits evenly over the sources (no information, no preference).
 
 Measured rates: ``CHAOS_AGENT_SOCKET`` names the local cluster agent's socket (``{host}`` is
 replaced by ``HOROVOD_HOSTNAME``); what the agent measured overrides the static figures above.
@@ -22,23 +23,30 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
-import yaml
-
 from ..errors import ConfigError
+from ..units import UnitError, parse_rate_bps
+from ..yamldoc import Reader, load_file
 from .kinds import Algorithm, Strategy
 
 STRATEGIES = tuple(Strategy)
 MBIT = 1e6 / 8  # bytes per second in one Mbit/s
+MAX_ENTRIES = 100_000
+MAX_CHUNK_BYTES = 64 * 1024 * 1024    # one range request of the shard server at most
+MAX_TIMEOUT_S = 24 * 3600.0
+MIN_MBPS, MAX_MBPS = 1e-3, 1e7   # 1 kbit/s .. 10 Tbit/s: anything else is a typo
 
 
-def _rate(text, where: str) -> float:
+def _rate(value, where: str) -> float:
+    """Mbit/s from a bare number (Mbit/s, as in topologies) or a rate with a unit (``100Mbit``)."""
+    if isinstance(value, str):
+        value = value.strip()
     try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {text!r} is not a number of Mbit/s") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{where}: rate must be positive and finite, got {text!r}")
-    return value
+        mbps = parse_rate_bps(value, "rate") / 1e6
+    except UnitError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    if not MIN_MBPS <= mbps <= MAX_MBPS:
+        raise ConfigError(f"{where}: {mbps:g} Mbit/s is outside {MIN_MBPS:g}..{MAX_MBPS:g}")
+    return mbps
 
 
 @dataclass(frozen=True)
@@ -87,9 +95,11 @@ class BandwidthMap:
                 continue
             key, sep, value = item.partition("=")
             key = key.strip()
-            if not sep or not key:
-                raise ConfigError(f"bandwidth entry {item!r}: expected KEY=Mbit/s")
-            rate = _rate(value.strip(), f"bandwidth entry {item!r}")
+            if not sep or not key or "=" in value:
+                raise ConfigError(f"bandwidth entry {item!r}: expected KEY=RATE")
+            if len(key) > 511 or not key.isprintable():
+                raise ConfigError(f"bandwidth entry {item[:40]!r}: not a host name")
+            rate = _rate(value, f"bandwidth entry {item!r}")
             if key in ("default", "*"):
                 default = rate
             elif key.startswith(">"):
@@ -99,7 +109,7 @@ class BandwidthMap:
                 ingress[host] = rate
             elif ">" in key:
                 a, b = (p.strip() for p in key.split(">", 1))
-                if not a or not b:
+                if not a or not b or ">" in b:
                     raise ConfigError(f"bandwidth entry {item!r}: pair must be A>B")
                 links[(a, b)] = rate
             else:
@@ -108,29 +118,38 @@ class BandwidthMap:
 
     @classmethod
     def from_file(cls, path: str) -> "BandwidthMap":
-        try:
-            with open(path) as f:
-                doc = yaml.safe_load(f) or {}
-        except OSError as e:
-            raise ConfigError(f"bandwidth file {path}: {e}") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"bandwidth file {path}: invalid YAML: {e}") from e
-        if not isinstance(doc, dict):
-            raise ConfigError(f"bandwidth file {path}: expected a mapping at the top")
-        unknown = set(doc) - {"default", "hosts", "links", "ingress"}
-        if unknown:
-            raise ConfigError(f"bandwidth file {path}: unknown keys {sorted(unknown)}")
-        default = _rate(doc["default"], f"{path}: default") if "default" in doc else None
-        hosts = {str(h): _rate(r, f"{path}: hosts.{h}") for h, r in (doc.get("hosts") or {}).items()}
-        ingress = {str(h): _rate(r, f"{path}: ingress.{h}")
-                   for h, r in (doc.get("ingress") or {}).items()}
+        doc = load_file(path, ConfigError, "bandwidth file")
+        if doc is None:
+            return cls()
+        top = Reader(doc, "", path, ConfigError)
+        top.check_keys(("default", "hosts", "links", "ingress"))
+        default = _rate(doc["default"], top.where("default")) if "default" in doc else None
+        tables = {}
+        for key in ("hosts", "links", "ingress"):
+            if doc.get(key) is None:
+                tables[key] = {}
+                continue
+            sub = top.child(key)
+            if len(sub.data) > MAX_ENTRIES:
+                sub.fail(f"more than {MAX_ENTRIES} entries")
+            tables[key] = {_name(k, sub): _rate(v, sub.where(k)) for k, v in sub.data.items()}
         links = {}
-        for k, r in (doc.get("links") or {}).items():
-            a, sep, b = str(k).partition(">")
-            if not sep or not a.strip() or not b.strip():
-                raise ConfigError(f"{path}: link key {k!r} must be 'A>B'")
-            links[(a.strip(), b.strip())] = _rate(r, f"{path}: links.{k}")
-        return cls(default, hosts, links, ingress)
+        for k, rate in tables["links"].items():
+            a, sep, b = k.partition(">")
+            if not sep or not a.strip() or not b.strip() or ">" in b:
+                top.child("links").fail(f"link key {k!r} must be 'A>B'", k)
+            links[(a.strip(), b.strip())] = rate
+        return cls(default, tables["hosts"], links, tables["ingress"])
+
+
+def _name(key, r: Reader) -> str:
+    """A host name or pair key: printable text without NUL, of sane length."""
+    if not isinstance(key, (str, int, float)) or isinstance(key, bool):
+        r.fail(f"key {key!r} is not a host name")
+    key = str(key)
+    if not key or len(key) > 255 or not key.isprintable():
+        r.fail(f"key {key[:40]!r} is not a host name", key)
+    return key
 
 
 def _env_int(env, name, default):
@@ -149,9 +168,25 @@ def _env_float(env, name, default):
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} must be finite")
+    return value
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _env_bool(env, name, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    word = raw.strip().lower()
+    if word not in _TRUE + _FALSE:
+        raise ConfigError(f"{name}={raw!r}: use one of {', '.join(_TRUE + _FALSE)}")
+    return word in _TRUE
 
 
 @dataclass(frozen=True)
@@ -177,10 +212,12 @@ class ChaosConfig:
             except ValueError:
                 raise ConfigError(f"{name} {value!r}: choose one of "
                                   f"{', '.join(kind)}") from None
-        if self.chunk_bytes <= 0 or self.chunk_bytes % 64:
-            raise ConfigError(f"chunk_bytes must be a positive multiple of 64, got {self.chunk_bytes}")
-        if not self.transfer_timeout_s > 0:
-            raise ConfigError("transfer_timeout_s must be positive")
+        if not 64 <= self.chunk_bytes <= MAX_CHUNK_BYTES or self.chunk_bytes % 64:
+            raise ConfigError(f"chunk_bytes must be a multiple of 64 in 64..{MAX_CHUNK_BYTES}, "
+                              f"got {self.chunk_bytes}")
+        if not 0 < self.transfer_timeout_s <= MAX_TIMEOUT_S:
+            raise ConfigError(f"transfer_timeout_s must be in (0, {MAX_TIMEOUT_S:g}] seconds, "
+                              f"got {self.transfer_timeout_s}")
         if not 0 <= self.port < 65536:
             raise ConfigError(f"port {self.port} out of range")
         if self.strategy == Strategy.CHECKPOINT and not self.checkpoint_dir:
@@ -199,8 +236,8 @@ class ChaosConfig:
             transfer_timeout_s=_env_float(env, "CHAOS_TRANSFER_TIMEOUT_S", 30.0),
             port=_env_int(env, "CHAOS_PORT", 0),
             advertise_addr=env.get("CHAOS_ADVERTISE_ADDR") or None,
-            verify=env.get("CHAOS_VERIFY", "1") not in ("0", "false", "no"),
-            peer_watch=env.get("CHAOS_PEER_WATCH", "1") not in ("0", "false", "no"),
+            verify=_env_bool(env, "CHAOS_VERIFY", True),
+            peer_watch=_env_bool(env, "CHAOS_PEER_WATCH", True),
             agent_socket=env.get("CHAOS_AGENT_SOCKET") or None,
         )
         if isinstance(overrides.get("bandwidth"), str):

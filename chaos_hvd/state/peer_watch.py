@@ -12,56 +12,39 @@ without ``bye`` triggers :func:`abort_gloo_sockets`: it shuts down this process'
 TCP connections (all established sockets except the ones excluded: our shard server, Horovod's
 notification service and rendezvous server). The blocked collective then fails immediately with
 ``HorovodInternalError`` -- the same path Gloo's own timeout takes -- and Horovod's elastic loop
-restores the last commit and resets. Linux only (reads /proc); elsewhere it reports it cannot.
+restores the last commit and resets. psutil lists the process's connections.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
 from typing import Callable, Iterable
 
+import psutil
+
 from . import transfer
 
-
-def _socket_inodes() -> dict[int, int]:
-    out = {}
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            link = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            out[int(link[8:-1])] = int(fd)
-    return out
+log = logging.getLogger(__name__)
 
 
-def established_tcp(inodes: dict[int, int]) -> list[tuple[int, int, int]]:
-    """(fd, local_port, remote_port) of this process's ESTABLISHED TCP sockets."""
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cols = row.split()
-            if len(cols) < 10 or cols[3] != "01":
-                continue
-            inode = int(cols[9])
-            if inode in inodes:
-                found.append((inodes[inode], int(cols[1].rsplit(":", 1)[1], 16),
-                              int(cols[2].rsplit(":", 1)[1], 16)))
-    return found
+def established_tcp() -> list[tuple[int, int, int]]:
+    """(fd, local_port, remote_port) of this process's ESTABLISHED TCP sockets (psutil)."""
+    try:
+        conns = psutil.Process().net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return []
+    return [(c.fd, c.laddr.port, c.raddr.port) for c in conns
+            if c.status == psutil.CONN_ESTABLISHED and c.fd >= 0 and c.raddr]
 
 
 def abort_gloo_sockets(exclude_local_ports: Iterable[int], exclude_remote_ports: Iterable[int]) -> int:
     """Shut down established TCP connections not excluded; returns how many."""
     local, remote = set(exclude_local_ports), set(exclude_remote_ports)
     n = 0
-    for fd, lport, rport in established_tcp(_socket_inodes()):
+    for fd, lport, rport in established_tcp():
         if lport in local or rport in remote:
             continue
         try:
@@ -111,8 +94,10 @@ class PeerWatch:
             if not transfer.recv_frame(sock).get("ok"):
                 return
             sock.settimeout(None)
-        except (OSError, transfer.AuthenticationError):
-            return  # could not establish a watch: Gloo's timeout remains the fallback
+        except (OSError, transfer.AuthenticationError) as e:
+            # could not establish a watch: Gloo's timeout remains the fallback
+            log.info("no crash watch on rank %s (%s:%s): %s", peer.id, peer.host, peer.port, e)
+            return
         with self._lock:
             if gen != self._generation:
                 sock.close()

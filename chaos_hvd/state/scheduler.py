@@ -8,7 +8,7 @@ Model (fluid, per link direction):
 * Source ``u`` may start sending at ``ready_s`` (e.g. when its current all-reduce ends) and has an
   egress rate ``egress_bytes_per_s`` shared by all joiners it serves.
 * A pair ``(u, j)`` may have its own rate cap (``link_bytes_per_s``), and joiner ``j`` an ingress cap
-  shared by all its sources (the shared bottleneck BASELINE.md measured).
+  shared by all its sources (the shared bottleneck docs/baseline-measurements.md measured).
 * A plan gives each (source, joiner) pair a list of byte ranges; ranges start and end on multiples of
   ``chunk_bytes`` (the digest unit of a snapshot), except at the end of the state.
 
