@@ -73,6 +73,7 @@ class Sync(Event, tag="sync"):
     total_s: float = 0.0
     digest: str = ""
     committed_version: int = 0
+    first_sync: bool = False        # this process's first sync (a new worker: a joiner after v0)
     # needers that pulled (chaos, single); the checkpoint and broadcast strategies fill some
     algorithm: str | None = None
     predicted_makespan_s: float | None = None

@@ -40,9 +40,12 @@ def check_world_sizes(events: list[ev.Event], expected: list[int]) -> list[str]:
 
 
 def joiner_syncs(events: list[ev.Event]) -> list[ev.Sync]:
-    """Sync records of ranks that had to fetch the whole state (new hosts)."""
-    return [e for e in events if type(e) is ev.Sync and e.role == "needer"
-            and e.needed_bytes == e.state_bytes and e.version > 0]
+    """Sync records of new workers (their process's first sync, once training has started).
+
+    Not "ranks that fetched the whole state": after a crash, survivors one commit behind the
+    newest rank fetch everything from that one rank, and are no joiners."""
+    return [e for e in events if type(e) is ev.Sync and e.first_sync and e.role == "needer"
+            and e.version > 0]
 
 
 def check_joiner(events: list[ev.Event], min_sources: int, bandwidth_known: bool | None,

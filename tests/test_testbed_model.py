@@ -301,7 +301,8 @@ def test_shaping_leaf_choice():
 def _sync(t, **kw):
     base = dict(rank=3, strategy="chaos", size=4, role="needer", version=4, target=0,
                 state_bytes=10, sources=[0, 1], needers=[3], transfer_bytes_total=10,
-                needed_bytes=10, bytes_per_source={0: 4, 1: 6}, bandwidth_known=True)
+                needed_bytes=10, bytes_per_source={0: 4, 1: 6}, bandwidth_known=True,
+                first_sync=True)
     return ev.Sync(t_mono=t, **{**base, **kw})
 
 
@@ -322,6 +323,10 @@ def test_checks_find_each_broken_invariant():
     ok = {"faults": ["join w4", "crash w2"], "world_sizes": [3, 4],
           "joiner_min_sources": 2, "joiner_bandwidth_known": True, "identical_final": True}
     assert checks.check_run(timeline, events, ok) == []
+    # a survivor one commit behind fetches everything from the one rank ahead: not a joiner
+    behind = _sync(7, rank=1, bytes_per_source={0: 10}, first_sync=False)
+    assert checks.check_joiner(events + [behind], 2, True) == []
+    assert checks.check_joiner([behind], 2, True)                       # and no joiner at all
     assert checks.check_faults(timeline, ["crash w2", "join w4"])       # wrong order
     assert checks.check_world_sizes(events, [3, 4, 3])
     assert checks.check_joiner(events, 3, True)

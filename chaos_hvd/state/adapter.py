@@ -154,6 +154,7 @@ class ChaosState(State):
         self._watch = PeerWatch(self._on_peer_dead)
         self._peer_ports: set[int] = set()
         self._rank = -1
+        self._synced = False
         atexit.register(self._at_exit)
         super().__init__(bcast_object=broadcast_json, get_rank=hvd.rank)
         self._replica.capture(version=0)
@@ -194,7 +195,8 @@ class ChaosState(State):
         record = events.Sync(rank=rank, strategy=cfg.strategy, size=hvd.size(),
                              role=roles.role_of(rank), version=roles.version, target=roles.target,
                              state_bytes=roles.size_bytes, sources=list(roles.sources),
-                             needers=list(roles.needers), transfer_bytes_total=roles.transfer_bytes)
+                             needers=list(roles.needers), transfer_bytes_total=roles.transfer_bytes,
+                             first_sync=not self._synced)
         try:
             if roles.needers or self._strategy.always:
                 self._strategy.run(replica, coll, roles, infos, record, tag)
@@ -209,6 +211,7 @@ class ChaosState(State):
         record.total_s, record.digest = time.perf_counter() - t0, digest
         record.committed_version = replica.version
         self._log.write(record)
+        self._synced = True
         log.debug("sync done: rank %d, %s, %.3f s", rank, record.role, record.total_s)
         if cfg.peer_watch:
             self._rank = rank
