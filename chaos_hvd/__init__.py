@@ -1,6 +1,6 @@
 """chaos_hvd -- multi-neighbour state sync for Horovod elastic training at the edge.
 
-Implements the state-replication half of "Learning in Chaos" (arXiv 2505.12815) as a Horovod plugin.
+Implements "Learning in Chaos" (arXiv 2505.12815) as a Horovod plugin and a cluster agent.
 Change one line of a Horovod elastic PyTorch script::
 
     state = hvd.elastic.TorchState(model, optimizer, lr_scheduler=sched, epoch=0)   # before
@@ -11,19 +11,22 @@ and run it with ``horovodrun`` as before. When workers join, each joiner pulls t
 RNG) from every up-to-date worker in parallel, in byte ranges that a bandwidth-aware scheduler sized so
 all sources finish together -- instead of Horovod's tree broadcast from rank 0.
 
-Design (one module per concern; only :mod:`chaos_hvd.hvd_adapter` imports Horovod):
+Two subsystems and the plumbing they share (only :mod:`chaos_hvd.state.adapter` imports Horovod;
+importing the cluster agent loads no torch):
 
-``scheduler``   pure: (state size, sources with rate and ready time, joiners, ingress caps) -> Plan
-                of byte ranges, predicted makespan and lower bound; optimal (max-flow), greedy (the
-                paper's v1), even, single.
-``roles``       pure: who is a source and who needs state, from committed versions and digests.
-``encoding``    safe JSON encoding of state trees (tensors kept aside; never pickle).
-``snapshot``    flat, reusable snapshot buffer + manifest with a BLAKE2b digest per chunk.
-``state_tree``  which objects are tracked and how each is captured and reloaded.
-``transfer``    HMAC-authenticated shard server and the parallel, work-stealing pull client.
-``config``      ``ChaosConfig`` from arguments or ``CHAOS_*`` env vars; bandwidth maps.
-``eventlog``    one JSON line per event (``CHAOS_EVENT_LOG``).
-``hvd_adapter`` ``ChaosState`` and the sync strategies (chaos, single, checkpoint, broadcast).
+``state/``      the Horovod plugin: ChaosState and the multi-neighbour state sync (map in
+                :mod:`chaos_hvd.state`).
+``cluster/``    the self-governed cluster agent: peer negotiation of membership and links, monitor,
+                discovery for horovodrun (map in :mod:`chaos_hvd.cluster`).
+``events``      every event record (sync, step, install, fault, ...): the contract between the
+                writers and the readers of an event log.
+``errors``      the typed errors of both subsystems.
+``signing``     HMAC-SHA256 over canonical JSON (shard requests, agent datagrams).
+``jsonline``    bounded JSON-line requests over Unix sockets (agent API, testbed control).
+``waiting``     the one poll-with-deadline loop.
+``yamldoc``     YAML with ``file:line:column`` errors, for every file dialect.
+``units``       rates, times, sizes and percentages with units.
+``cliargs``     checked argument types and the help format of the command-line tools.
 
 Guarantees after every ``sync()``: all ranks hold bit-identical committed states (checked by an
 allgather of manifest digests); no committed step is lost (the newest version wins, whatever its

@@ -1,15 +1,29 @@
 """Edge-network testbed: emulate a Jetson-class cluster on one Linux machine and break it.
 
-    topology (pure)      YAML -> validated Topology; link profiles         topology, profiles, units
-    faults (pure)        schedule model, flap expansion, seeded chaos mode faults
-    capabilities         what the kernel can emulate (netem probed by trying)
-    network              Mininet hosts on Linux bridges + pyroute2 tc (HTB/TBF, netem when present);
-                         fallbacks without netem: nftables loss, NFQUEUE delay (bridge_rules, nfdelay)
-    hosts                sshd per host (own hostname, /etc/hosts), launcher, node signals
-    emulation            Testbed: one instance, actions, discovery file, timeline
-    executor             applies a schedule on time or on training step
-    registry             records everything created; teardown / `clean` remove exactly that
-    cli                  `chaos-testbed run|up|inject|show|down|clean|check|probe`
+Pure (no root, no I/O beyond reading files; property-tested):
 
-Needs root except for `check` (validation) and the pure modules. Never calls `mn -c`.
+``topology``      YAML -> validated Topology (nodes, switches, links with per-direction impairments).
+``profiles``      named link profiles (GbE, Wi-Fi 5/6, LTE, 5G, ...) with their sources.
+``faults``        fault schedules: timed or step-triggered actions, flap expansion, seeded chaos mode.
+``bridge_rules``  renders the nftables rules for loss and partitions.
+``errors``        typed errors, each with the CLI's exit code.
+
+Needs root:
+
+``capabilities``  what this kernel can emulate (netem probed by trying).
+``network``       Mininet hosts on Linux bridges, per-direction shaping, link state, partitions.
+``shaping``       HTB (and netem where present) on one interface through pyroute2.
+``impairments``   the fallbacks without netem: nftables loss and partitions, the NFQUEUE delayer.
+``nfdelay``       the delayer process itself (``python -m testbed.nfdelay``).
+``hosts``         an sshd per host (own hostname, /etc/hosts), the launcher, signals to workers.
+``cgroups``       CPU shares of emulated hosts (cgroup v2).
+``agents``        a cluster agent in every emulated host (discovery from agents).
+``emulation``     ``Testbed``: one instance, actions, discovery file, timeline records.
+``executor``      applies a schedule on time or on training step.
+``registry``      records everything created before creating it; teardown and ``clean`` remove that.
+``control``       the running testbed's control socket (inject, show, down).
+``verify``        iperf3 and ping between hosts against the topology.
+``cli``           ``chaos-testbed run|up|inject|show|down|clean|check|probe``.
+
+Never calls ``mn -c``: it removes only what it recorded.
 """

@@ -26,7 +26,7 @@ from chaos_hvd.events import EventLog
 from .capabilities import Capabilities, probe
 from .errors import CapabilityError, NotRootError
 from .agents import AgentMode, HostAgents
-from .faults import Action
+from .faults import Action, Kind
 from .hosts import HostProcesses
 from .network import EmulatedNetwork
 from .registry import Registry
@@ -187,38 +187,46 @@ class Testbed:
     # ------------------------------------------------------------ actions
     def apply(self, a: Action) -> events.Fault:
         """Apply one primitive action now; returns what was done (the timeline record, unwritten)."""
-        net, hosts = self.net, self.hosts
+        try:
+            handler = self._HANDLERS[a.action]
+        except KeyError:
+            raise ValueError(f"not a primitive action: {a.action}") from None
         t = time.perf_counter()
-        detail: dict = {}
-        if a.action in ("crash", "leave", "pause", "resume"):
-            detail["signalled"] = getattr(hosts, a.action)(a.node)
-            if a.action in ("crash", "leave"):
-                self.discoverable.pop(a.node, None)
-                if self.agents is None:
-                    self._write_discovery()
-        elif a.action == "join":
-            self.discoverable[a.node] = self.topo.node(a.node).slots
-            if self.agents is not None:
-                self.agents.join(a.node)       # its agent announces it; no list is written
-            else:
-                self._write_discovery()
-        elif a.action in ("link_down", "link_up"):
-            net.set_link(a.link, a.action == "link_up")
-        elif a.action == "degrade":
-            net.degrade(a.link, a.direction, dict(a.changes))
-            st = net.links[a.link]
-            detail.update(up=st.up_dir.describe(), down=st.down_dir.describe())
-        elif a.action == "restore":
-            net.restore(a.link)
-        elif a.action == "partition":
-            net.partition(a.groups)
-        elif a.action == "heal":
-            net.heal()
-        else:
-            raise ValueError(f"not a primitive action: {a.action}")
+        detail = handler(self, a) or {}
         applied_ms = (time.perf_counter() - t) * 1e3
         return events.Fault(action=a.action, target=a.target, applied_ms=round(applied_ms, 3),
                             at_step=a.at_step, **detail)
+
+    def _signal(self, a: Action) -> dict:
+        signalled = getattr(self.hosts, a.action)(a.node)   # crash, leave, pause, resume
+        if a.action in (Kind.CRASH, Kind.LEAVE):
+            self.discoverable.pop(a.node, None)
+            if self.agents is None:
+                self._write_discovery()
+        return {"signalled": signalled}
+
+    def _join(self, a: Action) -> None:
+        self.discoverable[a.node] = self.topo.node(a.node).slots
+        if self.agents is not None:
+            self.agents.join(a.node)       # its agent announces it; no list is written
+        else:
+            self._write_discovery()
+
+    def _degrade(self, a: Action) -> dict:
+        self.net.degrade(a.link, a.direction, dict(a.changes))
+        st = self.net.links[a.link]
+        return {"up": st.up_dir.describe(), "down": st.down_dir.describe()}
+
+    _HANDLERS = {
+        Kind.CRASH: _signal, Kind.LEAVE: _signal, Kind.PAUSE: _signal, Kind.RESUME: _signal,
+        Kind.JOIN: _join,
+        Kind.LINK_DOWN: lambda self, a: self.net.set_link(a.link, False),
+        Kind.LINK_UP: lambda self, a: self.net.set_link(a.link, True),
+        Kind.DEGRADE: _degrade,
+        Kind.RESTORE: lambda self, a: self.net.restore(a.link),
+        Kind.PARTITION: lambda self, a: self.net.partition(a.groups),
+        Kind.HEAL: lambda self, a: self.net.heal(),
+    }
 
     def describe(self) -> dict:
         return {"id": self.reg.id if self.reg else None, "topology": self.topo.name,

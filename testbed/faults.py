@@ -24,9 +24,10 @@ group); ``heal`` removes it. ``expand`` turns a schedule into primitive steps; t
 
 from __future__ import annotations
 
-import random
 import difflib
+import random
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 from chaos_hvd.units import parse_duration_s
 from chaos_hvd.yamldoc import Reader, load_yaml, read_text
@@ -34,19 +35,36 @@ from chaos_hvd.yamldoc import Reader, load_yaml, read_text
 from .errors import ScheduleError
 from .topology import DIRECTION_KEYS, Topology, direction_fields
 
-NODE_ACTIONS = ("crash", "leave", "pause", "resume", "join")
-LINK_ACTIONS = ("link_down", "link_up", "flap", "degrade", "restore")
-NET_ACTIONS = ("partition", "heal")
+class Kind(StrEnum):
+    """What an action does (a member equals its name in schedule files and records)."""
+
+    CRASH = "crash"          # SIGKILL the host's workers (and its agent)
+    LEAVE = "leave"          # SIGTERM
+    PAUSE = "pause"          # SIGSTOP
+    RESUME = "resume"        # SIGCONT
+    JOIN = "join"            # the host becomes discoverable
+    LINK_DOWN = "link_down"
+    LINK_UP = "link_up"
+    FLAP = "flap"            # expands into link_down / link_up pairs
+    DEGRADE = "degrade"
+    RESTORE = "restore"
+    PARTITION = "partition"
+    HEAL = "heal"
+
+
+NODE_ACTIONS = (Kind.CRASH, Kind.LEAVE, Kind.PAUSE, Kind.RESUME, Kind.JOIN)
+LINK_ACTIONS = (Kind.LINK_DOWN, Kind.LINK_UP, Kind.FLAP, Kind.DEGRADE, Kind.RESTORE)
+NET_ACTIONS = (Kind.PARTITION, Kind.HEAL)
 ACTIONS = NODE_ACTIONS + LINK_ACTIONS + NET_ACTIONS
-PRIMITIVE = NODE_ACTIONS + ("link_down", "link_up", "degrade", "restore") + NET_ACTIONS
-CHAOS_KINDS = ("crash", "leave", "pause", "flap", "degrade", "partition")
+PRIMITIVE = NODE_ACTIONS + (Kind.LINK_DOWN, Kind.LINK_UP, Kind.DEGRADE, Kind.RESTORE) + NET_ACTIONS
+CHAOS_KINDS = (Kind.CRASH, Kind.LEAVE, Kind.PAUSE, Kind.FLAP, Kind.DEGRADE, Kind.PARTITION)
 
 
 @dataclass(frozen=True)
 class Action:
     """One scheduled action. Exactly one of ``at_s`` / ``at_step`` is set."""
 
-    action: str
+    action: Kind
     at_s: float | None = None
     at_step: int | None = None
     node: str | None = None
@@ -77,11 +95,11 @@ class Schedule:
         step-triggered ones in step order; ties keep file order."""
         out: list[Action] = []
         for a in self.actions:
-            if a.action == "flap":
+            if a.action == Kind.FLAP:
                 for k in range(a.count):
                     base = a.offset_s + k * a.period_s
-                    out.append(replace(a, action="link_down", offset_s=base))
-                    out.append(replace(a, action="link_up", offset_s=base + a.period_s / 2))
+                    out.append(replace(a, action=Kind.LINK_DOWN, offset_s=base))
+                    out.append(replace(a, action=Kind.LINK_UP, offset_s=base + a.period_s / 2))
             else:
                 out.append(a)
         return sorted(out, key=Action.trigger_key)
@@ -93,10 +111,11 @@ def _parse_action(r: Reader, topo: Topology) -> Action:
     r.check_keys(("at", "at_step", "action", "node", "link", "direction", "groups", "period",
                   "count") + DIRECTION_KEYS)
     kind = r.require("action")
-    if kind not in ACTIONS:
-        hint = difflib.get_close_matches(str(kind), ACTIONS, n=1)
+    if not isinstance(kind, str) or kind not in ACTIONS:
+        hint = difflib.get_close_matches(str(kind), [str(a) for a in ACTIONS], n=1)
         r.fail(f"unknown action {kind!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
                + f"; known: {', '.join(ACTIONS)}", "action")
+    kind = Kind(kind)
     if ("at" in r.data) == ("at_step" in r.data):
         r.fail("give exactly one trigger: 'at' (time) or 'at_step' (training step)")
     at_s = r.parse("at", parse_duration_s)
@@ -112,7 +131,7 @@ def _parse_action(r: Reader, topo: Topology) -> Action:
         if node not in workers:
             r.fail(f"{node!r} is not a worker node of topology {topo.name!r} "
                    f"(workers: {', '.join(sorted(workers))})", "node")
-        if kind == "join" and not topo.node(node).standby:
+        if kind == Kind.JOIN and not topo.node(node).standby:
             r.fail(f"{node!r} is discoverable from the start; mark it 'standby: true' in the "
                    "topology to join it later", "node")
         kw["node"] = node
@@ -123,7 +142,7 @@ def _parse_action(r: Reader, topo: Topology) -> Action:
             r.fail(f"no link {link!r} in topology {topo.name!r} (links: {', '.join(names)})",
                    "link")
         kw["link"] = link
-    if kind == "flap":
+    if kind == Kind.FLAP:
         period = r.parse("period", parse_duration_s, 1.0)
         count = r.get("count", 1)
         if period <= 0:
@@ -131,7 +150,7 @@ def _parse_action(r: Reader, topo: Topology) -> Action:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             r.fail(f"count must be a positive integer, got {count!r}", "count")
         kw.update(period_s=period, count=count)
-    if kind == "degrade":
+    if kind == Kind.DEGRADE:
         direction = r.get("direction", "both")
         if direction not in ("up", "down", "both"):
             r.fail(f"direction must be up, down or both, got {direction!r}", "direction")
@@ -139,7 +158,7 @@ def _parse_action(r: Reader, topo: Topology) -> Action:
         if not changes:
             r.fail(f"degrade needs at least one of {', '.join(DIRECTION_KEYS)}")
         kw.update(direction=direction, changes=tuple(sorted(changes.items())))
-    if kind == "partition":
+    if kind == Kind.PARTITION:
         groups = r.require("groups")
         hosts = {n.name for n in topo.nodes}
         if not isinstance(groups, list) or len(groups) < 1 or \
@@ -155,15 +174,15 @@ def _parse_action(r: Reader, topo: Topology) -> Action:
     extra = [k for k in ("node", "link", "groups", "period", "count", "direction")
              + DIRECTION_KEYS if k in r.data and k not in _KEYS_FOR[kind]]
     if extra:
-        r.fail(f"{', '.join(extra)} do not apply to action {kind!r}", extra[0])
+        r.fail(f"{', '.join(extra)} do not apply to action {str(kind)!r}", extra[0])
     return Action(**kw)
 
 
 _KEYS_FOR = {**{k: ("node",) for k in NODE_ACTIONS},
-             **{k: ("link",) for k in ("link_down", "link_up", "restore")},
-             "flap": ("link", "period", "count"),
-             "degrade": ("link", "direction") + DIRECTION_KEYS,
-             "partition": ("groups",), "heal": ()}
+             **{k: ("link",) for k in (Kind.LINK_DOWN, Kind.LINK_UP, Kind.RESTORE)},
+             Kind.FLAP: ("link", "period", "count"),
+             Kind.DEGRADE: ("link", "direction") + DIRECTION_KEYS,
+             Kind.PARTITION: ("groups",), Kind.HEAL: ()}
 
 
 def parse_schedule(text: str, topo: Topology, source: str = "<schedule>") -> Schedule:
@@ -202,7 +221,7 @@ def _check_consistency(actions: list[Action], topo: Topology, source: str) -> No
     """Reject schedules that cannot mean anything: e.g. joining a host twice."""
     joined: set[str] = set()
     for a in sorted(actions, key=Action.trigger_key):
-        if a.action == "join":
+        if a.action == Kind.JOIN:
             if a.node in joined:
                 raise ScheduleError(f"node {a.node!r} joins twice", source)
             joined.add(a.node)
@@ -247,49 +266,49 @@ def chaos_schedule(topo: Topology, seed: int, duration_s: float, mean_interval_s
         remaining = duration_s - t
         hold = min(rng.uniform(0.5, 3.0), remaining * 0.9)
         active = [n for n in world.alive if n not in world.paused]
-        if kind in ("crash", "leave", "pause"):
+        if kind in (Kind.CRASH, Kind.LEAVE, Kind.PAUSE):
             candidates = [n for n in active if busy_until.get(n, 0) <= t]
             if len(active) - 1 < min_workers or not candidates:
                 continue
             node = rng.choice(candidates)
             actions.append(Action(kind, at_s=round(t, 3), node=node))
-            if kind == "pause":
+            if kind == Kind.PAUSE:
                 world.paused.add(node)
                 end = round(t + hold, 3)
-                actions.append(Action("resume", at_s=end, node=node))
+                actions.append(Action(Kind.RESUME, at_s=end, node=node))
                 busy_until[node] = end
             else:
                 world.alive.remove(node)
-        elif kind in ("flap", "degrade"):
+        elif kind in (Kind.FLAP, Kind.DEGRADE):
             free = [ln for ln in links if busy_until.get(ln, 0) <= t]
             if not free:
                 continue
             link = rng.choice(free)
-            if kind == "flap":
+            if kind == Kind.FLAP:
                 count = rng.randint(1, 3)
                 period = round(hold / count, 3)
                 if period < 0.2:  # too close to the end for a visible flap
                     continue
-                actions.append(Action("flap", at_s=round(t, 3), link=link, period_s=period,
+                actions.append(Action(Kind.FLAP, at_s=round(t, 3), link=link, period_s=period,
                                       count=count))
                 busy_until[link] = t + period * count
             else:
                 rate = rng.choice([1e6, 5e6, 10e6, 50e6])
-                actions.append(Action("degrade", at_s=round(t, 3), link=link,
+                actions.append(Action(Kind.DEGRADE, at_s=round(t, 3), link=link,
                                       direction=rng.choice(["up", "down", "both"]),
                                       changes=(("rate_bps", rate),)))
                 end = round(t + hold, 3)
-                actions.append(Action("restore", at_s=end, link=link))
+                actions.append(Action(Kind.RESTORE, at_s=end, link=link))
                 busy_until[link] = end
-        elif kind == "partition":
+        elif kind == Kind.PARTITION:
             if busy_until.get("*partition*", 0) > t or len(topo.nodes) < 2:
                 continue
             names = sorted(n.name for n in topo.nodes)
             rng.shuffle(names)
             cut = rng.randint(1, len(names) - 1)
-            actions.append(Action("partition", at_s=round(t, 3),
+            actions.append(Action(Kind.PARTITION, at_s=round(t, 3),
                                   groups=(tuple(sorted(names[:cut])), tuple(sorted(names[cut:])))))
             end = round(t + hold, 3)
-            actions.append(Action("heal", at_s=end))
+            actions.append(Action(Kind.HEAL, at_s=end))
             busy_until["*partition*"] = end
     return Schedule(tuple(actions), seed)

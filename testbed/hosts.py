@@ -22,9 +22,11 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
+
+from chaos_hvd.errors import WaitTimeout
+from chaos_hvd.waiting import Deadline, wait_until
 
 from . import cgroups
 from .errors import CommandError
@@ -130,13 +132,15 @@ Host *
                 cgroups.create(os.path.basename(path), n.cpu)
                 cgroups.add_pid(path, p.pid)
                 self.cgroup[n.name] = path
-        deadline = time.monotonic() + 10
+        deadline = Deadline(10)
         for name, proc in self.sshd.items():
-            while not self._listening(name):
-                if not proc.is_running() or time.monotonic() > deadline:
-                    raise CommandError(f"sshd did not start in host {name}; see "
-                                       f"{self.reg.dir}/sshd-{name}.log")
-                time.sleep(0.02)
+            try:
+                wait_until(lambda: self._listening(name), deadline.left_s(), f"sshd in {name}",
+                           interval_s=0.02,
+                           give_up=lambda: None if proc.is_running() else "sshd exited")
+            except WaitTimeout:
+                raise CommandError(f"sshd did not start in host {name}; see "
+                                   f"{self.reg.dir}/sshd-{name}.log") from None
 
     def _listening(self, host: str) -> bool:
         done = subprocess.run(["ip", "netns", "exec", self.net.host_ns[host], "ss", "-ltnH",

@@ -17,8 +17,10 @@ import json
 import re
 import statistics
 import subprocess
-import time
 from dataclasses import asdict, dataclass
+
+from chaos_hvd.errors import WaitTimeout
+from chaos_hvd.waiting import wait_until
 
 from .errors import CommandError, VerificationError
 
@@ -37,12 +39,14 @@ def iperf3_bps(src_ns: str, dst_ns: str, dst_ip: str, seconds: float = 3.0,
                                                "-p", str(IPERF_PORT)]),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(50):
+        def listening() -> bool:
             done = subprocess.run(_ns_cmd(dst_ns, ["ss", "-ltnH", f"sport = :{IPERF_PORT}"]),
                                   capture_output=True, text=True)
-            if done.stdout.strip():
-                break
-            time.sleep(0.05)
+            return bool(done.stdout.strip())
+        try:
+            wait_until(listening, 2.5, "the iperf3 server")
+        except WaitTimeout:
+            pass   # the client's own error says more
         done = subprocess.run(_ns_cmd(src_ns, ["iperf3", "-c", dst_ip, "-p", str(IPERF_PORT),
                                                "-t", str(seconds), "-O", str(omit_s), "-J"]),
                               capture_output=True, text=True, timeout=seconds + 30)

@@ -36,12 +36,13 @@ from dataclasses import dataclass, field
 
 from . import probe_plan, wire
 from .. import jsonline
-from ..errors import MalformedMessage, PeerMessageError, RequestError, StaleMessage
+from ..errors import MalformedMessage, PeerMessageError, StaleMessage
 from .. import events as ev
 from ..events import EventLog
 from .linkstate import LinkWatch, Rate, RateTable
 from .monitor import ProbeService, Resources
-from .kinds import Msg
+from .kinds import Change, Msg
+from .local_api import LocalApi
 from .protocol import Config, Installed, Member, Send, View, link, pending_in
 
 log = logging.getLogger(__name__)
@@ -358,55 +359,11 @@ class Agent:
             self._gossip_metrics(self.member.view, rows)
         return len(rows) == 2
 
-    # ------------------------------------------------------------ local API
-    def view_doc(self) -> dict:
-        v = self.member.view
-        return {"id": self.me, "epoch": v.epoch if v else None,
-                "members": sorted(v.members) if v else [],
-                "links": sorted(map(list, v.links)) if v else [],
-                "slots": dict(sorted(v.slots)) if v else {},
-                "coordinator": self.member.coordinator(),
-                "can_train": self.member.can_train(time.monotonic())}
-
-    def status_doc(self) -> dict:
-        return {**self.view_doc(), "pending": sorted(map(list, self.member.pending)),
-                "rtt_ms": {p: self.watch.rtt_ms(p) for p in self.watch.peers},
-                "rates": self.rates.rows(), "resources": self.resources,
-                "counters": self.counters, "leaving": self._leaving_since is not None}
-
-    def api(self, req: dict) -> dict:
-        op = req.get("op")
-        if op == "view":
-            return self.view_doc()
-        if op == "status":
-            return self.status_doc()
-        if op == "bandwidth":
-            return {"id": self.me, "epoch": self.epoch, "rates": self.rates.rows()}
-        if op == "observe":
-            change = req.get("change")
-            wire.validate_change(change)
-            self.observe(tuple(change))
-            return {"ok": True, "epoch": self.epoch}
-        if op == "leave":
-            self.leave()
-            return {"ok": True}
-        raise MalformedMessage(f"unknown op {str(op)[:40]!r}")
-
-    async def _serve_api(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        try:
-            line = await asyncio.wait_for(reader.readline(), 5)
-            try:
-                reply = self.api(jsonline.decode(line))
-            except (RequestError, PeerMessageError) as e:
-                reply = jsonline.error(str(e))
-            writer.write(jsonline.encode(reply))
-            await writer.drain()
-        except (OSError, asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError):
-            pass  # ValueError: asyncio's readline past the stream limit
-        finally:
-            writer.close()
-
     # ------------------------------------------------------------ lifecycle
+    @property
+    def leaving(self) -> bool:
+        return self._leaving_since is not None
+
     def leave(self) -> None:
         if self._leaving_since is not None:
             return
@@ -415,7 +372,7 @@ class Agent:
         if self.member.view is None or self.me not in self.member.view.members:
             self._stop.set()
             return
-        self.observe(("leave", self.me))
+        self.observe((Change.LEAVE, self.me))
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -428,7 +385,7 @@ class Agent:
         if self.o.socket_path:
             if os.path.exists(self.o.socket_path):
                 os.unlink(self.o.socket_path)      # a previous agent's, dead (we bound the port)
-            api_server = await asyncio.start_unix_server(self._serve_api, self.o.socket_path,
+            api_server = await asyncio.start_unix_server(LocalApi(self).serve, self.o.socket_path,
                                                          limit=jsonline.MAX_LINE_BYTES + 2)
             os.chmod(self.o.socket_path, 0o600)
         if threading.current_thread() is threading.main_thread():   # embedded: caller's signals

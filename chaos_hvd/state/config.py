@@ -152,25 +152,16 @@ def _name(key, r: Reader) -> str:
     return key
 
 
-def _env_int(env, name, default):
+def _env_number(env, name, default, kind: type = float):
+    """An int or a finite float from the environment; the default when unset or empty."""
     raw = env.get(name)
-    if raw is None or raw == "":
+    if raw is None or raw.strip() == "":
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    return value
-
-
-def _env_float(env, name, default):
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
+        raise ConfigError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}") \
+            from None
     if not math.isfinite(value):
         raise ConfigError(f"{name}={raw!r} must be finite")
     return value
@@ -232,9 +223,9 @@ class ChaosConfig:
             bandwidth=BandwidthMap.parse(env.get("CHAOS_BANDWIDTH", "")),
             event_log=env.get("CHAOS_EVENT_LOG") or None,
             checkpoint_dir=env.get("CHAOS_CHECKPOINT_DIR") or None,
-            chunk_bytes=_env_int(env, "CHAOS_CHUNK_BYTES", 256 * 1024),
-            transfer_timeout_s=_env_float(env, "CHAOS_TRANSFER_TIMEOUT_S", 30.0),
-            port=_env_int(env, "CHAOS_PORT", 0),
+            chunk_bytes=_env_number(env, "CHAOS_CHUNK_BYTES", 256 * 1024, int),
+            transfer_timeout_s=_env_number(env, "CHAOS_TRANSFER_TIMEOUT_S", 30.0),
+            port=_env_number(env, "CHAOS_PORT", 0, int),
             advertise_addr=env.get("CHAOS_ADVERTISE_ADDR") or None,
             verify=_env_bool(env, "CHAOS_VERIFY", True),
             peer_watch=_env_bool(env, "CHAOS_PEER_WATCH", True),
