@@ -36,7 +36,7 @@ def main():
             state.save()
             times[name].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
-    size = chaos._snapshot.size_bytes
+    size = chaos._replica.snapshot.size_bytes
     print(f"state {size / 1e6:.1f} MB; median of {args.repeats}: ChaosState.save {med['chaos'] * 1e3:.1f} ms, "
           f"TorchState.save {med['torch'] * 1e3:.1f} ms, ratio torch/chaos {med['torch'] / med['chaos']:.2f}")
     print(json.dumps({"bench": "commit", "state_bytes": size, "chaos_save_s": med["chaos"],
