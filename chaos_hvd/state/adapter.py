@@ -34,6 +34,7 @@ import socket
 import time
 from typing import Any
 
+import msgspec
 import psutil
 import torch
 
@@ -201,9 +202,7 @@ class ChaosState(State):
             if roles.needers or self._strategy.always:
                 self._strategy.run(replica, coll, roles, infos, record, tag)
         except TransferError as e:
-            failed = events.SyncFailed(error=str(e), **{f: getattr(record, f)
-                                                         for f in record.__struct_fields__})
-            self._log.write(failed)
+            self._log.write(events.SyncFailed(error=str(e), **msgspec.structs.asdict(record)))
             raise HorovodInternalError(f"chaos_hvd: state transfer failed: {e}") from e
         if not self._strategy.reloads(rank, roles):
             self._repartition_samplers()
@@ -222,7 +221,7 @@ class ChaosState(State):
         """Publish this rank's snapshot and allgather every rank's RankInfo."""
         replica = self._replica
         manifest = replica.snapshot.manifest()
-        server = replica.server(advertise_addr(replica.config), self._on_server_event)
+        server = replica.server(advertise_addr(replica.config), self._on_rejected_request)
         token = transfer.new_token()
         me = RankInfo(rank, os.environ.get("HOROVOD_HOSTNAME", socket.gethostname()),
                       advertise_addr(replica.config), server.port, replica.version,
@@ -248,7 +247,7 @@ class ChaosState(State):
         log.warning("peer rank %s vanished: aborted %d collective connection(s)", peer, n)
         self._log.write(events.PeerDead(rank=self._rank, peer=peer, gloo_sockets_aborted=n))
 
-    def _on_server_event(self, why: str, peer: str) -> None:
+    def _on_rejected_request(self, why: str, peer: str) -> None:
         self._log.write(events.ShardRequestRejected(rank=hvd.rank(), peer=peer, why=why))
 
     def _at_exit(self) -> None:
