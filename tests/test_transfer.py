@@ -125,3 +125,85 @@ def test_forged_replayed_and_oversized_requests_are_rejected(state, servers):
     assert raw_request(peers[0].port, b"x" * 5000)["ok"] is False  # header over the size limit
     assert raw_request(peers[0].port, b"\x80\x04not json")["ok"] is False
     assert srvs[0].rejected == 6
+
+
+def _signed(token, **fields):
+    import json
+    return json.dumps(sign(token, {"op": "range", "version": 3, "start": 0, "end": 10,
+                                   **fields})).encode()
+
+
+def test_hostile_requests_are_counted_rejections_and_the_server_keeps_serving(state, servers):
+    import json
+    srvs, peers = servers(1)
+    port, token = peers[0].port, peers[0].token
+    no_nonce = transfer.signing.sign_fields(token, {"op": "manifest", "version": 3})
+    int_nonce = transfer.signing.sign_fields(token, {"op": "manifest", "version": 3, "nonce": 5})
+    bad = [b"[" * 2000 + b"]" * 2000,                                   # deep JSON
+           json.dumps({"op": "manifest", "mac": "é" * 64}).encode(),    # non-ASCII mac
+           json.dumps(no_nonce).encode(), json.dumps(int_nonce).encode(),
+           _signed(token, start=False, end=True),                       # bools are not offsets
+           json.dumps([1, 2]).encode()]
+    for i, msg in enumerate(bad, 1):
+        reply = raw_request(port, msg)
+        assert reply["ok"] is False, msg[:40]
+        assert srvs[0].rejected == i
+    ok = sign(token, {"op": "manifest", "version": 3, "start": 0, "end": 0})
+    assert raw_request(port, json.dumps(ok).encode())["ok"] is True
+
+
+def test_retract_does_not_wait_for_a_peer_that_stopped_reading(monkeypatch):
+    import json
+    import time
+    monkeypatch.setattr(transfer, "RETRACT_GRACE_S", 0.5)
+    snap = Snapshot(chunk_bytes=CHUNK)
+    snap.capture({"w": torch.randn(8_000_000)}, 3)            # 32 MB: more than socket buffers
+    srv, token = ShardServer("127.0.0.1"), new_token()
+    srv.publish(3, snap.manifest().to_bytes(), memoryview(snap.buffer.numpy()), token)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", srv.port))
+    data = json.dumps(sign(token, {"op": "range", "version": 3, "start": 0,
+                                   "end": snap.size_bytes})).encode()
+    s.sendall(struct.pack("!I", len(data)) + data)            # ... and never read the reply
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    srv.retract()                                             # what every commit does
+    took = time.monotonic() - t0
+    assert 0.4 < took < 3, took                               # waited for the send, then cut it
+    s.close()
+    srv.close()
+
+
+def test_silent_connections_are_dropped_and_capped(state, servers, monkeypatch):
+    import time
+    monkeypatch.setattr(transfer, "FIRST_FRAME_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(transfer, "MAX_CONNECTIONS", 4)
+    srvs, peers = servers(1)
+    idle = [socket.create_connection(("127.0.0.1", peers[0].port)) for _ in range(4)]
+    extra = socket.create_connection(("127.0.0.1", peers[0].port), timeout=5)
+    assert transfer.recv_frame(extra)["ok"] is False          # over the cap: refused at once
+    for s in idle:                                            # silent ones: closed by the server
+        s.settimeout(5)
+        t0 = time.monotonic()
+        assert s.recv(1) == b"" and time.monotonic() - t0 < 3
+        s.close()
+    extra.close()
+
+
+def test_fetch_manifest_moves_on_from_a_source_with_a_malformed_reply(state, servers):
+    import threading
+    _, peers = servers(1)
+    liar = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = liar.accept()
+        with conn:
+            transfer.recv_frame(conn)
+            transfer.send_frame(conn, {"ok": True, "nbytes": 2})
+            conn.sendall(b"[]")
+    threading.Thread(target=serve, daemon=True).start()
+    first = Peer(9, "127.0.0.1", liar.getsockname()[1], b"t" * 32)
+    manifest = fetch_manifest([first, peers[0]], 3, state.manifest().digest(), 5)
+    assert manifest.digest() == state.manifest().digest()
+    liar.close()

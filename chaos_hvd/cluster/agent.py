@@ -47,6 +47,9 @@ from .protocol import Config, Installed, Member, Send, View, link, pending_in
 
 log = logging.getLogger(__name__)
 
+MAX_RTT_NS = 60 * 10 ** 9      # a pong older than this is not ours
+MAX_MBPS = 1e7                 # 10 Tbit/s: a measured rate above is a lie
+
 DEFAULT_PORT = 7470
 
 
@@ -203,6 +206,7 @@ class Agent:
         keep = set(view.members)
         self.watch.forget(keep)
         self.rates.restrict(keep)
+        self.resources = {m: r for m, r in self.resources.items() if m in keep}
         if self.me not in view.members:
             if self._leaving_since is not None:
                 self._stop.set()
@@ -226,6 +230,9 @@ class Agent:
                 why = wire.stale_reason(body, self.epoch)
                 if why:
                     raise StaleMessage(f"from {src}: {why}")
+                why = wire.implausible_reason(body, self.epoch)
+                if why:
+                    raise MalformedMessage(f"from {src}: {why}")
                 if kind == Msg.JOIN and (self.member.view is None
                                        or src not in self.member.view.members):
                     self.log.write(ev.JoinRequest(node=src, epoch=self.epoch))
@@ -237,14 +244,30 @@ class Agent:
             elif kind == Msg.PING:
                 self.send(src, {"type": Msg.PONG, "echo": body["t"]})
             elif kind == Msg.PONG:
-                self.watch.pong(src, max(0, time.monotonic_ns() - body["echo"]) / 1e9, now)
+                rtt_ns = time.monotonic_ns() - body["echo"]
+                if not 0 <= rtt_ns <= MAX_RTT_NS:      # not an echo of one of our pings
+                    raise MalformedMessage(f"pong from {src} echoes {body['echo']}")
+                self.watch.pong(src, rtt_ns / 1e9, now)
             elif kind == Msg.METRICS:
-                self.rates.merge(body["links"])
-                self.resources[src] = dict(body["resources"], at_unix=time.time())
+                self._metrics(src, body)
             else:
                 raise MalformedMessage(f"{kind} is not a datagram message")
         except PeerMessageError as e:
             self._rejected(e.reason, f"{addr[0]}:{addr[1]}", str(e))
+
+    def _metrics(self, src: str, body: dict) -> None:
+        """Measured rates and resources gossiped by a member (bounded, members only)."""
+        view = self.member.view
+        if view is None or src not in view.members:
+            raise StaleMessage(f"metrics from {src}, which is not a member")
+        for row in body["links"]:
+            _, _, mbps, rtt, _ = row
+            if not 0 < mbps <= MAX_MBPS or (rtt is not None and not 0 <= rtt <= MAX_RTT_NS / 1e6):
+                raise MalformedMessage(f"metrics from {src}: implausible row {row}")
+        # rows about former members (the sender's view may be older) are dropped, not stored
+        self.rates.merge([r for r in body["links"]
+                          if r[0] in view.members and r[1] in view.members])
+        self.resources[src] = dict(body["resources"], at_unix=time.time())
 
     def observe(self, change: tuple, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now

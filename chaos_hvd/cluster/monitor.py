@@ -35,6 +35,8 @@ _LEN = struct.Struct("!I")
 _CHUNK = b"\0" * 65536
 MAX_FRAME = 4096
 WARMUP = 0.2
+FIRST_FRAME_TIMEOUT_S = 2.0     # an unauthenticated connection that says nothing is dropped
+MAX_PROBE_CONNECTIONS = 16      # probes run one at a time: more open connections is a flood
 
 
 def _gpu_query() -> dict:
@@ -60,10 +62,16 @@ class Resources:
         self._gpu: dict = {}
 
     def sample(self) -> dict:
-        if time.monotonic() - self._gpu_checked > 10:
-            self._gpu, self._gpu_checked = _gpu_query(), time.monotonic()
-        return {"cpu_pct": psutil.cpu_percent(None), "mem_pct": psutil.virtual_memory().percent,
-                "load1": os.getloadavg()[0], "cpus": float(psutil.cpu_count() or 1), **self._gpu}
+        """This node's resources; {} when they cannot be read now (e.g. out of file handles)."""
+        try:
+            if time.monotonic() - self._gpu_checked > 10:
+                self._gpu, self._gpu_checked = _gpu_query(), time.monotonic()
+            return {"cpu_pct": psutil.cpu_percent(None),
+                    "mem_pct": psutil.virtual_memory().percent,
+                    "load1": os.getloadavg()[0], "cpus": float(psutil.cpu_count() or 1),
+                    **self._gpu}
+        except (OSError, psutil.Error):
+            return {}
 
 
 # ------------------------------------------------------------------------------------- framing
@@ -133,23 +141,28 @@ class ProbeService:
         self.on_reject = on_reject      # (reason, peer, detail) -> None: the agent logs it
         self.guard = wire.ReplayGuard()  # probe channel has its own: TCP and UDP may interleave
         self.busy = False
+        self.open = 0                    # connections being served now
 
     def _seal(self, dst: str, body: dict) -> bytes:
         return wire.seal(self.secret, self.me, dst, self.seq.next(time.time_ns()), body)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        self.open += 1
         try:
-            src, body = wire.open_envelope(self.secret, self.me, await _read_frame(reader),
-                                           self.guard, time.time_ns())
+            if self.open > MAX_PROBE_CONNECTIONS:
+                raise wire.OversizedMessage(f"more than {MAX_PROBE_CONNECTIONS} probe connections")
+            frame = await asyncio.wait_for(_read_frame(reader), FIRST_FRAME_TIMEOUT_S)
+            src, body = wire.open_envelope(self.secret, self.me, frame, self.guard,
+                                           time.time_ns())
             if body["type"] != Msg.PROBE:
                 raise wire.MalformedMessage(f"{body['type']} on the probe port")
             if self.busy:
                 return
             self.busy = True
             try:
-                if body["direction"] == "to_me":
-                    await _stream(writer, body["seconds"])
+                if body["direction"] == "to_me":   # a peer that stops reading ends it too
+                    await asyncio.wait_for(_stream(writer, body["seconds"]), body["seconds"] + 5)
                 else:
                     c = await asyncio.wait_for(_count(reader, body["seconds"]),
                                                body["seconds"] + 5)
@@ -163,6 +176,7 @@ class ProbeService:
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
             pass
         finally:
+            self.open -= 1
             writer.close()
 
     async def lead(self, peer: str, host: str, port: int, seconds: float
@@ -190,7 +204,7 @@ class ProbeService:
             if direction == "to_me":
                 c = await asyncio.wait_for(_count(reader, seconds), seconds + 5)
                 return mbps(c.bytes, c.seconds)
-            await _stream(writer, seconds)
+            await asyncio.wait_for(_stream(writer, seconds), seconds + 5)
             src, body = wire.open_envelope(self.secret, self.me,
                                            await asyncio.wait_for(_read_frame(reader), 5),
                                            self.guard, time.time_ns())

@@ -43,6 +43,8 @@ MAX_MEMBERS = 1024
 MAX_CHANGES = 4096
 _ID = re.compile(r"^[A-Za-z0-9_.:\-\[\]]{1,255}$")   # host names, IPv4/IPv6 literals, host:port
 _INT_MAX = 2 ** 63
+MAX_EPOCH = 2 ** 48
+MAX_EPOCH_JUMP = 10 ** 6        # views a lagging node can plausibly have missed
 
 PROTOCOL_TYPES = (Msg.HEARTBEAT, Msg.CHANGES, Msg.JOIN, Msg.PREPARE, Msg.PROMISE, Msg.ACCEPT,
                   Msg.ACCEPTED, Msg.COMMIT, Msg.NACK)
@@ -105,6 +107,8 @@ def open_envelope(secret: bytes, me: str, data: bytes, guard: ReplayGuard,
         env = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as e:
         raise MalformedMessage(f"not JSON: {e}") from None
+    except RecursionError:
+        raise MalformedMessage("JSON nested too deeply") from None
     if not isinstance(env, dict) or set(env) != {"src", "dst", "seq", "body"}:
         raise MalformedMessage("not an envelope {src, dst, seq, body}")
     src = env["src"]
@@ -122,6 +126,12 @@ def open_envelope(secret: bytes, me: str, data: bytes, guard: ReplayGuard,
 
 def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and -_INT_MAX < x < _INT_MAX
+
+
+def _is_epoch(x) -> bool:
+    """Epochs grow by one per view: anything near the integer limit is an attack, and would
+    overflow the next epoch's validation."""
+    return _is_int(x) and 0 <= x <= MAX_EPOCH
 
 
 def _is_num(x) -> bool:
@@ -150,7 +160,7 @@ def _is_slots(x) -> bool:
 def validate_view(v) -> None:
     _need(isinstance(v, dict) and {"epoch", "members", "links"} <= set(v)
           <= {"epoch", "members", "links", "slots"}, "view: fields")
-    _need(_is_int(v["epoch"]) and v["epoch"] >= 0, "view: epoch")
+    _need(_is_epoch(v["epoch"]), "view: epoch")
     members = v["members"]
     _need(isinstance(members, list) and len(members) <= MAX_MEMBERS
           and all(is_id(m) for m in members) and len(set(members)) == len(members),
@@ -190,7 +200,7 @@ def _fields(body: dict, *names, optional=()) -> None:
 
 def _heartbeat(body: dict) -> None:
     _fields(body, "epoch", optional=("lease", "back"))
-    _need(_is_int(body["epoch"]), "heartbeat: epoch")
+    _need(_is_epoch(body["epoch"]), "heartbeat: epoch")
     _need(isinstance(body.get("lease", False), bool) and isinstance(body.get("back", True), bool),
           "heartbeat: lease and back must be bools")
 
@@ -232,13 +242,13 @@ def _probe_result(body: dict) -> None:
 
 def _ballot_round(body: dict) -> None:   # prepare, accepted
     _fields(body, "epoch", "ballot")
-    _need(_is_int(body["epoch"]), f"{body['type']}: epoch")
+    _need(_is_epoch(body["epoch"]), f"{body['type']}: epoch")
     _ballot(body["ballot"], body["type"])
 
 
 def _promise(body: dict) -> None:
     _fields(body, "epoch", "ballot", "accepted")
-    _need(_is_int(body["epoch"]), "promise: epoch")
+    _need(_is_epoch(body["epoch"]), "promise: epoch")
     _ballot(body["ballot"], "promise")
     acc = body["accepted"]
     if acc is not None:
@@ -250,7 +260,7 @@ def _promise(body: dict) -> None:
 def _accept(body: dict) -> None:
     _fields(body, "epoch", "ballot", "view", optional=("adopted",))
     _need(isinstance(body.get("adopted", False), bool), "accept: adopted must be a bool")
-    _need(_is_int(body["epoch"]), "accept: epoch")
+    _need(_is_epoch(body["epoch"]), "accept: epoch")
     _ballot(body["ballot"], "accept")
     validate_view(body["view"])
 
@@ -262,7 +272,7 @@ def _commit(body: dict) -> None:
 
 def _nack(body: dict) -> None:
     _fields(body, "epoch", "promised")
-    _need(_is_int(body["epoch"]), "nack: epoch")
+    _need(_is_epoch(body["epoch"]), "nack: epoch")
     _ballot(body["promised"], "nack", allow_none_id=True)
 
 
@@ -313,3 +323,16 @@ def stale_reason(body: dict, view_epoch: int | None) -> str | None:
     if kind == Msg.COMMIT and body["view"]["epoch"] < view_epoch:
         return f"commit of epoch {body['view']['epoch']}, current view is epoch {view_epoch}"
     return None
+
+
+def implausible_reason(body: dict, view_epoch: int | None) -> str | None:
+    """Why a valid message's epoch is too far ahead of ours to be real, else None: a node can
+    miss some views, not a million (a forged-looking jump would freeze membership near the
+    epoch limit)."""
+    if view_epoch is None:
+        return None
+    epoch = body["view"]["epoch"] if body["type"] == Msg.COMMIT else body.get("epoch")
+    if isinstance(epoch, int) and epoch > view_epoch + MAX_EPOCH_JUMP:
+        return f"{body['type']} for epoch {epoch}, ours is {view_epoch}"
+    return None
+

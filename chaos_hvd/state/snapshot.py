@@ -29,6 +29,7 @@ from ..errors import CorruptShardError, SnapshotError
 FORMAT = "chaos-hvd/1"
 ALIGN_BYTES = 64
 DEFAULT_CHUNK_BYTES = 256 * 1024
+MAX_TENSORS = 1_000_000
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 _DIGEST_BYTES = 16
 _HASH_THREADS = 2  # hashlib releases the GIL on large buffers
@@ -85,27 +86,47 @@ class Manifest:
             raise SnapshotError(f"manifest of {len(data)} bytes exceeds {MAX_MANIFEST_BYTES}")
         try:
             doc = json.loads(data)
+            if not isinstance(doc, dict):
+                raise SnapshotError("a manifest is a JSON object")
             if doc.get("format") != FORMAT:
                 raise SnapshotError(f"unknown manifest format {doc.get('format')!r}")
             size, chunk, version = doc["size_bytes"], doc["chunk_bytes"], doc["version"]
-            if not all(isinstance(v, int) and v >= 0 for v in (size, chunk, version)) or chunk <= 0:
-                raise SnapshotError("manifest sizes must be non-negative integers")
+            if not all(_count(v) for v in (size, chunk, version)) or chunk <= 0:
+                raise SnapshotError("manifest sizes must be integers in 0..2**62")
+            if not isinstance(doc["tensors"], list) or len(doc["tensors"]) > MAX_TENSORS:
+                raise SnapshotError("manifest tensors must be a list of at most "
+                                    f"{MAX_TENSORS} entries")
             tensors = []
-            for dtype, shape, offset, nbytes in doc["tensors"]:
-                if dtype not in DTYPES or not all(isinstance(d, int) and d >= 0 for d in shape):
-                    raise SnapshotError(f"bad tensor entry {dtype!r} {shape!r}")
+            for entry in doc["tensors"]:
+                if not isinstance(entry, list) or len(entry) != 4:
+                    raise SnapshotError("a tensor entry is [dtype, shape, offset, nbytes]")
+                dtype, shape, offset, nbytes = entry
+                if not isinstance(dtype, str) or dtype not in DTYPES \
+                        or not isinstance(shape, list) or len(shape) > 32 \
+                        or not all(_count(d) for d in shape) \
+                        or not _count(offset) or not _count(nbytes):
+                    raise SnapshotError(f"bad tensor entry {str(entry)[:80]}")
                 expect = math.prod(shape) * DTYPES[dtype].itemsize
                 if nbytes != expect or offset % ALIGN_BYTES or offset < 0 or offset + nbytes > size:
                     raise SnapshotError("tensor entry outside the buffer or misaligned")
                 tensors.append(TensorEntry(dtype, tuple(shape), offset, nbytes))
+            if not isinstance(doc["chunk_digests"], list):
+                raise SnapshotError("chunk_digests must be a list")
             digests = tuple(doc["chunk_digests"])
             if len(digests) != -(-size // chunk) or not all(isinstance(d, str) for d in digests):
                 raise SnapshotError("chunk digest count does not match size_bytes / chunk_bytes")
             return cls(version, size, chunk, tuple(tensors), doc["tree"], digests)
         except SnapshotError:
             raise
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, OverflowError) as e:
             raise SnapshotError(f"malformed manifest: {e}") from e
+        except RecursionError:
+            raise SnapshotError("malformed manifest: nested too deeply") from None
+
+
+def _count(x) -> bool:
+    """A non-negative integer of sane size (not a bool, not a float)."""
+    return type(x) is int and 0 <= x <= 2 ** 62
 
 
 def _views(buffer: torch.Tensor, entries: tuple[TensorEntry, ...]) -> list[torch.Tensor]:

@@ -51,6 +51,10 @@ PIPELINE_DEPTH = 2
 MAX_CHUNK_ATTEMPTS = 3
 _LEN = struct.Struct("!I")
 _MAX_SEEN_NONCES = 1_000_000
+MAX_CONNECTIONS = 256          # served at once; a job has far fewer peers
+FIRST_FRAME_TIMEOUT_S = 10.0   # a connection must ask something this soon
+IDLE_TIMEOUT_S = 120.0         # a data connection idle this long between requests is closed
+RETRACT_GRACE_S = 1.0          # a commit waits this long for sends in progress
 
 
 def new_token() -> bytes:
@@ -88,8 +92,10 @@ def recv_frame(sock: socket.socket, limit: int = MAX_HEADER_BYTES) -> dict:
     _recv_exact_into(sock, memoryview(body))
     try:
         obj = json.loads(body)
-    except ValueError as e:
+    except (ValueError, UnicodeDecodeError) as e:
         raise AuthenticationError(f"frame is not JSON: {e}") from e
+    except RecursionError:
+        raise AuthenticationError("frame is nested too deeply") from None
     if not isinstance(obj, dict):
         raise AuthenticationError("frame is not a JSON object")
     return obj
@@ -116,6 +122,8 @@ class ShardServer:
         self._pub: _Publication | None = None
         self._cond = threading.Condition()
         self._active = 0
+        self._sending: set[socket.socket] = set()   # connections inside a send of published data
+        self._open = 0
         self._on_reject = on_reject or (lambda why, peer: None)
         self.rejected = 0
         server = self
@@ -145,9 +153,22 @@ class ShardServer:
             self._watch_pub = _Publication(version, b"", memoryview(b""), token)
 
     def retract(self) -> None:
-        """Stop serving and wait until no send reads the buffer (call before overwriting it)."""
+        """Stop serving and wait until no send reads the buffer (call before overwriting it).
+
+        Runs at every commit, so it must not wait on a peer that stopped reading: after a grace
+        period the connections still sending are shut down (the peer refetches elsewhere)."""
         with self._cond:
             self._pub = None
+            if self._cond.wait_for(lambda: self._active == 0, RETRACT_GRACE_S):
+                return
+            stuck = list(self._sending)
+        for sock in stuck:
+            log.warning("shard request still sending after %.1f s at retract: cut", RETRACT_GRACE_S)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        with self._cond:
             self._cond.wait_for(lambda: self._active == 0)
 
     def farewell(self) -> None:
@@ -176,7 +197,22 @@ class ShardServer:
             pass
 
     def _serve(self, sock: socket.socket, peer) -> None:
-        sock.settimeout(None)  # idle persistent connections are fine; peers time out themselves
+        with self._cond:
+            self._open += 1
+            crowded = self._open > MAX_CONNECTIONS
+        try:
+            if crowded:
+                return self._reject(sock, peer, f"more than {MAX_CONNECTIONS} connections")
+            self._serve_requests(sock, peer)
+        except Exception as e:  # noqa: BLE001 - a peer's input never kills or traces the server
+            self._reject(sock, peer, f"{type(e).__name__}: {e}")
+        finally:
+            with self._cond:
+                self._open -= 1
+
+    def _serve_requests(self, sock: socket.socket, peer) -> None:
+        # unauthenticated silence and idle data connections are dropped; watches stay (below)
+        sock.settimeout(FIRST_FRAME_TIMEOUT_S)
         while True:
             try:
                 req = recv_frame(sock)
@@ -184,6 +220,7 @@ class ShardServer:
                 return
             except AuthenticationError as e:
                 return self._reject(sock, peer, str(e))
+            sock.settimeout(IDLE_TIMEOUT_S)
             with self._cond:
                 pub = self._watch_pub if req.get("op") == "watch" else self._pub
                 if pub is None:
@@ -192,9 +229,12 @@ class ShardServer:
                     verify(pub.token, req)
                     if req.get("op") != "watch" and req.get("version") != pub.version:
                         raise AuthenticationError(f"stale version {req.get('version')!r}")
-                    if req["nonce"] in pub.seen or len(pub.seen) > _MAX_SEEN_NONCES:
+                    nonce = req.get("nonce")
+                    if not isinstance(nonce, str) or len(nonce) > 64:
+                        raise AuthenticationError("missing or malformed nonce")
+                    if nonce in pub.seen or len(pub.seen) > _MAX_SEEN_NONCES:
                         raise AuthenticationError("replayed nonce")
-                    pub.seen.add(req["nonce"])
+                    pub.seen.add(nonce)
                     if req.get("op") == "watch":
                         self._watchers.add(sock)
                         payload = None
@@ -202,7 +242,7 @@ class ShardServer:
                         payload = memoryview(pub.manifest)
                     elif req.get("op") == "range":
                         a, b = req.get("start"), req.get("end")
-                        if not (isinstance(a, int) and isinstance(b, int)
+                        if not (type(a) is int and type(b) is int
                                 and 0 <= a <= b <= len(pub.data) and b - a <= MAX_RANGE_BYTES):
                             raise AuthenticationError(f"bad range {a!r}..{b!r}")
                         payload = pub.data[a:b]
@@ -213,6 +253,7 @@ class ShardServer:
                 if payload is None:
                     break
                 self._active += 1
+                self._sending.add(sock)
             try:
                 send_frame(sock, {"ok": True, "nbytes": len(payload)})
                 sock.sendall(payload)
@@ -221,8 +262,10 @@ class ShardServer:
             finally:
                 with self._cond:
                     self._active -= 1
+                    self._sending.discard(sock)
                     self._cond.notify_all()
         # A watch connection stays open until this process exits (farewell) or dies (EOF at the peer).
+        sock.settimeout(None)
         try:
             send_frame(sock, {"ok": True, "nbytes": 0})
             while sock.recv(1):
