@@ -69,6 +69,14 @@ def _construct_sequence(loader, node):
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
+def _kind(value) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
 def where_of(mark, source: str | None = None) -> str | None:
     if mark is None:
         return source
@@ -105,8 +113,7 @@ class Reader:
     def __init__(self, data: Any, path: str, source: str, error: type):
         self.path, self.source, self.error, self.data = path, source, error, data
         if not isinstance(data, dict):
-            raise error(f"{path or 'file'} must be a mapping, got {type(data).__name__}",
-                        self.where())
+            raise error(f"{path or 'file'} must be a mapping, got {_kind(data)}", self.where())
 
     def where(self, key=None) -> str | None:
         marks = getattr(self.data, "marks", None) or {}
@@ -146,15 +153,14 @@ class Reader:
         r.path = f"{self.path}.{key}" if self.path else str(key)
         r.source, r.error, r.data = self.source, self.error, value
         if not isinstance(value, dict):
-            raise self.error(f"{r.path} must be a mapping, got {type(value).__name__}",
-                             self.where(key))
+            raise self.error(f"{r.path} must be a mapping, got {_kind(value)}", self.where(key))
         return r
 
     def items(self, key) -> Iterator[tuple[int, Any, str | None]]:
         """(index, item, location) for a list-valued key."""
         value = self.data.get(key, [])
         if not isinstance(value, list):
-            self.fail(f"must be a list, got {type(value).__name__}", key)
+            self.fail(f"must be a list, got {_kind(value)}", key)
         marks = getattr(value, "marks", {})
         for i, item in enumerate(value):
             yield i, item, where_of(marks.get(i), self.source)
@@ -165,7 +171,7 @@ class Reader:
         r.path, r.source, r.error, r.data = f"{self.path + '.' if self.path else ''}{key}[{i}]", \
             self.source, self.error, item
         if not isinstance(item, dict):
-            raise self.error(f"{r.path} must be a mapping, got {type(item).__name__}",
+            raise self.error(f"{r.path} must be a mapping, got {_kind(item)}",
                              where_of(getattr(value, "marks", {}).get(i), self.source))
         return r
 

@@ -56,6 +56,10 @@ NODE_ACTIONS = (Kind.CRASH, Kind.LEAVE, Kind.PAUSE, Kind.RESUME, Kind.JOIN)
 LINK_ACTIONS = (Kind.LINK_DOWN, Kind.LINK_UP, Kind.FLAP, Kind.DEGRADE, Kind.RESTORE)
 NET_ACTIONS = (Kind.PARTITION, Kind.HEAL)
 ACTIONS = NODE_ACTIONS + LINK_ACTIONS + NET_ACTIONS
+MAX_FLAPS = 10_000
+MAX_PERIOD_S = 3600.0
+MAX_CHAOS_S = 7 * 24 * 3600.0
+MAX_CHAOS_ACTIONS = 100_000
 PRIMITIVE = NODE_ACTIONS + (Kind.LINK_DOWN, Kind.LINK_UP, Kind.DEGRADE, Kind.RESTORE) + NET_ACTIONS
 CHAOS_KINDS = (Kind.CRASH, Kind.LEAVE, Kind.PAUSE, Kind.FLAP, Kind.DEGRADE, Kind.PARTITION)
 
@@ -128,7 +132,7 @@ def _parse_action(r: Reader, topo: Topology) -> Action:
 
     if kind in NODE_ACTIONS:
         node = r.require("node")
-        if node not in workers:
+        if not isinstance(node, str) or node not in workers:
             r.fail(f"{node!r} is not a worker node of topology {topo.name!r} "
                    f"(workers: {', '.join(sorted(workers))})", "node")
         if kind == Kind.JOIN and not topo.node(node).standby:
@@ -138,17 +142,17 @@ def _parse_action(r: Reader, topo: Topology) -> Action:
     elif kind in LINK_ACTIONS:
         link = r.require("link")
         names = [ln.name for ln in topo.links]
-        if link not in names:
+        if not isinstance(link, str) or link not in names:
             r.fail(f"no link {link!r} in topology {topo.name!r} (links: {', '.join(names)})",
                    "link")
         kw["link"] = link
     if kind == Kind.FLAP:
         period = r.parse("period", parse_duration_s, 1.0)
         count = r.get("count", 1)
-        if period <= 0:
-            r.fail("period must be positive", "period")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            r.fail(f"count must be a positive integer, got {count!r}", "count")
+        if not 0 < period <= MAX_PERIOD_S:
+            r.fail(f"period must be in (0, {MAX_PERIOD_S:g}] seconds", "period")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_FLAPS:
+            r.fail(f"count must be an integer in 1..{MAX_FLAPS}, got {count!r}", "count")
         kw.update(period_s=period, count=count)
     if kind == Kind.DEGRADE:
         direction = r.get("direction", "both")
@@ -162,7 +166,8 @@ def _parse_action(r: Reader, topo: Topology) -> Action:
         groups = r.require("groups")
         hosts = {n.name for n in topo.nodes}
         if not isinstance(groups, list) or len(groups) < 1 or \
-                not all(isinstance(g, list) and g for g in groups):
+                not all(isinstance(g, list) and g and all(isinstance(h, str) for h in g)
+                        for g in groups):
             r.fail("groups must be a list of non-empty lists of node names", "groups")
         flat = [h for g in groups for h in g]
         for h in flat:
@@ -217,14 +222,46 @@ def parse_schedule(text: str, topo: Topology, source: str = "<schedule>") -> Sch
     return Schedule(tuple(actions), seed)
 
 
+# node state -> the actions that make sense in it, and the state each leads to
+_NODE_MOVES = {
+    "standby": {Kind.JOIN: "active"},
+    "active": {Kind.CRASH: "gone", Kind.LEAVE: "gone", Kind.PAUSE: "paused"},
+    "paused": {Kind.RESUME: "active", Kind.CRASH: "gone", Kind.LEAVE: "gone"},
+    "gone": {},
+}
+
+
 def _check_consistency(actions: list[Action], topo: Topology, source: str) -> None:
-    """Reject schedules that cannot mean anything: e.g. joining a host twice."""
+    """Reject schedules that cannot mean anything: joining a host twice, crashing a crashed
+    host, resuming one that is not paused, healing without a partition.
+
+    Actions are ordered by their triggers; time and step triggers cannot be ordered against each
+    other, so a host (or the partition) acted on by both kinds is only checked for double joins."""
     joined: set[str] = set()
     for a in sorted(actions, key=Action.trigger_key):
         if a.action == Kind.JOIN:
             if a.node in joined:
                 raise ScheduleError(f"node {a.node!r} joins twice", source)
             joined.add(a.node)
+    by_node: dict[str, list[Action]] = {}
+    for a in actions:
+        if a.action in NODE_ACTIONS:
+            by_node.setdefault(a.node, []).append(a)
+    for node, acts in by_node.items():
+        if len({a.trigger_key()[0] for a in acts}) > 1:
+            continue
+        state = "standby" if topo.node(node).standby else "active"
+        for a in sorted(acts, key=Action.trigger_key):
+            if a.action not in _NODE_MOVES[state]:
+                raise ScheduleError(f"{a.action} {node} when {node} is {state}", source)
+            state = _NODE_MOVES[state][a.action]
+    net = [a for a in actions if a.action in NET_ACTIONS]
+    if len({a.trigger_key()[0] for a in net}) == 1:
+        split = False
+        for a in sorted(net, key=Action.trigger_key):
+            if a.action == Kind.HEAL and not split:
+                raise ScheduleError("heal without a partition in force", source)
+            split = a.action == Kind.PARTITION
 
 
 def load_schedule(path: str, topo: Topology) -> Schedule:
@@ -247,8 +284,11 @@ def chaos_schedule(topo: Topology, seed: int, duration_s: float, mean_interval_s
     paused) workers; every link taken down, degraded or partitioned is restored, and every paused
     node resumed, before ``duration_s``; a node is never acted on after it crashed or left.
     """
-    if duration_s <= 0 or mean_interval_s <= 0:
-        raise ScheduleError("duration and mean_interval must be positive")
+    if not (0 < duration_s <= MAX_CHAOS_S and 0 < mean_interval_s <= MAX_CHAOS_S):
+        raise ScheduleError(f"duration and mean_interval must be in (0, {MAX_CHAOS_S:g}] s")
+    if duration_s / mean_interval_s > MAX_CHAOS_ACTIONS:
+        raise ScheduleError(f"about {duration_s / mean_interval_s:.0f} random actions: more "
+                            f"than {MAX_CHAOS_ACTIONS}; lengthen mean_interval")
     if any(k not in CHAOS_KINDS for k in kinds):
         raise ScheduleError(f"chaos kinds must be drawn from {CHAOS_KINDS}")
     rng = random.Random(seed)

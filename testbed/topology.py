@@ -46,6 +46,7 @@ NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,31}")
 DIRECTION_KEYS = ("rate", "delay", "jitter", "loss", "correlation", "queue")
 DEFAULT_SUBNET = "10.213.0.0/16"
 MAX_RATE_BPS = 10e9
+MAX_SLOTS = 1024
 
 
 # ---------------------------------------------------------------- the model
@@ -281,8 +282,8 @@ def _parse_nodes(top: Reader, subnet: ipaddress.IPv4Network, names: _Names) -> l
         if role not in ROLES:
             r.fail(f"role must be one of {ROLES}, got {role!r}", "role")
         slots = r.get("slots", 1)
-        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
-            r.fail(f"slots must be a positive integer, got {slots!r}", "slots")
+        if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
+            r.fail(f"slots must be an integer in 1..{MAX_SLOTS}, got {slots!r}", "slots")
         cpu = r.get("cpu")
         if cpu is not None and (isinstance(cpu, bool) or not isinstance(cpu, (int, float))
                                 or not 0 < cpu <= 64):
@@ -299,9 +300,13 @@ def _parse_nodes(top: Reader, subnet: ipaddress.IPv4Network, names: _Names) -> l
                 r.fail(str(e), "ip")
             if ip not in subnet:
                 r.fail(f"{ip} is outside subnet {subnet}", "ip")
+            if ip in (subnet.network_address, subnet.broadcast_address):
+                r.fail(f"{ip} is the network's own or broadcast address, not a host's", "ip")
             ip = str(ip)
         else:
-            ip = next(a for a in free_ips if a not in used_ips)
+            ip = next((a for a in free_ips if a not in used_ips), None)
+            if ip is None:
+                r.fail(f"subnet {subnet} has no address left for this node", "name")
         if ip in used_ips:
             r.fail(f"address {ip} is used twice", "ip")
         used_ips.add(ip)

@@ -136,6 +136,40 @@ def test_hostile_datagrams_change_nothing(cluster):
     assert (after["epoch"], after["members"]) == (before["epoch"], before["members"])
     assert all(p.poll() is None for p in c.procs.values())
 
+    # authentic but hostile values (a member's secret leaked, or a bug): bounded, never stored
+    rejected_before = json.loads(cli("status", "--socket", c.socket(target)).stdout)[
+        "counters"]["rejected"]
+    send(seal({"type": "pong", "echo": -(2 ** 63 - 1)}))              # RTT of 1.7e12 ms
+    send(seal({"type": "metrics", "links": [[me, target, 9.9e17, 1.0, 1.0]],
+               "resources": {}}))                                   # a non-member's figures
+    send(seal({"type": "commit", "view": {**evil, "epoch": 2 ** 63 - 1}}))   # the epoch limit
+    send(seal({"type": "commit", "view": {**evil, "epoch": before["epoch"] + 10 ** 7}}))
+    send(wire.seal_payload(c.secret, b"{\"src\":" + b"[" * 20_000 + b"]" * 20_000 + b"}"))  # deep
+    time.sleep(0.5)
+    status = json.loads(cli("status", "--socket", c.socket(target)).stdout)
+    assert status["counters"]["rejected"] >= rejected_before + 5    # the log keeps 1/reason/s
+    assert me not in status["resources"] and all(me not in r[:2] for r in status["rates"])
+    assert all(v is None or v < 60_000 for v in status["rtt_ms"].values())
+    after = c.view(target)
+    assert (after["epoch"], after["members"]) == (before["epoch"], before["members"])
+
+
+def test_probe_port_floods_are_cut(cluster):
+    c = cluster
+    target = c.ids[0]
+    port = int(target.rsplit(":", 1)[1])
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]   # no secret
+    time.sleep(0.3)
+    assert c.view(target)["epoch"] is not None          # still answers, still in the view
+    for s in idle:                                      # every silent connection is dropped
+        s.settimeout(5)
+        try:
+            assert s.recv(1) == b""
+        except ConnectionResetError:
+            pass
+        s.close()
+    assert all(p.poll() is None for p in c.procs.values())
+
 
 def test_agent_needs_a_secret(tmp_path, monkeypatch):
     monkeypatch.delenv("CHAOS_CLUSTER_SECRET", raising=False)

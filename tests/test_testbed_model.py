@@ -128,7 +128,13 @@ BAD = {
     "yaml_syntax": ("- {name: h1}", "- {name: h1", r"t.yaml:\d+:\d+: invalid YAML"),
     "two_nics": ("{a: ctl, b: s1}", "{a: ctl, b: h1}", r"host 'h1' already has a link"),
     "no_link": ("  - {a: ctl, b: s1}\n", "", r"node 'ctl' has no link"),
-    "bad_slots": ("slots: 2", "slots: -1", r"nodes\[1\].slots: slots must be a positive integer"),
+    "bad_slots": ("slots: 2", "slots: -1", r"nodes\[1\].slots: slots must be an integer in 1..1024"),
+    "huge_slots": ("slots: 2", "slots: 100000000000000000000", r"nodes\[1\].slots"),
+    "nan_rate": ("rate: 100Mbit", "rate: .nan", r"links\[0\].rate: rate must be a finite number"),
+    "inf_delay": ("delay: 2ms", "delay: .inf", r"links\[0\].delay: delay must be a finite"),
+    "nan_queue": ("rate: 100Mbit", "queue: .nan", r"links\[0\].queue"),
+    "list_link_end": ("{a: h2, b: s1", "{a: [h2], b: s1", r"links\[1\].a: link end \['h2'\] is not"),
+    "complex_key": ("rate: 100Mbit", "[1, 2]: 3", r"t.yaml.*invalid YAML"),
     "rate_too_high": ("rate: 100Mbit", "rate: 40Gbit", r"above the 10 Gbit/s"),
 }
 
@@ -160,6 +166,19 @@ def test_switch_loop_and_disconnected_network_are_refused():
         topo("")
     with pytest.raises(TopologyError, match="at least one worker"):
         topo("nodes: [{name: c, role: launcher}]\nswitches: [s]\nlinks: [{a: c, b: s}]\n")
+
+
+@pytest.mark.parametrize("text,match", [
+    ("- a\n- b\n", "must be a mapping, got a list"),
+    ("nodes: [{name: a, ip: 10.9.0.0}]\nsubnet: 10.9.0.0/24\nswitches: [s]\nlinks: [{a: a, b: s}]\n",
+     "network's own or broadcast address"),
+    ("subnet: 10.9.0.0/30\nnodes: [{name: a}, {name: b}, {name: c}]\nswitches: [s]\n"
+     "links: [{a: a, b: s}, {a: b, b: s}, {a: c, b: s}]\n", "no address left"),
+    ("a: " + "[" * 3000 + "]" * 3000 + "\n", "nested too deeply|invalid YAML"),
+])
+def test_hostile_topologies_are_typed_errors(text, match):
+    with pytest.raises(TopologyError, match=match):
+        topo(text)
 
 
 def test_direct_cable_between_two_hosts_is_a_link():
@@ -201,7 +220,12 @@ BAD_SCHEDULES = {
     "two_triggers": ("{at_step: 10,", "{at: 1, at_step: 10,", r"exactly one trigger"),
     "no_trigger": ("{at: 5s, action: heal}", "{action: heal}", r"exactly one trigger"),
     "join_not_standby": ("join, node: h3", "join, node: h2", r"discoverable from the start"),
-    "bad_period": ("period: 2s", "period: 0", r"period must be positive"),
+    "bad_period": ("period: 2s", "period: 0", r"period must be in \(0, 3600\] seconds"),
+    "flap_storm": ("count: 2", "count: 3000000", r"count must be an integer in 1..10000"),
+    "list_node": ("crash, node: h1", "crash, node: [h1]", r"actions\[1\].node: \['h1'\] is not"),
+    "list_in_group": ("[[h1], [h2, ctl]]", "[[[h1]], [h2, ctl]]", r"groups must be a list"),
+    "heal_alone": ("{at: 4s, action: partition, groups: [[h1], [h2, ctl]]}",
+                   "{at: 4s, action: degrade, link: h1-s1, loss: 1%}", r"heal without a partition"),
     "bad_direction": ("direction: up", "direction: sideways", r"direction must be up, down or both"),
     "stray_field": ("{at: 5s, action: heal}", "{at: 5s, action: heal, node: h1}", r"do not apply to action 'heal'"),
     "group_twice": ("[[h1], [h2, ctl]]", "[[h1], [h1, ctl]]", r"a node appears in two groups"),
@@ -215,6 +239,29 @@ def test_malformed_schedule_is_a_located_typed_error(case):
     assert old in SCHEDULE
     with pytest.raises(ScheduleError, match=pattern):
         parse_schedule(SCHEDULE.replace(old, new, 1), topo(), "f.yaml")
+
+
+@pytest.mark.parametrize("actions,match", [
+    ("[{at: 1, action: crash, node: h1}, {at: 2, action: crash, node: h1}]", "crash h1 when h1 is gone"),
+    ("[{at: 1, action: resume, node: h1}]", "resume h1 when h1 is active"),
+    ("[{at: 1, action: pause, node: h1}, {at: 2, action: pause, node: h1}]", "pause h1 when h1 is paused"),
+    ("[{at: 1, action: crash, node: h3}]", "crash h3 when h3 is standby"),
+])
+def test_senseless_schedules_are_refused(actions, match):
+    with pytest.raises(ScheduleError, match=match):
+        parse_schedule(f"actions: {actions}\n", topo(), "f.yaml")
+    # time and step triggers cannot be ordered against each other: not judged
+    mixed = "actions: [{at: 1, action: pause, node: h1}, {at_step: 5, action: pause, node: h1}]\n"
+    assert parse_schedule(mixed, topo(), "f.yaml").actions
+
+
+@pytest.mark.parametrize("chaos,match", [("{seed: 1, duration: .nan}", "finite"),
+                                         ("{seed: 1, duration: 600000s, mean_interval: 0.001s}",
+                                          "random actions"),
+                                         ("{seed: 1, duration: .inf}", "finite")])
+def test_chaos_mode_bounds(chaos, match):
+    with pytest.raises(ScheduleError, match=match):
+        parse_schedule(f"chaos: {chaos}\n", topo(), "f.yaml")
 
 
 def test_joining_twice_is_refused():
