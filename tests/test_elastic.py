@@ -83,3 +83,44 @@ def test_join_then_crash(strategy, tmp_path):
     assert any(isinstance(e, ev.PeerDead) for e in events)
     assert recovery_s < 10, recovery_s
     print(f"{strategy}: crash -> resumed training {recovery_s:.2f} s")
+
+
+def _third_host():
+    """A third name for this machine (Horovod treats each name as a host), if it has one."""
+    import socket
+    name = socket.gethostname()
+    try:
+        local = socket.gethostbyname(name).startswith("127.")
+    except OSError:
+        local = False
+    if not local or name in ("localhost", "127.0.0.1"):
+        pytest.skip(f"this machine's host name {name!r} does not resolve to loopback")
+    return name
+
+
+def test_crash_after_a_scale_in_is_detected_fast(tmp_path):
+    """Horovod skips the sync after a pure scale-in; the crash watch must still be armed."""
+    import os
+    import signal
+    import time
+    third = _third_host()
+    job = ElasticJob(ARGS, ["localhost:1", "127.0.0.1:1", f"{third}:1"], np=3, min_np=1,
+                     max_np=3, gloo_timeout_s=30, workdir=str(tmp_path))
+    with job:
+        job.wait_for(lambda es: any(isinstance(e, ev.Commit) and e.size == 3 and e.step >= 4
+                                    for e in es), 120, "commits at size 3")
+        job.set_hosts(["localhost:1", "127.0.0.1:1"])             # graceful scale-in
+        job.wait_for(lambda es: sum(isinstance(e, ev.Commit) and e.size == 2 for e in es) >= 6,
+                     120, "commits at size 2")
+        assert not [e for e in job.events(ev.Sync) if e.size == 2]   # Horovod skipped the sync
+        victim = [e for e in job.events(ev.Step) if e.size == 2 and e.host == "127.0.0.1"][-1]
+        os.kill(victim.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        resumed = job.wait_for(lambda es: [e for e in es if isinstance(e, ev.Step)
+                                           and e.t_mono > killed_at and e.size == 1],
+                               120, "training resumed at size 1")
+        recovery_s = resumed[0].t_mono - killed_at
+        assert job.wait(300) == 0, job.log_tail()
+    assert any(isinstance(e, ev.PeerDead) for e in job.events())
+    assert recovery_s < 10, recovery_s
+    print(f"crash after scale-in -> resumed training {recovery_s:.2f} s")

@@ -156,6 +156,7 @@ class ChaosState(State):
         self._peer_ports: set[int] = set()
         self._rank = -1
         self._synced = False
+        self._arm_at_commit = False
         atexit.register(self._at_exit)
         super().__init__(bcast_object=broadcast_json, get_rank=hvd.rank)
         self._replica.capture(version=0)
@@ -168,6 +169,11 @@ class ChaosState(State):
 
     def save(self) -> None:
         self._replica.capture(self._replica.version + 1)
+        if self._arm_at_commit:
+            # A reset that Horovod follows with no sync (a pure scale-in): commit is collective
+            # (check_host_updates broadcasts right after), so every rank arms here together.
+            self._arm_at_commit = False
+            self._arm_watch(None, "chaos.arm")
 
     def restore(self) -> None:
         self._watch.disarm()
@@ -175,6 +181,7 @@ class ChaosState(State):
 
     def reset(self) -> None:
         self._watch.disarm()
+        self._arm_at_commit = self._replica.config.peer_watch   # sync() clears it
 
     def check_host_updates(self) -> None:
         try:
@@ -212,10 +219,26 @@ class ChaosState(State):
         self._log.write(record)
         self._synced = True
         log.debug("sync done: rank %d, %s, %.3f s", rank, record.role, record.total_s)
+        self._arm_at_commit = False
         if cfg.peer_watch:
-            self._rank = rank
-            self._peer_ports = {i.port for i in infos}
-            self._watch.arm([peer_of(i) for i in infos if i.rank != rank], replica.version)
+            self._arm_watch([peer_of(i) for i in infos], tag)
+
+    def _arm_watch(self, peers: list[transfer.Peer] | None, tag: str) -> None:
+        """Watch every other rank's shard server; `peers` None: exchange the addresses first."""
+        rank = hvd.rank()
+        if peers is None:
+            replica = self._replica
+            server = replica.server(advertise_addr(replica.config), self._on_rejected_request)
+            token = transfer.new_token()
+            server.watch_with(token)
+            me = {"rank": rank, "addr": advertise_addr(replica.config), "port": server.port,
+                  "token": token.hex()}
+            peers = [transfer.Peer(int(d["rank"]), str(d["addr"]), int(d["port"]),
+                                   bytes.fromhex(d["token"]))
+                     for d in allgather_json(me, f"{tag}.watch")]
+        self._rank = rank
+        self._peer_ports = {p.port for p in peers}
+        self._watch.arm([p for p in peers if p.id != rank], self._replica.version)
 
     def _exchange_infos(self, rank: int, tag: str) -> list[RankInfo]:
         """Publish this rank's snapshot and allgather every rank's RankInfo."""

@@ -152,6 +152,11 @@ class ShardServer:
             # data may already be retracted by the next commit): they use the last token
             self._watch_pub = _Publication(version, b"", memoryview(b""), token)
 
+    def watch_with(self, token: bytes) -> None:
+        """Accept crash-watch connections authenticated with `token` (no data is published)."""
+        with self._cond:
+            self._watch_pub = _Publication(-1, b"", memoryview(b""), token)
+
     def retract(self) -> None:
         """Stop serving and wait until no send reads the buffer (call before overwriting it).
 
