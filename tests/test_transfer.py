@@ -207,3 +207,23 @@ def test_fetch_manifest_moves_on_from_a_source_with_a_malformed_reply(state, ser
     manifest = fetch_manifest([first, peers[0]], 3, state.manifest().digest(), 5)
     assert manifest.digest() == state.manifest().digest()
     liar.close()
+
+
+def test_a_source_that_cannot_even_connect_does_not_hold_the_pull(state, servers):
+    import time
+    _, peers = servers(1)
+    black = socket.socket()                     # a full accept queue: connects hang (no SYN-ACK)
+    black.bind(("127.0.0.1", 0))
+    black.listen(0)
+    filler = socket.create_connection(black.getsockname())
+    hung = Peer(7, "127.0.0.1", black.getsockname()[1], b"t" * 32)
+    man = state.manifest()
+    chunks = list(range(man.n_chunks))
+    t0 = time.monotonic()
+    buf, stats = pull(man, [peers[0], hung], {0: chunks[::2], 7: chunks[1::2]}, timeout_s=20)
+    took = time.monotonic() - t0
+    assert torch.equal(buf, state.buffer)
+    assert took < 10, took                      # not the 20 s connect timeout
+    assert stats.bytes_by_source[0] == man.size_bytes and stats.stolen_batches > 0
+    filler.close()
+    black.close()

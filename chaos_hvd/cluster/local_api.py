@@ -2,7 +2,7 @@
 
 Requests (:mod:`chaos_hvd.jsonline`, bounded): ``view`` (members, links, slots, epoch, coordinator,
 whether this agent may train), ``status`` (the view plus pending changes, RTTs, measured rates,
-resources, counters), ``bandwidth`` (measured rates, for ChaosState's scheduler), ``observe``
+resources, counters), ``bandwidth`` (measured rates of the links the view has up, for ChaosState's scheduler), ``observe``
 (report a change as the monitor would), ``leave``. Used by ``chaos-hvd discover|status|leave|
 observe`` and ChaosState; a malformed request gets the error envelope.
 """
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from .. import jsonline
 from ..errors import MalformedMessage, PeerMessageError, RequestError
 from . import wire
+from .protocol import link
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -51,8 +52,11 @@ class LocalApi:
             return self.view_doc()
         if op == "status":
             return self.status_doc()
-        if op == "bandwidth":
-            return {"id": a.me, "epoch": a.epoch, "rates": a.rates.rows()}
+        if op == "bandwidth":   # only links the view has up: a down link's old rate misleads
+            view = a.member.view
+            up = view.links if view is not None else frozenset()
+            rates = [r for r in a.rates.rows() if link(r[0], r[1]) in up]
+            return {"id": a.me, "epoch": a.epoch, "rates": rates}
         if op == "observe":
             change = req.get("change")
             wire.validate_change(change)

@@ -384,6 +384,18 @@ class _Work:
         self.attempts: dict[int, int] = {}
         self.alive = set(assigned)
         self.rate: dict[PeerId, float] = {}
+        self.connected: set[PeerId] = set()
+        self.reported = False               # pull() returned its statistics
+        self.to_deliver = len(needed)
+        self.complete = threading.Event()   # every needed chunk arrived and matched its digest
+        if not needed:
+            self.complete.set()
+
+    def delivered(self, n: int) -> None:
+        with self.lock:
+            self.to_deliver -= n
+            if self.to_deliver <= 0:
+                self.complete.set()
 
     def holds(self, name: PeerId, c: int) -> bool:
         if name in self.bad_from.get(c, ()):
@@ -418,8 +430,9 @@ class _Work:
             # steal from the source expected to finish last, keeping its next batches for it
             def eta(n):
                 return len(self.queues[n]) / max(self.rate.get(n, 1.0), 1e-9)
-            victims = [n for n in self.alive if n != name
-                       and len(self.queues[n]) > PIPELINE_DEPTH * self.batch_chunks]
+            # a connected source keeps its next batches; one still connecting keeps nothing
+            victims = [n for n in self.alive if n != name and len(self.queues[n]) >
+                       (PIPELINE_DEPTH * self.batch_chunks if n in self.connected else 0)]
             for victim in sorted(victims, key=eta, reverse=True):
                 run = self._take_run(self.queues[victim], name, True)
                 if run:
@@ -465,6 +478,8 @@ def _worker(peer: Peer, version: int, work: _Work, view: memoryview, stats: Pull
     got = 0
     try:
         conn = _Conn(peer, version, timeout_s)
+        with work.lock:
+            work.connected.add(peer.id)
         while True:
             while len(inflight) < PIPELINE_DEPTH:
                 batch = work.take(peer.id, stats)
@@ -480,6 +495,7 @@ def _worker(peer: Peer, version: int, work: _Work, view: memoryview, stats: Pull
             conn.response_header(end - start)
             _recv_exact_into(conn.sock, view[start:end])
             inflight.popleft()
+            good = 0
             for c in batch:
                 a, b = m.chunk_range(c)
                 if chunk_digest(view[a:b]) != m.chunk_digests[c]:
@@ -487,6 +503,8 @@ def _worker(peer: Peer, version: int, work: _Work, view: memoryview, stats: Pull
                     work.bad_chunk(c, peer.id)
                 else:
                     got += b - a
+                    good += 1
+            work.delivered(good)
             with work.lock:
                 work.rate[peer.id] = got / max(time.perf_counter() - t0, 1e-6)
     except CorruptShardError as e:
@@ -499,9 +517,11 @@ def _worker(peer: Peer, version: int, work: _Work, view: memoryview, stats: Pull
     finally:
         if conn:
             conn.close()
-        stats.bytes_by_source[peer.id] = stats.bytes_by_source.get(peer.id, 0) + got
-        stats.seconds_by_source[peer.id] = (stats.seconds_by_source.get(peer.id, 0.0)
-                                              + time.perf_counter() - t0)
+        with work.lock:   # a straggler may end after pull() returned: its figures come too late
+            if not work.reported:
+                stats.bytes_by_source[peer.id] = stats.bytes_by_source.get(peer.id, 0) + got
+                stats.seconds_by_source[peer.id] = (stats.seconds_by_source.get(peer.id, 0.0)
+                                                    + time.perf_counter() - t0)
 
 
 def pull(manifest: Manifest, peers: Iterable[Peer], assigned: dict[PeerId, list[int]], *,
@@ -538,11 +558,19 @@ def pull(manifest: Manifest, peers: Iterable[Peer], assigned: dict[PeerId, list[
             break
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        # Wait for the workers, but not for one still connecting (or stuck) once everything
+        # arrived through the others: a source behind a dead link must not hold the sync.
+        while any(t.is_alive() for t in threads) and not work.complete.wait(0.02):
+            pass
+        if work.complete.is_set():
+            break
+    with work.lock:
+        work.reported = True
+        stats = PullStats(dict(stats.bytes_by_source), dict(stats.seconds_by_source),
+                          dict(stats.failed_sources), stats.corrupt_chunks, stats.stolen_batches)
     if fatal:
         raise fatal[0]
-    if work.remaining():
+    if not work.complete.is_set():
         raise TransferError(
             f"{work.remaining()} chunk(s) undelivered; failed sources: {stats.failed_sources}")
     return buffer, stats
