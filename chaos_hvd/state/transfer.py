@@ -391,9 +391,12 @@ class _Work:
         if not needed:
             self.complete.set()
 
-    def delivered(self, n: int) -> None:
+    def delivered(self, source: PeerId, chunks: int, nbytes: int, stats: "PullStats") -> None:
+        """Count chunks that arrived and matched their digests (figures kept as they come:
+        pull() may return while a straggler is still connecting)."""
         with self.lock:
-            self.to_deliver -= n
+            stats.bytes_by_source[source] = stats.bytes_by_source.get(source, 0) + nbytes
+            self.to_deliver -= chunks
             if self.to_deliver <= 0:
                 self.complete.set()
 
@@ -495,16 +498,16 @@ def _worker(peer: Peer, version: int, work: _Work, view: memoryview, stats: Pull
             conn.response_header(end - start)
             _recv_exact_into(conn.sock, view[start:end])
             inflight.popleft()
-            good = 0
+            good = good_bytes = 0
             for c in batch:
                 a, b = m.chunk_range(c)
                 if chunk_digest(view[a:b]) != m.chunk_digests[c]:
                     stats.corrupt_chunks += 1
                     work.bad_chunk(c, peer.id)
                 else:
-                    got += b - a
-                    good += 1
-            work.delivered(good)
+                    good, good_bytes = good + 1, good_bytes + b - a
+            got += good_bytes
+            work.delivered(peer.id, good, good_bytes, stats)
             with work.lock:
                 work.rate[peer.id] = got / max(time.perf_counter() - t0, 1e-6)
     except CorruptShardError as e:
@@ -517,9 +520,8 @@ def _worker(peer: Peer, version: int, work: _Work, view: memoryview, stats: Pull
     finally:
         if conn:
             conn.close()
-        with work.lock:   # a straggler may end after pull() returned: its figures come too late
+        with work.lock:   # a straggler may end after pull() returned: its time comes too late
             if not work.reported:
-                stats.bytes_by_source[peer.id] = stats.bytes_by_source.get(peer.id, 0) + got
                 stats.seconds_by_source[peer.id] = (stats.seconds_by_source.get(peer.id, 0.0)
                                                     + time.perf_counter() - t0)
 
@@ -548,7 +550,7 @@ def pull(manifest: Manifest, peers: Iterable[Peer], assigned: dict[PeerId, list[
     if buffer.numel() != manifest.size_bytes:
         raise TransferError("buffer size differs from the manifest")
     view = memoryview(buffer.numpy()) if manifest.size_bytes else memoryview(bytearray())
-    stats, fatal = PullStats(), []
+    stats, fatal = PullStats({name: 0 for name in peers}), []
     while work.remaining() and not fatal and not work.stranded():
         threads = [threading.Thread(target=_worker, name=f"chaos-pull-{name}", daemon=True,
                                     args=(peers[name], manifest.version, work, view, stats,
