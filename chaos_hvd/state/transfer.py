@@ -55,6 +55,7 @@ MAX_CONNECTIONS = 256          # served at once; a job has far fewer peers
 FIRST_FRAME_TIMEOUT_S = 10.0   # a connection must ask something this soon
 IDLE_TIMEOUT_S = 120.0         # a data connection idle this long between requests is closed
 RETRACT_GRACE_S = 1.0          # a commit waits this long for sends in progress
+CONNECT_GRACE_S = 0.5          # a source not connected by then may lose all its work to others
 
 
 def new_token() -> bytes:
@@ -385,6 +386,7 @@ class _Work:
         self.alive = set(assigned)
         self.rate: dict[PeerId, float] = {}
         self.connected: set[PeerId] = set()
+        self.started = time.monotonic()
         self.reported = False               # pull() returned its statistics
         self.to_deliver = len(needed)
         self.complete = threading.Event()   # every needed chunk arrived and matched its digest
@@ -399,6 +401,12 @@ class _Work:
             self.to_deliver -= chunks
             if self.to_deliver <= 0:
                 self.complete.set()
+
+    def awaiting_connect(self) -> bool:
+        """Chunks sit with a source that has not connected yet, inside its grace period."""
+        with self.lock:
+            return time.monotonic() - self.started <= CONNECT_GRACE_S and any(
+                self.queues[n] for n in self.alive if n not in self.connected)
 
     def holds(self, name: PeerId, c: int) -> bool:
         if name in self.bad_from.get(c, ()):
@@ -433,9 +441,12 @@ class _Work:
             # steal from the source expected to finish last, keeping its next batches for it
             def eta(n):
                 return len(self.queues[n]) / max(self.rate.get(n, 1.0), 1e-9)
-            # a connected source keeps its next batches; one still connecting keeps nothing
+            # a source keeps its next batches, unless it is still connecting after a grace
+            # period (a dead link): then it keeps nothing
+            late = time.monotonic() - self.started > CONNECT_GRACE_S
             victims = [n for n in self.alive if n != name and len(self.queues[n]) >
-                       (PIPELINE_DEPTH * self.batch_chunks if n in self.connected else 0)]
+                       (0 if late and n not in self.connected
+                        else PIPELINE_DEPTH * self.batch_chunks)]
             for victim in sorted(victims, key=eta, reverse=True):
                 run = self._take_run(self.queues[victim], name, True)
                 if run:
@@ -492,6 +503,9 @@ def _worker(peer: Peer, version: int, work: _Work, view: memoryview, stats: Pull
                 conn.request("range", start, end)
                 inflight.append(batch)
             if not inflight:
+                if work.awaiting_connect():    # work may free up when the grace period ends
+                    time.sleep(0.02)
+                    continue
                 break
             batch = inflight[0]
             start, end = m.chunk_range(batch[0])[0], m.chunk_range(batch[-1])[1]
