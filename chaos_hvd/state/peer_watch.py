@@ -9,14 +9,18 @@ A process that exits normally says ``bye`` first (atexit); a killed one cannot, 
 the socket, so the watcher sees EOF/RST within milliseconds -- no timeout involved, so a slow link is
 never mistaken for a dead peer. While armed (training between a sync and the next reset), an EOF
 without ``bye`` triggers :func:`abort_gloo_sockets`: it shuts down this process's established Gloo
-TCP connections (all established sockets except the ones excluded: our shard server, Horovod's
-notification service and rendezvous server). The blocked collective then fails immediately with
+TCP connections. Gloo's sockets belong to C++ code: no Python socket object holds them. So every
+established connection whose descriptor a live Python socket owns is left alone (the user's data
+loaders, loggers and database clients written in Python, our own shard server and watches), and so
+are the excluded ports (Horovod's notification service and rendezvous server). The blocked
+collective then fails immediately with
 ``HorovodInternalError`` -- the same path Gloo's own timeout takes -- and Horovod's elastic loop
 restores the last commit and resets. psutil lists the process's connections.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -40,12 +44,28 @@ def established_tcp() -> list[tuple[int, int, int]]:
             if c.status == psutil.CONN_ESTABLISHED and c.fd >= 0 and c.raddr]
 
 
+def python_socket_fds() -> set[int]:
+    """Descriptors owned by live Python socket objects (never Gloo's: its sockets are C++)."""
+    fds = set()
+    for obj in gc.get_objects():
+        if issubclass(type(obj), socket.socket):   # type(): no __class__ properties run
+            try:
+                fd = obj.fileno()
+            except OSError:
+                continue
+            if fd >= 0:
+                fds.add(fd)
+    return fds
+
+
 def abort_gloo_sockets(exclude_local_ports: Iterable[int], exclude_remote_ports: Iterable[int]) -> int:
-    """Shut down established TCP connections not excluded; returns how many."""
+    """Shut down this process's established TCP connections that no Python socket owns and that
+    are not excluded; returns how many."""
     local, remote = set(exclude_local_ports), set(exclude_remote_ports)
+    owned = python_socket_fds()
     n = 0
     for fd, lport, rport in established_tcp():
-        if lport in local or rport in remote:
+        if fd in owned or lport in local or rport in remote:
             continue
         try:
             s = socket.socket(fileno=os.dup(fd))
