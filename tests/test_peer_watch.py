@@ -30,3 +30,45 @@ def test_abort_spares_python_owned_connections_and_cuts_foreign_ones():
     for s in (user, user_peer, foreign_peer):
         s.close()
     socket.socket(fileno=fd).close()
+
+
+def test_a_host_that_leaves_the_agents_view_silently_is_dead(tmp_path):
+    """Silent loss: the peer's sockets never close, but its agent stops being heard."""
+    import time
+
+    import torch
+
+    from chaos_hvd.cluster.client import agreed_members
+    from chaos_hvd.state.peer_watch import PeerWatch
+    from chaos_hvd.state.transfer import Peer, ShardServer, new_token
+    from harness.local_cluster import LocalCluster
+
+    fast = ["--heartbeat", "0.05", "--lease", "0.2", "--suspect", "0.6", "--propose-timeout",
+            "0.15", "--retry", "0.1", "--ping", "0.1", "--probe-seconds", "0"]
+    with LocalCluster(str(tmp_path), 4, fast) as c:   # a majority must remain after both losses
+        c.wait_members(c.ids, set(c.ids))
+        me, quiet, polite, other = c.ids
+        servers, peers = [], []
+        for i in (1, 2):                                    # peers' shard servers stay up
+            srv, token = ShardServer("127.0.0.1"), new_token()
+            srv.publish(1, b"{}", memoryview(torch.zeros(8, dtype=torch.uint8).numpy()), token)
+            servers.append(srv)
+            peers.append(Peer(i, "127.0.0.1", srv.port, token))
+        dead = []
+        watch = PeerWatch(dead.append)
+        watch.arm(peers, 1, hosts={1: quiet, 2: polite},
+                  members=lambda: agreed_members(c.socket(me)), poll_s=0.05)
+        c.wait(lambda: all(srv.watchers for srv in servers), 5, "watch connections")
+        servers[1].farewell()                               # rank 2 leaves on purpose ...
+        c.kill(polite)                                      # ... and its host goes
+        c.wait_members([me, quiet, other], {me, quiet, other}, 10)
+        time.sleep(0.3)
+        assert dead == []                                   # a goodbye is no crash
+        killed_at = time.time()
+        c.kill(quiet)                                       # rank 1's host vanishes silently
+        c.wait(lambda: dead, 10, "the watch to fire")
+        assert dead == [1]
+        assert time.time() - killed_at < 0.6 + 1 + 1.5     # detection (suspect) + 1 s + slack
+        watch.disarm()
+        for srv in servers:
+            srv.close()

@@ -87,3 +87,15 @@ def wait_members(sockets: list[str], members: set[str], timeout_s: float, *, lea
     return wait_until(agreed, timeout_s, what or f"agents to agree on {sorted(members)}",
                       interval_s=0.02, retry_on=(AgentUnavailable,))
 
+
+def agreed_members(path: str, timeout_s: float = 0.5) -> set[str] | None:
+    """The members of the local agent's view, or None when it cannot vouch for them now (no
+    answer, or no training lease: a minority's view proves nothing about the others)."""
+    try:
+        view = request(path, {"op": "view"}, timeout_s)
+    except AgentUnavailable:
+        return None
+    if not view.get("can_train") or not isinstance(view.get("members"), list):
+        return None
+    return {m for m in view["members"] if isinstance(m, str)}
+

@@ -47,6 +47,7 @@ from horovod.torch.elastic.sampler import ElasticSampler
 from .. import events
 from ..errors import StateDivergedError, TransferError
 from ..events import EventLog
+from ..cluster import client as agent_client
 from . import transfer
 from .config import ChaosConfig
 from .peer_watch import PeerWatch, abort_gloo_sockets
@@ -105,6 +106,11 @@ class HorovodCollectives:
 
 # --------------------------------------------------------------------------------------------------
 # where this rank's shard server listens
+
+
+def _my_host() -> str:
+    """This worker's host as Horovod (and the cluster agents) name it."""
+    return os.environ.get("HOROVOD_HOSTNAME", socket.gethostname())
 
 
 def advertise_addr(cfg: ChaosConfig) -> str:
@@ -173,7 +179,7 @@ class ChaosState(State):
             # A reset that Horovod follows with no sync (a pure scale-in): commit is collective
             # (check_host_updates broadcasts right after), so every rank arms here together.
             self._arm_at_commit = False
-            self._arm_watch(None, "chaos.arm")
+            self._arm_watch(None, None, "chaos.arm")
 
     def restore(self) -> None:
         self._watch.disarm()
@@ -221,24 +227,30 @@ class ChaosState(State):
         log.debug("sync done: rank %d, %s, %.3f s", rank, record.role, record.total_s)
         self._arm_at_commit = False
         if cfg.peer_watch:
-            self._arm_watch([peer_of(i) for i in infos], tag)
+            self._arm_watch([peer_of(i) for i in infos], {i.rank: i.host for i in infos}, tag)
 
-    def _arm_watch(self, peers: list[transfer.Peer] | None, tag: str) -> None:
-        """Watch every other rank's shard server; `peers` None: exchange the addresses first."""
+    def _arm_watch(self, peers: list[transfer.Peer] | None, hosts: dict[int, str] | None,
+                   tag: str) -> None:
+        """Watch every other rank's shard server (and, with a cluster agent, its host's
+        membership); `peers` None: exchange the addresses first."""
         rank = hvd.rank()
+        replica = self._replica
         if peers is None:
-            replica = self._replica
             server = replica.server(advertise_addr(replica.config), self._on_rejected_request)
             token = transfer.new_token()
             server.watch_with(token)
             me = {"rank": rank, "addr": advertise_addr(replica.config), "port": server.port,
-                  "token": token.hex()}
+                  "token": token.hex(), "host": _my_host()}
+            everyone = allgather_json(me, f"{tag}.watch")
             peers = [transfer.Peer(int(d["rank"]), str(d["addr"]), int(d["port"]),
-                                   bytes.fromhex(d["token"]))
-                     for d in allgather_json(me, f"{tag}.watch")]
+                                   bytes.fromhex(d["token"])) for d in everyone]
+            hosts = {int(d["rank"]): str(d["host"]) for d in everyone}
         self._rank = rank
         self._peer_ports = {p.port for p in peers}
-        self._watch.arm([p for p in peers if p.id != rank], self._replica.version)
+        path = agent_client.socket_for_host(replica.config.agent_socket, _my_host())
+        members = (lambda: agent_client.agreed_members(path)) if path else None
+        self._watch.arm([p for p in peers if p.id != rank], replica.version, hosts=hosts,
+                        members=members)
 
     def _exchange_infos(self, rank: int, tag: str) -> list[RankInfo]:
         """Publish this rank's snapshot and allgather every rank's RankInfo."""
@@ -246,7 +258,7 @@ class ChaosState(State):
         manifest = replica.snapshot.manifest()
         server = replica.server(advertise_addr(replica.config), self._on_rejected_request)
         token = transfer.new_token()
-        me = RankInfo(rank, os.environ.get("HOROVOD_HOSTNAME", socket.gethostname()),
+        me = RankInfo(rank, _my_host(),
                       advertise_addr(replica.config), server.port, replica.version,
                       manifest.digest(), manifest.size_bytes, manifest.chunk_bytes,
                       manifest.chunk_digests, token.hex())

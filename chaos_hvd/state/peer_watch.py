@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Callable, Iterable
 
 import psutil
@@ -32,6 +33,8 @@ import psutil
 from . import transfer
 
 log = logging.getLogger(__name__)
+
+MEMBERSHIP_POLL_S = 0.2
 
 
 def established_tcp() -> list[tuple[int, int, int]]:
@@ -87,14 +90,53 @@ class PeerWatch:
         self._lock = threading.Lock()
         self._generation = 0
         self._socks: list[socket.socket] = []
+        self._bye: set[transfer.PeerId] = set()
 
-    def arm(self, peers: Iterable[transfer.Peer], version: int, connect_timeout_s: float = 10.0) -> None:
+    def arm(self, peers: Iterable[transfer.Peer], version: int, connect_timeout_s: float = 10.0,
+            hosts: dict[transfer.PeerId, str] | None = None,
+            members: Callable[[], set[str] | None] | None = None,
+            poll_s: float = MEMBERSHIP_POLL_S) -> None:
+        """Watch `peers`. With `members` (the cluster agents' agreed members, or None when no
+        answer can be trusted now) and each peer's `hosts` entry, a peer whose host left the
+        agreed membership without saying bye is dead too: a host that vanished silently (power
+        loss, cut link) never closes its sockets, but its agents stop hearing it."""
         self.disarm()
         with self._lock:
             gen = self._generation
+            self._bye = set()
+        peers = list(peers)
         for peer in peers:
             threading.Thread(target=self._watch, args=(peer, version, gen, connect_timeout_s),
                              name=f"chaos-watch-{peer.id}", daemon=True).start()
+        if members is not None and hosts:
+            watched = {p.id: hosts[p.id] for p in peers if p.id in hosts}
+            threading.Thread(target=self._poll_members, args=(watched, members, gen, poll_s),
+                             name="chaos-watch-members", daemon=True).start()
+
+    def _poll_members(self, hosts: dict[transfer.PeerId, str],
+                      members: Callable[[], set[str] | None], gen: int, poll_s: float) -> None:
+        while True:
+            with self._lock:
+                if gen != self._generation:
+                    return
+            agreed = members()
+            if agreed is not None:
+                lost = sorted(p for p, h in hosts.items() if h not in agreed)
+                with self._lock:
+                    lost = [p for p in lost if p not in self._bye]
+                if lost:
+                    log.warning("rank(s) %s: host left the agents' view without a goodbye", lost)
+                    self._fire(gen, lost[0])
+                    return
+            time.sleep(poll_s)
+
+    def _fire(self, gen: int, peer: transfer.PeerId) -> None:
+        # Act under the lock: disarm() (called by restore/reset before Horovod re-initialises)
+        # waits for an abort in progress, so an abort can never hit the next Gloo context.
+        with self._lock:
+            if gen == self._generation:
+                self._generation += 1  # one abort per armed period
+                self._on_dead(peer)
 
     def disarm(self) -> None:
         with self._lock:
@@ -126,12 +168,9 @@ class PeerWatch:
         try:
             msg = transfer.recv_frame(sock)
             if msg.get("bye"):
+                with self._lock:
+                    self._bye.add(peer.id)
                 return
         except (OSError, transfer.AuthenticationError, ConnectionError):
             pass
-        # Act under the lock: disarm() (called by restore/reset before Horovod re-initialises)
-        # waits for an abort in progress, so an abort can never hit the next Gloo context.
-        with self._lock:
-            if gen == self._generation:
-                self._generation += 1  # one abort per armed period
-                self._on_dead(peer.id)
+        self._fire(gen, peer.id)

@@ -177,6 +177,12 @@ class ShardServer:
         with self._cond:
             self._cond.wait_for(lambda: self._active == 0)
 
+    @property
+    def watchers(self) -> int:
+        """Crash-watch connections open to this server."""
+        with self._cond:
+            return len(self._watchers)
+
     def farewell(self) -> None:
         """Tell every peer watching this process that it leaves on purpose (call at exit)."""
         with self._cond:
