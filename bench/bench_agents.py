@@ -25,9 +25,8 @@ import sys
 import tempfile
 import time
 
-
-from chaos_hvd.cluster.client import request
 from chaos_hvd import events as ev
+from chaos_hvd.cluster.client import request
 from harness.local_cluster import LocalCluster
 
 

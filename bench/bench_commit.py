@@ -9,9 +9,8 @@ import json
 import statistics
 import time
 
-import torch
-
 import horovod.torch as hvd
+import torch
 
 from chaos_hvd.state.adapter import ChaosState
 from examples.models import resnet18

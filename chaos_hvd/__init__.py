@@ -33,10 +33,18 @@ allgather of manifest digests); no committed step is lost (the newest version wi
 rank); a failed transfer surfaces as ``HorovodInternalError`` (restore + reset), never a hang.
 """
 
+from .errors import (
+    AuthenticationError,
+    ChaosError,
+    ConfigError,
+    CorruptShardError,
+    SchedulerInputError,
+    SnapshotError,
+    StateDivergedError,
+    TransferError,
+    UnsupportedStateError,
+)
 from .state.config import BandwidthMap, ChaosConfig
-from .errors import (AuthenticationError, ChaosError, ConfigError, CorruptShardError,
-                     SchedulerInputError, SnapshotError, StateDivergedError, TransferError,
-                     UnsupportedStateError)
 
 __version__ = "0.1.0"
 

@@ -116,42 +116,36 @@ class ShardRequestRejected(Event, tag="shard_request_rejected"):
 
 # ------------------------------------------------------------------------------ training script
 
-class Resumed(Event, tag="resumed"):
+class TrainingEvent(Event, kw_only=True):
     rank: Rank
-    size: int
+    size: int                       # world size
     step: int
+    source: str | None = None       # the writing script
+
+
+class Resumed(TrainingEvent, tag="resumed"):
+    """Training (re)started in a new world (after every sync)."""
+
     epoch: int
     lr: float
-    digest: str
+    digest: str                     # of the parameters
     host: str | None = None
-    source: str | None = None
 
 
-class Step(Event, tag="step"):
-    rank: Rank
-    size: int
-    step: int
+class Step(TrainingEvent, tag="step"):
     epoch: int
     loss: float
     lr: float
     host: str | None = None
-    source: str | None = None
 
 
-class Commit(Event, tag="commit"):
-    rank: Rank
-    size: int
-    step: int
-    source: str | None = None
+class Commit(TrainingEvent, tag="commit"):
+    pass
 
 
-class Final(Event, tag="final"):
-    rank: Rank
-    size: int
-    step: int
+class Final(TrainingEvent, tag="final"):
     digest: str
     seconds: float
-    source: str | None = None
 
 
 # ------------------------------------------------------------------------------ cluster agent

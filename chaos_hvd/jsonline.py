@@ -34,20 +34,22 @@ def depth(obj: Any, limit: int = MAX_DEPTH) -> int:
     return best
 
 
-def decode(line: bytes, limit: int = MAX_LINE_BYTES) -> dict:
-    """A request or reply line -> dict; RequestError when it is too long, too deep or not an object."""
+def decode(line: bytes, limit: int = MAX_LINE_BYTES,
+           error: type[Exception] = RequestError) -> dict:
+    """Untrusted bytes -> a JSON object (dict); `error` when they are too long, not JSON, nested
+    deeper than MAX_DEPTH or not an object. Every network-facing JSON parser uses this one."""
     if len(line) > limit:
-        raise RequestError(f"line longer than {limit} bytes")
+        raise error(f"longer than {limit} bytes")
     try:
         obj = json.loads(line)
     except (ValueError, UnicodeDecodeError) as e:
-        raise RequestError(f"not JSON: {e}") from None
+        raise error(f"not JSON: {e}") from None
     except RecursionError:
-        raise RequestError(f"nested deeper than {MAX_DEPTH}") from None
+        raise error(f"nested deeper than {MAX_DEPTH}") from None
     if not isinstance(obj, dict):
-        raise RequestError("not a JSON object")
+        raise error("not a JSON object")
     if depth(obj) > MAX_DEPTH:
-        raise RequestError(f"nested deeper than {MAX_DEPTH}")
+        raise error(f"nested deeper than {MAX_DEPTH}")
     return obj
 
 

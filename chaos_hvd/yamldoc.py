@@ -15,6 +15,7 @@ import yaml
 
 from .units import UnitError
 
+
 class _Marked:
     """Mixin: where in the file a mapping/list started, and where each key's value starts."""
 

@@ -13,9 +13,9 @@ import socket
 import subprocess
 import time
 
+from chaos_hvd import events as ev
 from chaos_hvd.cluster.client import agent_argv, request, wait_members, write_secret
 from chaos_hvd.errors import AgentUnavailable
-from chaos_hvd import events as ev
 from chaos_hvd.events import read_events
 from chaos_hvd.waiting import wait_until
 

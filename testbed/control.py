@@ -9,12 +9,12 @@ this machine can reach it, so requests are not signed. The JSON-line protocol of
 from __future__ import annotations
 
 import json
-
-import msgspec
 import os
 import socketserver
 import threading
 import time
+
+import msgspec
 
 from chaos_hvd import jsonline
 from chaos_hvd.errors import RequestError, ServiceUnavailable

@@ -23,9 +23,9 @@ import yaml
 from chaos_hvd import events
 from chaos_hvd.events import EventLog
 
+from .agents import AgentMode, HostAgents
 from .capabilities import Capabilities, probe
 from .errors import CapabilityError, NotRootError
-from .agents import AgentMode, HostAgents
 from .faults import Action, Kind
 from .hosts import HostProcesses
 from .network import EmulatedNetwork

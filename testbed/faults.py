@@ -35,6 +35,7 @@ from chaos_hvd.yamldoc import Reader, load_yaml, read_text
 from .errors import ScheduleError
 from .topology import DIRECTION_KEYS, Topology, direction_fields
 
+
 class Kind(StrEnum):
     """What an action does (a member equals its name in schedule files and records)."""
 

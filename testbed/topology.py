@@ -34,8 +34,13 @@ from functools import cached_property
 
 import networkx as nx
 
-from chaos_hvd.units import (format_rate, parse_fraction, parse_rate_bps, parse_size_bytes,
-                             parse_time_s)
+from chaos_hvd.units import (
+    format_rate,
+    parse_fraction,
+    parse_rate_bps,
+    parse_size_bytes,
+    parse_time_s,
+)
 from chaos_hvd.yamldoc import Reader, load_yaml, read_text
 
 from .errors import TopologyError

@@ -34,15 +34,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import probe_plan, wire
+from .. import events as ev
 from .. import jsonline
 from ..errors import MalformedMessage, PeerMessageError, StaleMessage
-from .. import events as ev
 from ..events import EventLog
-from .linkstate import LinkWatch, Rate, RateTable
-from .monitor import ProbeService, Resources
+from . import probe_plan, wire
 from .kinds import Change, Msg
+from .linkstate import LinkWatch, Rate, RateTable
 from .local_api import LocalApi
+from .monitor import ProbeService, Resources
 from .protocol import Config, Installed, Member, Send, View, link, pending_in
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ class Agent:
     def observe(self, change: tuple, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         change = tuple(change)
-        if change[0] in ("link_up", "link_down"):     # one spelling per link: (kind, low, high)
+        if change[0] in (Change.LINK_UP, Change.LINK_DOWN):   # one spelling: (kind, low, high)
             change = (change[0], *link(change[1], change[2]))
         self._run(self.member.observe(change, now), now)
 

@@ -16,6 +16,7 @@ from .. import jsonline
 from ..errors import AgentUnavailable
 from ..waiting import wait_until
 
+
 def write_secret(path: str, secret: bytes) -> None:
     """The cluster secret file, created readable by its owner only."""
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:

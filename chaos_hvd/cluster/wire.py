@@ -27,11 +27,10 @@ live in ``stale_reason``.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Callable
 
-from .. import signing
+from .. import jsonline, signing
 from ..errors import ForgedMessage, MalformedMessage, OversizedMessage, ReplayedMessage
 from ..signing import canonical
 from .kinds import Change, Msg
@@ -103,13 +102,8 @@ def open_envelope(secret: bytes, me: str, data: bytes, guard: ReplayGuard,
         raise MalformedMessage("not a chaos-hvd agent datagram (magic)")
     mac, payload = data[len(MAGIC):head], data[head:]
     signing.check(secret, payload, mac)
-    try:
-        env = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise MalformedMessage(f"not JSON: {e}") from None
-    except RecursionError:
-        raise MalformedMessage("JSON nested too deeply") from None
-    if not isinstance(env, dict) or set(env) != {"src", "dst", "seq", "body"}:
+    env = jsonline.decode(payload, MAX_DATAGRAM, MalformedMessage)
+    if set(env) != {"src", "dst", "seq", "body"}:
         raise MalformedMessage("not an envelope {src, dst, seq, body}")
     src = env["src"]
     if not (is_id(src) and is_id(env["dst"]) and _is_int(env["seq"])

@@ -34,20 +34,19 @@ import socket
 import time
 from typing import Any
 
+import horovod.torch as hvd
 import msgspec
 import psutil
 import torch
-
-import horovod.torch as hvd
 from horovod.common import elastic as hvd_elastic
 from horovod.common.elastic import State
 from horovod.common.exceptions import HorovodInternalError, HostsUpdatedInterrupt
 from horovod.torch.elastic.sampler import ElasticSampler
 
 from .. import events
+from ..cluster import client as agent_client
 from ..errors import StateDivergedError, TransferError
 from ..events import EventLog
-from ..cluster import client as agent_client
 from . import transfer
 from .config import ChaosConfig
 from .peer_watch import PeerWatch, abort_gloo_sockets

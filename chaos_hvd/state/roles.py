@@ -24,8 +24,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
-from .config import MBIT, BandwidthMap
 from ..errors import TransferError
+from .config import MBIT, BandwidthMap
 from .kinds import Algorithm
 from .scheduler import Joiner, Problem, Source, make_plan
 

@@ -297,7 +297,7 @@ def _lp_segment(p, amount, cuts, lo, hi):
     c = np.zeros(nv)
     c[t_col] = 1.0
     bounds = [(0, None)] * (nv - 1) + [(lo, None if math.isinf(hi) else hi)]
-    from scipy.optimize import linprog   # heavy (0.6 s): only when an LP is solved
+    from scipy.optimize import linprog  # heavy (0.6 s): only when an LP is solved
     res = linprog(c, A_ub=np.array(a_ub), b_ub=b_ub, A_eq=np.array(a_eq), b_eq=b_eq,
                   bounds=bounds, method="highs")
     return float(res.x[t_col]) if res.status == 0 else None

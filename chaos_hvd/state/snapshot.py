@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from .encoding import DTYPE_NAMES, DTYPES, decode, encode
 from ..errors import CorruptShardError, SnapshotError
+from .encoding import DTYPE_NAMES, DTYPES, decode, encode
 
 FORMAT = "chaos-hvd/1"
 ALIGN_BYTES = 64

@@ -22,8 +22,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from .encoding import check_encodable
 from ..errors import SnapshotError
+from .encoding import check_encodable
+
 
 class ObjectKind(StrEnum):
     MODULE = "module"

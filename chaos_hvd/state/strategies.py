@@ -29,8 +29,8 @@ from ..cluster import client as agent_client
 from ..errors import AgentUnavailable, TransferError
 from . import transfer
 from .config import BandwidthMap, ChaosConfig
-from .roles import RankInfo, Roles, plan_transfers
 from .kinds import Algorithm, Strategy
+from .roles import RankInfo, Roles, plan_transfers
 from .snapshot import Manifest, Snapshot
 from .state_tree import STATEFUL, ObjectKind, TrackedObjects, clone_tree
 

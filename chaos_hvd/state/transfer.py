@@ -37,8 +37,13 @@ from typing import Callable, Iterable
 
 import torch
 
-from .. import signing
-from ..errors import AuthenticationError, CorruptShardError, SnapshotError, TransferError
+from .. import jsonline, signing
+from ..errors import (
+    AuthenticationError,
+    CorruptShardError,
+    SnapshotError,
+    TransferError,
+)
 from .snapshot import MAX_MANIFEST_BYTES, Manifest, chunk_digest
 
 log = logging.getLogger(__name__)
@@ -91,15 +96,7 @@ def recv_frame(sock: socket.socket, limit: int = MAX_HEADER_BYTES) -> dict:
         raise AuthenticationError(f"frame of {n} bytes exceeds the {limit}-byte limit")
     body = bytearray(n)
     _recv_exact_into(sock, memoryview(body))
-    try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise AuthenticationError(f"frame is not JSON: {e}") from e
-    except RecursionError:
-        raise AuthenticationError("frame is nested too deeply") from None
-    if not isinstance(obj, dict):
-        raise AuthenticationError("frame is not a JSON object")
-    return obj
+    return jsonline.decode(bytes(body), limit, AuthenticationError)
 
 
 # --------------------------------------------------------------------------------------------------
