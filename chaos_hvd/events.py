@@ -21,6 +21,10 @@ cluster agent             ``start``, ``stop``, ``install`` (a new view), ``suspe
                           ``removed``, ``join_request``, ``lease``, ``leave``, ``leave_timeout``,
                           ``link_down`` / ``link_up`` (a ping observation), ``probe``, ``rejected``,
                           ``send_failed``
+standby joiner            ``standby_pull`` (a background pull of the running workers' state),
+                          ``standby_switch`` (told to join: it resets into the job)
+chaos-hvdrun launcher     ``standby_started``, ``standby_ready``, ``standby_switched``,
+                          ``standby_joined``, ``standby_dropped``
 testbed timeline          ``capability``, ``up``, ``down``, ``agent_start``, ``agents_up``,
                           ``command_start``, ``command_timeout``, ``command_exit``, ``fault``,
                           ``fault_error``
@@ -111,6 +115,62 @@ class Diverged(Event, tag="diverged"):
 class ShardRequestRejected(Event, tag="shard_request_rejected"):
     rank: Rank
     peer: str
+    why: str
+
+
+class StandbyPull(Event, tag="standby_pull"):
+    """A standby joiner's background pull of the running workers' committed state."""
+
+    host: str
+    slot: int
+    attempt: int
+    version: int = 0
+    state_bytes: int = 0
+    needed_bytes: int = 0
+    plan_s: float = 0.0
+    transfer_s: float = 0.0
+    load_s: float = 0.0
+    total_s: float = 0.0
+    bytes_per_source: dict[Rank, int] = {}
+    failed_sources: dict[Rank, str] = {}
+    error: str = ""
+
+
+class StandbySwitch(Event, tag="standby_switch"):
+    """The launcher told a ready standby to join: it resets into the job."""
+
+    host: str
+    slot: int
+    version: int
+    waited_s: float                  # ready -> told to switch
+
+
+# ------------------------------------------------------------------------------ chaos-hvdrun
+
+class LauncherEvent(Event, kw_only=True):
+    host: str
+    slot: int
+    instance: str
+
+
+class StandbyStarted(LauncherEvent, tag="standby_started"):
+    pass
+
+
+class StandbyReady(LauncherEvent, tag="standby_ready"):
+    version: int
+    seconds: float                   # process start -> ready
+
+
+class StandbySwitched(LauncherEvent, tag="standby_switched"):
+    pass
+
+
+class StandbyJoined(LauncherEvent, tag="standby_joined"):
+    rank: Rank
+
+
+class StandbyDropped(LauncherEvent, tag="standby_dropped"):
     why: str
 
 
@@ -309,7 +369,8 @@ class FaultError(TimelineEvent, tag="fault_error"):
 
 
 AnyEvent = Union[
-    Sync, SyncFailed, PeerDead, Diverged, ShardRequestRejected,
+    Sync, SyncFailed, PeerDead, Diverged, ShardRequestRejected, StandbyPull, StandbySwitch,
+    StandbyStarted, StandbyReady, StandbySwitched, StandbyJoined, StandbyDropped,
     Resumed, Step, Commit, Final,
     AgentStarted, AgentStopped, Install, Suspect, Removed, JoinRequest, Lease, Leave,
     LeaveTimeout, LinkDown, LinkUp, Probe, Rejected, SendFailed,

@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 class ElasticJob:
     def __init__(self, script_args: Sequence[str], hosts: Sequence[str], *, np: int, min_np: int,
                  max_np: int, env: dict[str, str] | None = None, gloo_timeout_s: int = 30,
-                 workdir: str | None = None, script: str = "examples/train_elastic.py"):
+                 workdir: str | None = None, script: str = "examples/train_elastic.py",
+                 launcher: str = "horovodrun"):
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="chaos-job-"))
         self.events_path = self.dir / "events.jsonl"
         self.hosts_path = self.dir / "hosts"
@@ -41,7 +42,7 @@ class ElasticJob:
         self.set_hosts(hosts)
         self.log_path = self.dir / "horovodrun.log"
         bindir = Path(sys.executable).parent
-        self.cmd = [str(bindir / "horovodrun"), "-np", str(np), "--min-np", str(min_np),
+        self.cmd = [str(bindir / launcher), "-np", str(np), "--min-np", str(min_np),
                     "--max-np", str(max_np), "--host-discovery-script", str(self.discover),
                     "--network-interface", "lo", "--gloo-timeout-seconds", str(gloo_timeout_s),
                     sys.executable, str(REPO / script), *script_args]

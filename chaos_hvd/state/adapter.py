@@ -22,6 +22,12 @@ kept and synchronised:
   Transfer failures (every source of a needer gone) raise ``HorovodInternalError``, so Horovod's elastic
   loop restores and resets instead of hanging. Divergent digests raise :class:`StateDivergedError`.
 * ``check_host_updates()`` uses a JSON broadcast instead of Horovod's pickled ``broadcast_object``.
+
+Under the ``chaos-hvdrun`` launcher (:mod:`chaos_hvd.scaleout`) two more things happen. A worker the
+launcher started as a *standby* spends its first ``sync()`` in :mod:`standby_join` (pull a recent
+state while the job trains, report ready, wait to be switched in), then re-initialises Horovod into
+the job by raising ``HostsUpdatedInterrupt``: ``hvd.elastic.run`` resets it like any worker. Running
+workers offer recent snapshots to standbys at commits (:mod:`standby_feed`).
 """
 
 from __future__ import annotations
@@ -45,13 +51,16 @@ from horovod.torch.elastic.sampler import ElasticSampler
 
 from .. import events
 from ..cluster import client as agent_client
-from ..errors import StateDivergedError, TransferError
+from ..errors import ConfigError, StateDivergedError, TransferError
 from ..events import EventLog
+from ..scaleout import wire
 from . import transfer
 from .config import ChaosConfig
 from .peer_watch import PeerWatch, abort_gloo_sockets
 from .replica import Replica
 from .roles import RankInfo, decide
+from .standby_feed import StandbyFeed
+from .standby_join import StandbyDropped, StandbyIdentity, StandbyJoin
 from .state_tree import TrackedObjects
 from .strategies import bytes_tensor, peer_of, strategy_for
 
@@ -129,6 +138,25 @@ def advertise_addr(cfg: ChaosConfig) -> str:
     return "127.0.0.1"
 
 
+def _rendezvous() -> tuple[str, int] | None:
+    addr = os.environ.get("HOROVOD_GLOO_RENDEZVOUS_ADDR")
+    port = os.environ.get("HOROVOD_GLOO_RENDEZVOUS_PORT", "")
+    return (addr, int(port)) if addr and port.isdigit() else None
+
+
+def _standby_identity(secret: bytes | None) -> StandbyIdentity | None:
+    """Set when chaos-hvdrun started this process as a standby joiner."""
+    slot = os.environ.get(wire.SLOT_ENV)
+    if slot is None:
+        return None
+    port, instance = os.environ.get(wire.MAIN_PORT_ENV, ""), os.environ.get(wire.ID_ENV, "")
+    addr = os.environ.get("HOROVOD_GLOO_RENDEZVOUS_ADDR")
+    if secret is None or not slot.isdigit() or not port.isdigit() or not instance or not addr:
+        raise ConfigError(f"{wire.SLOT_ENV} is set but {wire.SECRET_ENV}, {wire.MAIN_PORT_ENV}, "
+                          f"{wire.ID_ENV} or HOROVOD_GLOO_RENDEZVOUS_ADDR is missing or malformed")
+    return StandbyIdentity(_my_host(), int(slot), instance, (addr, int(port)), secret)
+
+
 # --------------------------------------------------------------------------------------------------
 
 
@@ -162,6 +190,10 @@ class ChaosState(State):
         self._rank = -1
         self._synced = False
         self._arm_at_commit = False
+        self._job_secret = wire.secret_from_hex(os.environ.get(wire.SECRET_ENV))
+        standby = _standby_identity(self._job_secret)
+        self._standby = StandbyJoin(standby, self._replica, self._log) if standby else None
+        self._feed: StandbyFeed | None = None
         atexit.register(self._at_exit)
         super().__init__(bcast_object=broadcast_json, get_rank=hvd.rank)
         self._replica.capture(version=0)
@@ -174,6 +206,8 @@ class ChaosState(State):
 
     def save(self) -> None:
         self._replica.capture(self._replica.version + 1)
+        if self._feed is not None:
+            self._feed.after_commit(hvd.rank())
         if self._arm_at_commit:
             # A reset that Horovod follows with no sync (a pure scale-in): commit is collective
             # (check_host_updates broadcasts right after), so every rank arms here together.
@@ -197,6 +231,8 @@ class ChaosState(State):
 
     def sync(self) -> None:
         self._watch.disarm()
+        if self._standby is not None:
+            self._join_as_standby()   # raises HostsUpdatedInterrupt: reset into the job
         t0 = time.perf_counter()
         replica, cfg = self._replica, self._replica.config
         # Collective names must match on every rank: fixed names, never per-process counters.
@@ -227,6 +263,40 @@ class ChaosState(State):
         self._arm_at_commit = False
         if cfg.peer_watch:
             self._arm_watch([peer_of(i) for i in infos], {i.rank: i.host for i in infos}, tag)
+        if self._feed is None and self._job_secret is not None:
+            rendezvous = _rendezvous()
+            if rendezvous is not None:
+                self._feed = StandbyFeed(replica, self._job_secret, rendezvous, _my_host(),
+                                         advertise_addr(cfg))
+
+    # -- standby (chaos-hvdrun) ------------------------------------------------------------------
+
+    def _join_as_standby(self) -> None:
+        join, self._standby = self._standby, None
+        who = join.who
+        version = join.prepare()
+        join.report_ready(version)
+        ready = time.monotonic()
+        try:
+            join.await_verdict()
+        except StandbyDropped as e:
+            log.warning("%s: exiting", e)
+            raise SystemExit(3) from None
+        # Into the job: Horovod's re-initialisation reads these (the rank comes from the job's
+        # rendezvous), and the notification service registers there under the new slot.
+        os.environ["HOROVOD_GLOO_RENDEZVOUS_PORT"] = str(who.rendezvous[1])
+        os.environ["HOROVOD_LOCAL_RANK"] = str(who.slot)
+        for name in (wire.SLOT_ENV, wire.MAIN_PORT_ENV, wire.ID_ENV):
+            os.environ.pop(name, None)
+        manager = hvd_elastic.notification_manager
+        with manager._lock:
+            old, manager._service = manager._service, None
+        if old is not None:
+            old.shutdown()
+        manager.init()
+        self._log.write(events.StandbySwitch(host=who.host, slot=who.slot, version=version,
+                                             waited_s=time.monotonic() - ready))
+        raise HostsUpdatedInterrupt(False)
 
     def _arm_watch(self, peers: list[transfer.Peer] | None, hosts: dict[int, str] | None,
                    tag: str) -> None:
@@ -286,6 +356,8 @@ class ChaosState(State):
 
     def _at_exit(self) -> None:
         self._watch.disarm()
+        if self._feed is not None:
+            self._feed.close()
         self._replica.farewell()
 
     # -- helpers ----------------------------------------------------------------------------------

@@ -152,7 +152,7 @@ def _name(key, r: Reader) -> str:
     return key
 
 
-def _env_number(env, name, default, kind: type = float):
+def env_number(env, name, default, kind: type = float):
     """An int or a finite float from the environment; the default when unset or empty."""
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -223,9 +223,9 @@ class ChaosConfig:
             bandwidth=BandwidthMap.parse(env.get("CHAOS_BANDWIDTH", "")),
             event_log=env.get("CHAOS_EVENT_LOG") or None,
             checkpoint_dir=env.get("CHAOS_CHECKPOINT_DIR") or None,
-            chunk_bytes=_env_number(env, "CHAOS_CHUNK_BYTES", 256 * 1024, int),
-            transfer_timeout_s=_env_number(env, "CHAOS_TRANSFER_TIMEOUT_S", 30.0),
-            port=_env_number(env, "CHAOS_PORT", 0, int),
+            chunk_bytes=env_number(env, "CHAOS_CHUNK_BYTES", 256 * 1024, int),
+            transfer_timeout_s=env_number(env, "CHAOS_TRANSFER_TIMEOUT_S", 30.0),
+            port=env_number(env, "CHAOS_PORT", 0, int),
             advertise_addr=env.get("CHAOS_ADVERTISE_ADDR") or None,
             verify=_env_bool(env, "CHAOS_VERIFY", True),
             peer_watch=_env_bool(env, "CHAOS_PEER_WATCH", True),

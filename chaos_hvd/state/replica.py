@@ -4,6 +4,10 @@ The part of ChaosState that needs no Horovod: ``capture`` copies the live object
 snapshot (commit), ``restore`` loads the snapshot back (after a failure), ``load`` installs a
 snapshot received from peers and re-snapshots it, and ``server`` serves the committed snapshot's
 chunks to peers (created on first use).
+
+A snapshot *offered* to standby joiners (:meth:`offer_current`) is never written to while it is
+offered: commits then go to a second buffer, so training goes on at full speed while a standby
+pulls a consistent version (memory: two copies of the state while the launcher asks for offers).
 """
 
 from __future__ import annotations
@@ -20,10 +24,16 @@ class Replica:
         self.snapshot = Snapshot(config.chunk_bytes)
         self.version = 0
         self._server: transfer.ShardServer | None = None
+        self._offered: Snapshot | None = None
+        self._spare: Snapshot | None = None
 
     @property
     def server_port(self) -> int | None:
         return self._server.port if self._server is not None else None
+
+    @property
+    def existing_server(self) -> transfer.ShardServer | None:
+        return self._server
 
     def server(self, advertise_addr: str, on_reject) -> transfer.ShardServer:
         if self._server is None:
@@ -34,8 +44,19 @@ class Replica:
     def capture(self, version: int) -> None:
         if self._server is not None:
             self._server.retract()  # never serve a buffer while it is being overwritten
-        self.snapshot.capture(self.tracked.capture(), version)
-        self.version = version
+        target = self.snapshot
+        if target is self._offered:
+            target, self._spare = self._spare or Snapshot(self.config.chunk_bytes), None
+        target.capture(self.tracked.capture(), version)
+        self.snapshot, self.version = target, version
+
+    def offer_current(self) -> Snapshot:
+        """Mark the committed snapshot as offered (protected from commits) and return it; the one
+        offered before becomes the spare buffer. The caller withdrew the previous offer."""
+        previous, self._offered = self._offered, self.snapshot
+        if previous is not None and previous is not self.snapshot:
+            self._spare = previous
+        return self.snapshot
 
     recapture = capture
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Protocol
 
 import torch
@@ -30,7 +31,7 @@ from ..errors import AgentUnavailable, TransferError
 from . import transfer
 from .config import BandwidthMap, ChaosConfig
 from .kinds import Algorithm, Strategy
-from .roles import RankInfo, Roles, plan_transfers
+from .roles import NeederPlan, RankInfo, Roles, plan_transfers
 from .snapshot import Manifest, Snapshot
 from .state_tree import STATEFUL, ObjectKind, TrackedObjects, clone_tree
 
@@ -121,6 +122,24 @@ class MultiSourcePull(SyncStrategy):
         rank = coll.rank
         if rank not in roles.needs:
             return
+        got = self.pull(target, roles, infos, rank)
+        plan, stats = got.plan, got.stats
+        record.algorithm = plan.algorithm
+        record.plan_s, record.transfer_s, record.load_s = got.plan_s, got.transfer_s, got.load_s
+        record.predicted_makespan_s, record.bound_s = plan.predicted_makespan_s, plan.bound_s
+        record.needed_chunks = len(roles.needs[rank])
+        record.needed_bytes = roles.needed_bytes(rank)
+        record.planned_bytes_per_source = plan.bytes_by_source(roles)
+        record.bytes_per_source = stats.bytes_by_source
+        record.failed_sources = stats.failed_sources
+        record.corrupt_chunks, record.stolen_batches = stats.corrupt_chunks, stats.stolen_batches
+        record.bandwidth_known = got.bandwidth_known
+        for key, value in got.bandwidth_fields.items():
+            setattr(record, key, value)
+
+    def pull(self, target: SyncTarget, roles: Roles, infos: list[RankInfo], rank: int) -> "Pulled":
+        """Plan, pull and load the chunks `rank` needs (also used by standby joiners, which are
+        not in the Horovod world yet)."""
         cfg = target.config
         t0 = time.perf_counter()
         by_rank = {i.rank: i for i in infos}
@@ -138,18 +157,19 @@ class MultiSourcePull(SyncStrategy):
                                       buffer=base, timeout_s=cfg.transfer_timeout_s)
         t2 = time.perf_counter()
         target.load(Snapshot.from_manifest(manifest, buffer, verified=True))
-        record.algorithm = plan.algorithm
-        record.plan_s, record.transfer_s, record.load_s = t1 - t0, t2 - t1, time.perf_counter() - t2
-        record.predicted_makespan_s, record.bound_s = plan.predicted_makespan_s, plan.bound_s
-        record.needed_chunks = len(roles.needs[rank])
-        record.needed_bytes = roles.needed_bytes(rank)
-        record.planned_bytes_per_source = plan.bytes_by_source(roles)
-        record.bytes_per_source = stats.bytes_by_source
-        record.failed_sources = stats.failed_sources
-        record.corrupt_chunks, record.stolen_batches = stats.corrupt_chunks, stats.stolen_batches
-        record.bandwidth_known = not bandwidth.empty
-        for key, value in bw_fields.items():
-            setattr(record, key, value)
+        return Pulled(plan, stats, not bandwidth.empty, bw_fields, t1 - t0, t2 - t1,
+                      time.perf_counter() - t2)
+
+
+@dataclass
+class Pulled:
+    plan: NeederPlan
+    stats: transfer.PullStats
+    bandwidth_known: bool
+    bandwidth_fields: dict
+    plan_s: float
+    transfer_s: float
+    load_s: float
 
 
 class SingleSourcePull(MultiSourcePull):

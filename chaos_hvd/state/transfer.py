@@ -8,7 +8,9 @@ Wire protocol (TCP, one persistent connection per (joiner, source)):
 
 ``mac`` is HMAC-SHA256 over the canonical JSON of the other fields, keyed with the source's per-sync
 token. Tokens are exchanged through Horovod's own (already connected and authenticated) collective, so
-only ranks of the job can ask for state; a nonce may be used once (no replay). Nothing received is ever
+only ranks of the job can ask for state; a nonce may be used once (no replay). Between syncs a worker
+may also *offer* a committed snapshot that no commit writes to, to standby joiners of the
+``chaos-hvdrun`` launcher, which sign with a token derived from the job secret. Nothing received is ever
 unpickled: headers are size-limited JSON, payloads are raw bytes checked against the manifest's
 per-chunk BLAKE2b digests before anything is loaded.
 
@@ -136,6 +138,11 @@ class ShardServer:
 
         self._watchers: set[socket.socket] = set()
         self._watch_pub: _Publication | None = None
+        # what standby joiners may pull while training goes on (a buffer no commit writes to)
+        self._offer: _Publication | None = None
+        self._offer_active = 0
+        self._offer_last = 0.0
+        self._offer_sending: set[socket.socket] = set()
         self._srv = TCPServer((host, port), Handler)
         self.port = self._srv.server_address[1]
         self._thread = threading.Thread(target=self._srv.serve_forever, name="chaos-shard-server",
@@ -149,6 +156,39 @@ class ShardServer:
             # watch connections outlive a publication (they are opened after a sync, while the
             # data may already be retracted by the next commit): they use the last token
             self._watch_pub = _Publication(version, b"", memoryview(b""), token)
+
+    def offer(self, version: int, manifest: bytes, data: memoryview, token: bytes) -> None:
+        """Serve `data` to standby joiners (requests signed with `token`) until the next offer.
+        The caller must not write to `data` until it offers another buffer."""
+        with self._cond:
+            if self._offer is not None and self._offer_active:
+                raise RuntimeError("offer() while the previous offer is being sent")
+            self._offer = _Publication(version, manifest, data, token)
+
+    def withdraw_offer(self) -> None:
+        """Stop offering; wait (a grace period, then cut) until no standby reads the buffer."""
+        with self._cond:
+            self._offer = None
+            if self._cond.wait_for(lambda: self._offer_active == 0, RETRACT_GRACE_S):
+                return
+        log.warning("a standby still reading the offer after %.1f s: cutting", RETRACT_GRACE_S)
+        self._cut_offer_readers()
+        with self._cond:
+            self._cond.wait_for(lambda: self._offer_active == 0)
+
+    def _cut_offer_readers(self) -> None:
+        with self._cond:
+            stuck = list(self._offer_sending)
+        for sock in stuck:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def offer_idle(self, quiet_s: float) -> bool:
+        """No standby is reading the offer, and none asked for a range for `quiet_s`."""
+        with self._cond:
+            return self._offer_active == 0 and time.monotonic() - self._offer_last >= quiet_s
 
     def watch_with(self, token: bytes) -> None:
         """Accept crash-watch connections authenticated with `token` (no data is published)."""
@@ -232,6 +272,11 @@ class ShardServer:
             sock.settimeout(IDLE_TIMEOUT_S)
             with self._cond:
                 pub = self._watch_pub if req.get("op") == "watch" else self._pub
+                offered = self._offer is not None and req.get("op") != "watch" and (
+                    pub is None or not _signed_with(pub.token, req)) \
+                    and _signed_with(self._offer.token, req)
+                if offered:
+                    pub = self._offer
                 if pub is None:
                     return self._reject(sock, peer, "nothing published")
                 try:
@@ -261,8 +306,13 @@ class ShardServer:
                     return self._reject(sock, peer, str(e))
                 if payload is None:
                     break
-                self._active += 1
-                self._sending.add(sock)
+                if offered:
+                    self._offer_active += 1
+                    self._offer_last = time.monotonic()
+                    self._offer_sending.add(sock)
+                else:
+                    self._active += 1
+                    self._sending.add(sock)
             try:
                 send_frame(sock, {"ok": True, "nbytes": len(payload)})
                 sock.sendall(payload)
@@ -270,8 +320,13 @@ class ShardServer:
                 return
             finally:
                 with self._cond:
-                    self._active -= 1
-                    self._sending.discard(sock)
+                    if offered:
+                        self._offer_active -= 1
+                        self._offer_last = time.monotonic()
+                        self._offer_sending.discard(sock)
+                    else:
+                        self._active -= 1
+                        self._sending.discard(sock)
                     self._cond.notify_all()
         # A watch connection stays open until this process exits (farewell) or dies (EOF at the peer).
         sock.settimeout(None)
@@ -284,6 +339,14 @@ class ShardServer:
         finally:
             with self._cond:
                 self._watchers.discard(sock)
+
+
+def _signed_with(token: bytes, req: dict) -> bool:
+    try:
+        verify(token, req)
+    except AuthenticationError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------------

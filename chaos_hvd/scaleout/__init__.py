@@ -1,0 +1,13 @@
+"""Scale-out that does not stop training: the ``chaos-hvdrun`` launcher and what it says to workers.
+
+``cli``         ``chaos-hvdrun``: ``horovodrun`` with the driver below (same arguments).
+``driver``      Horovod's elastic driver, extended: a new slot's worker starts at once as a
+                *standby* and is switched in only once it holds a recent state (the one module
+                here that imports Horovod).
+``standbys``    the launcher's book of standbys and their phases (pure).
+``wire``        the signed, bounded messages between standbys, running workers and the launcher
+                (pure).
+``http``        a bounded HTTP client for those messages on Horovod's rendezvous server.
+
+The workers' side lives in :mod:`chaos_hvd.state` (``standby_join``, ``standby_feed``).
+"""

@@ -1,0 +1,64 @@
+"""``chaos-hvdrun``: ``horovodrun`` whose elastic joins do not stop training.
+
+Accepts exactly ``horovodrun``'s arguments and runs Horovod's own launcher; only the elastic Gloo
+driver is extended (:mod:`chaos_hvd.scaleout.driver`). Non-elastic runs behave as ``horovodrun``.
+
+Environment (the launcher's):
+
+``CHAOS_STANDBY_TIMEOUT_S``  a standby not ready this long after it started is dropped (default 300)
+``CHAOS_JOB_SECRET``         hex, at least 16 bytes; made fresh when unset. Workers get it through
+                             Horovod's environment forwarding and sign what they tell each other
+                             and the launcher with it.
+``CHAOS_EVENT_LOG``          where the launcher appends its ``standby_*`` records
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+
+from ..errors import ConfigError
+from ..state.config import env_number
+from . import wire
+
+DEFAULT_READY_TIMEOUT_S = 300.0
+
+
+def settings_from_env(env=None):
+    from .driver import StandbySettings
+    env = os.environ if env is None else env
+    raw = env.get(wire.SECRET_ENV)
+    secret = wire.secret_from_hex(raw)
+    if raw and secret is None:
+        raise ConfigError(f"{wire.SECRET_ENV}: not hex, or shorter than 16 bytes")
+    timeout = env_number(env, "CHAOS_STANDBY_TIMEOUT_S", DEFAULT_READY_TIMEOUT_S)
+    if not 0 < timeout <= 24 * 3600:
+        raise ConfigError(f"CHAOS_STANDBY_TIMEOUT_S: {timeout:g} is outside (0, 86400]")
+    return StandbySettings(secret or secrets.token_bytes(32), timeout,
+                           env.get("CHAOS_EVENT_LOG") or None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s chaos-hvdrun %(levelname)s %(message)s")
+    logging.getLogger("chaos_hvd").setLevel(logging.INFO)
+    try:
+        settings = settings_from_env()
+    except ConfigError as e:
+        print(f"chaos-hvdrun: {e}", file=sys.stderr)
+        return 2
+    # the workers inherit it through Horovod's environment forwarding
+    os.environ[wire.SECRET_ENV] = settings.secret.hex()
+    from horovod.runner import launch
+
+    from .driver import install
+    install(settings)
+    sys.argv = ["horovodrun", *(sys.argv[1:] if argv is None else argv)]
+    launch.run_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

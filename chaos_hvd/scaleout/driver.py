@@ -1,0 +1,393 @@
+"""Horovod's elastic driver, extended so a joining host never stops training while it starts.
+
+The one module of the launcher that touches Horovod's runner (:mod:`chaos_hvd.state.adapter` is
+the one on the worker side). Stock Horovod starts a new host's worker only after every running
+worker has reset (``WorkerStateRegistry._on_workers_recorded`` -> ``ElasticDriver.resume``), so the
+whole job waits for the new process's start, imports, model build and state transfer.
+:class:`ChaosDriver` changes four hooks and nothing else:
+
+* ``_notify_workers_host_changes`` (discovery saw a change): for every new slot it starts a
+  *standby* at once -- the user's command in a one-process Horovod world of its own, on its own
+  rendezvous server -- and keeps the host out of the rank assignments (``_get_host_assignments``),
+  so Horovod's own comparison finds nothing to tell the running workers.
+* the standby builds its model, pulls a recent committed state from the running workers in the
+  background (ChaosState does this) and reports ready; only then are the running workers
+  notified, through Horovod's own path, and they reset at their next commit.
+* ``_start_worker_processes`` (after that reset) switches the ready standby in instead of starting a
+  process; its re-initialisation asks the job's rendezvous for its rank like any reset worker, and
+  ``record_ready`` lets that first request through without counting it in the reset barrier. It
+  then registers its notification service with the job's rendezvous like a fresh worker does.
+* a standby that is not ready within the timeout, or exits first, is killed and dropped; its host
+  stays out of the assignments until it leaves discovery and comes back.
+
+If a host is added and another removed in one update, Horovod's behaviour applies to the removal
+at once and the addition goes through a standby as above.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+from horovod.runner import gloo_run
+from horovod.runner.common.util import hosts as hvd_hosts
+from horovod.runner.elastic.discovery import DiscoveredHosts
+from horovod.runner.elastic.driver import ElasticDriver
+from horovod.runner.elastic.rendezvous import create_rendezvous_handler
+from horovod.runner.elastic.worker import HostUpdateResult
+from horovod.runner.http.http_server import RendezvousHandler, RendezvousServer
+
+from .. import events
+from ..errors import ChaosError, PeerMessageError
+from ..events import EventLog
+from . import wire
+from .standbys import Phase, Standby, StandbyTable
+
+log = logging.getLogger(__name__)
+
+RENOTIFY_AFTER_S = 5.0    # Horovod's notifications carry whole seconds: one may be ignored
+WATCH_INTERVAL_S = 0.25
+_PORT_RE = re.compile(r"\bHOROVOD_GLOO_RENDEZVOUS_PORT=(\d+)\b")
+
+
+class LauncherError(ChaosError):
+    """The launcher cannot start a standby (Horovod's command line is not what it expects)."""
+
+
+@dataclass
+class StandbySettings:
+    secret: bytes
+    ready_timeout_s: float
+    event_log: str | None = None
+
+
+@dataclass
+class StandbyLaunch:
+    """What Horovod's launcher built to start workers, kept to start standbys the same way."""
+
+    exec_command: Callable
+    run_command: str
+    env: dict
+    event: threading.Event
+    make_worker_fn: Callable    # gloo_run._create_elastic_worker_fn (Horovod's, unpatched)
+
+    @property
+    def main_port(self) -> int:
+        ports = _PORT_RE.findall(self.run_command)
+        if len(ports) != 1:
+            raise LauncherError("Horovod's worker command does not name one rendezvous port")
+        return int(ports[0])
+
+    def run(self, sb: Standby, solo_port: int, events_: list[threading.Event]) -> tuple[int, float]:
+        """Run the user's command as a standby (blocks until it exits, like Horovod's workers)."""
+        main = self.main_port
+        command = (f"{wire.SLOT_ENV}={sb.slot} {wire.MAIN_PORT_ENV}={main} "
+                   f"{wire.ID_ENV}={sb.instance} "
+                   + _PORT_RE.sub(f"HOROVOD_GLOO_RENDEZVOUS_PORT={solo_port}", self.run_command))
+        solo = hvd_hosts.SlotInfo(hostname=sb.host, rank=0, local_rank=0, cross_rank=0, size=1,
+                                  local_size=1, cross_size=1)
+        return self.make_worker_fn(self.exec_command, command, self.env, self.event)(solo, events_)
+
+
+class ChaosDriver(ElasticDriver):
+    def __init__(self, rendezvous, discovery, min_num_proc, max_num_proc, timeout=None,
+                 reset_limit=None, cooldown_range=None, verbose=0, *,
+                 standby: StandbySettings):
+        # set before Horovod's constructor starts the discovery thread that calls our hooks
+        self._standby = standby
+        self._table = StandbyTable(standby.ready_timeout_s)
+        self._launch: StandbyLaunch | None = None
+        self._kill: dict[tuple[str, int], threading.Event] = {}
+        self._solo: dict[tuple[str, int], RendezvousServer] = {}
+        self._sources: dict[int, bytes] = {}
+        self._sources_lock = threading.Lock()
+        self._renotified: dict[tuple[str, int], float] = {}
+        self._events = EventLog(standby.event_log)
+        super().__init__(rendezvous, discovery, min_num_proc, max_num_proc, timeout=timeout,
+                         reset_limit=reset_limit, cooldown_range=cooldown_range, verbose=verbose)
+        threading.Thread(target=self._watch_standbys, name="chaos-standby-watch",
+                         daemon=True).start()
+
+    def enable_standbys(self, launch: StandbyLaunch) -> None:
+        launch.main_port  # fail at start, not at the first join  # noqa: B018
+        self._launch = launch
+
+    # -- Horovod hooks ----------------------------------------------------------------------------
+
+    def _get_host_assignments(self, current_hosts):
+        held = self._table.held_back()
+        if held:
+            current_hosts = DiscoveredHosts(
+                {h: n for h, n in current_hosts.host_slots.items() if h not in held},
+                [h for h in current_hosts.host_assignment_order if h not in held])
+        return super()._get_host_assignments(current_hosts)
+
+    def _notify_workers_host_changes(self, current_hosts, update_res):
+        with self._wait_hosts_cond:
+            if self._launch is not None and self._host_assignments:
+                self._start_standbys(current_hosts)
+            super()._notify_workers_host_changes(current_hosts, update_res)
+
+    def _start_worker_processes(self, pending_slots):
+        fresh = []
+        with self._wait_hosts_cond:
+            for slot_info in pending_slots:
+                sb = self._table.get(slot_info.hostname, slot_info.local_rank)
+                if sb is not None and self._table.mark_switching(sb.host, sb.slot):
+                    log.info("switching standby %s:%d in as rank %d", sb.host, sb.slot,
+                             slot_info.rank)
+                    self._events.write(events.StandbySwitched(host=sb.host, slot=sb.slot,
+                                                              instance=sb.instance))
+                else:
+                    fresh.append(slot_info)
+        super()._start_worker_processes(fresh)
+
+    def record_ready(self, host, slot):
+        with self._wait_hosts_cond:
+            sb = self._table.get(host, slot)
+            joined = sb is not None and self._table.mark_joined(host, slot)
+        if joined:
+            # the standby's first rendezvous in the job: the running workers' reset barrier is
+            # already behind them, so it must not count towards the next one
+            rank = self.get_slot_info(host, slot).rank
+            self._events.write(events.StandbyJoined(host=host, slot=slot, instance=sb.instance,
+                                                    rank=rank))
+            return
+        return super().record_ready(host, slot)
+
+    def _update_host_assignments(self, current_hosts):
+        with self._sources_lock:
+            self._sources.clear()   # a new world: sources publish again after their sync
+        return super()._update_host_assignments(current_hosts)
+
+    # -- standbys ---------------------------------------------------------------------------------
+
+    def _start_standbys(self, current_hosts) -> None:
+        available = set(current_hosts.available_hosts)
+        for host in {sb.host for sb in self._table} - available:
+            for sb in self._table.forget_host(host):
+                self._stop(sb, "its host left discovery")
+        active = {(h, s.local_rank) for h, slots in self._host_assignments.items() for s in slots}
+        wanted, _ = ElasticDriver._get_host_assignments(self, current_hosts)
+        for host, slots in wanted.items():
+            for slot_info in slots:
+                key = (host, slot_info.local_rank)
+                sb = self._table.get(*key)
+                if key in active or (sb is not None and sb.phase != Phase.JOINED):
+                    continue
+                self._spawn(host, slot_info.local_rank)
+
+    def _spawn(self, host: str, slot: int) -> None:
+        sb = self._table.start(host, slot, uuid.uuid4().hex, time.monotonic())
+        kill = self._kill[sb.key] = threading.Event()
+        solo = RendezvousServer(self._verbose)
+        port = solo.start(RendezvousHandler)   # a plain store: nothing there is decoded
+        solo.init([hvd_hosts.SlotInfo(hostname=host, rank=0, local_rank=0, cross_rank=0, size=1,
+                                      local_size=1, cross_size=1)])
+        self._solo[sb.key] = solo
+        log.info("new slot %s:%d: starting a standby (training goes on)", host, slot)
+        self._events.write(events.StandbyStarted(host=host, slot=slot, instance=sb.instance))
+        host_event = self._host_manager.get_host_event(host)
+
+        def run() -> None:
+            try:
+                code, ts = self._launch.run(sb, port, [self._shutdown, kill, host_event])
+            except Exception as e:  # noqa: BLE001 - a standby must never take the launcher down
+                log.exception("standby %s:%d could not run", host, slot)
+                code, ts = 1, time.time()
+                why = f"could not start: {e}"
+            else:
+                why = f"exited with code {code} before joining"
+            self._standby_exited(sb, code, ts, why)
+
+        thread = threading.Thread(target=run, name=f"chaos-standby-{host}:{slot}", daemon=True)
+        thread.start()
+        self._results.expect(thread)
+
+    def _standby_exited(self, sb: Standby, code: int, ts: float, why: str) -> None:
+        with self._wait_hosts_cond:
+            current = self._table.get(sb.host, sb.slot) is sb
+            joined = current and sb.phase == Phase.JOINED
+            if current and not joined and not self._shutdown.is_set():
+                self._drop(sb, why)
+            solo = self._solo.pop(sb.key, None) if current else None
+        if solo is not None:
+            solo.stop()
+        if joined and self.has_rank_assignment(sb.host, sb.slot):
+            # from here on it is one of Horovod's workers, and its exit counts as one's
+            self._handle_worker_exit(self.get_slot_info(sb.host, sb.slot), code, ts)
+
+    def _drop(self, sb: Standby, why: str) -> None:
+        if self._table.drop(sb.host, sb.slot, why) is None:
+            return
+        self._stop(sb, why)
+
+    def _stop(self, sb: Standby, why: str) -> None:
+        log.warning("standby %s:%d dropped: %s", sb.host, sb.slot, why)
+        self._events.write(events.StandbyDropped(host=sb.host, slot=sb.slot, instance=sb.instance,
+                                                 why=why))
+        kill = self._kill.pop(sb.key, None)
+        if kill is not None:
+            kill.set()   # Horovod's safe_shell_exec terminates the process tree
+
+    def standby_ready(self, host: str, slot: int, instance: str, version: int) -> None:
+        with self._wait_hosts_cond:
+            sb = self._table.get(host, slot)
+            if sb is None or not self._table.mark_ready(host, slot, instance, version,
+                                                        time.monotonic()):
+                return
+            log.info("standby %s:%d ready at version %d after %.1f s", host, slot, version,
+                     sb.ready_at - sb.started)
+            self._events.write(events.StandbyReady(host=host, slot=slot, instance=instance,
+                                                   version=version,
+                                                   seconds=sb.ready_at - sb.started))
+            self._notify_ready()
+
+    def _notify_ready(self) -> None:
+        # Horovod's own path: rank 0 learns of the change and every worker resets at its next
+        # commit; the ready host is no longer held back, so the assignments now differ
+        self._renotified.clear()
+        ElasticDriver._notify_workers_host_changes(self, self._host_manager.current_hosts,
+                                                   HostUpdateResult.added)
+
+    def offers_wanted(self) -> bool:
+        with self._wait_hosts_cond:
+            return bool(self._table.in_phase(Phase.STARTING))
+
+    def verdict(self, host: str, slot: int) -> bytes | None:
+        with self._wait_hosts_cond:
+            sb = self._table.get(host, slot)
+            if sb is None:
+                return None
+            if sb.phase in (Phase.SWITCHING, Phase.JOINED):
+                verdict = "switch"
+            elif sb.phase == Phase.DROPPED:
+                verdict = "drop"
+            else:
+                return None
+        return wire.encode_verdict(self._standby.secret, host, slot, sb.instance, verdict)
+
+    def _watch_standbys(self) -> None:
+        while not self._shutdown.wait(WATCH_INTERVAL_S):
+            now = time.monotonic()
+            with self._wait_hosts_cond:
+                for sb in self._table.overdue(now):
+                    self._drop(sb, f"not ready within {self._table.ready_timeout_s:g} s")
+                waiting = [sb for sb in self._table.in_phase(Phase.READY)
+                           if now - max(sb.ready_at, self._renotified.get(sb.key, 0.0))
+                           > RENOTIFY_AFTER_S]
+                if waiting:
+                    for sb in waiting:
+                        self._renotified[sb.key] = now
+                    ElasticDriver._notify_workers_host_changes(
+                        self, self._host_manager.current_hosts, HostUpdateResult.added)
+
+    # -- source directory -------------------------------------------------------------------------
+
+    def put_source(self, key: str, data: bytes) -> None:
+        record = wire.decode_source(self._standby.secret, data)
+        if key != str(record.rank):
+            raise wire.MalformedMessage("source record under another rank's key")
+        with self._sources_lock:
+            if record.rank not in self._sources and len(self._sources) >= wire.MAX_RECORDS:
+                raise wire.MalformedMessage("too many sources")
+            self._sources[record.rank] = data
+
+    def sources(self) -> bytes:
+        with self._sources_lock:
+            return wire.encode_source_list(list(self._sources.values()))
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP handlers on Horovod's rendezvous servers
+
+
+def _split(path: str) -> tuple[str, str] | None:
+    parts = path.split("/")
+    return (parts[1], parts[2]) if len(parts) == 3 and not parts[0] else None
+
+
+def _read_body(handler) -> bytes | None:
+    try:
+        n = int(handler.headers.get("Content-Length", ""))
+    except ValueError:
+        return None
+    if not 0 <= n <= wire.MAX_RECORD_BYTES:
+        return None
+    return handler.rfile.read(n)
+
+
+def chaos_rendezvous_handler(driver: ChaosDriver):
+    """Horovod's elastic rendezvous handler plus the scopes of :mod:`~chaos_hvd.scaleout.wire`."""
+    base = create_rendezvous_handler(driver)
+
+    class ChaosRendezvousHandler(base):
+        def do_GET(self):
+            where = _split(self.path)
+            if where is None or where[0] not in (wire.SOURCES, wire.SWITCH, wire.WANTED):
+                return super().do_GET()
+            scope, key = where
+            try:
+                if scope == wire.SOURCES:
+                    body = driver.sources()
+                elif scope == wire.WANTED:
+                    body = b"1" if driver.offers_wanted() else None
+                else:
+                    body = driver.verdict(*wire.parse_slot_key(key))
+            except PeerMessageError as e:
+                return self._refuse(str(e))
+            if body is None:
+                return self.send_status_code(404)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_PUT(self):
+            where = _split(self.path)
+            if where is None or where[0] not in (wire.SOURCE, wire.READY):
+                return super().do_PUT()
+            scope, key = where
+            body = _read_body(self)
+            if body is None:
+                return self._refuse("missing, malformed or too large Content-Length")
+            try:
+                if scope == wire.SOURCE:
+                    driver.put_source(key, body)
+                else:
+                    instance, version = wire.decode_ready(driver._standby.secret, key, body)
+                    driver.standby_ready(*wire.parse_slot_key(key), instance, version)
+            except PeerMessageError as e:
+                return self._refuse(str(e))
+            self.send_status_code(200)
+
+        def _refuse(self, why: str):
+            log.warning("rendezvous request %s %s from %s refused: %s", self.command,
+                        self.path[:100], self.client_address[0], why)
+            self.send_status_code(400)
+
+    return ChaosRendezvousHandler
+
+
+def install(standby: StandbySettings) -> None:
+    """Make Horovod's Gloo elastic launcher use :class:`ChaosDriver` (for this process)."""
+    make_worker_fn = gloo_run._create_elastic_worker_fn
+    made: list[ChaosDriver] = []
+
+    def driver_factory(*args, **kwargs) -> ChaosDriver:
+        made.append(ChaosDriver(*args, standby=standby, **kwargs))
+        return made[-1]
+
+    def worker_fn(exec_command, run_command, env, event):
+        made[-1].enable_standbys(StandbyLaunch(exec_command, run_command, env, event,
+                                               make_worker_fn))
+        return make_worker_fn(exec_command, run_command, env, event)
+
+    gloo_run.ElasticDriver = driver_factory
+    gloo_run.create_rendezvous_handler = chaos_rendezvous_handler
+    gloo_run._create_elastic_worker_fn = worker_fn

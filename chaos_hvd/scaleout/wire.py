@@ -1,0 +1,213 @@
+"""What a standby joiner, the running workers and the ``chaos-hvdrun`` launcher tell each other.
+
+Pure: no I/O, no Horovod. The messages travel over Horovod's own rendezvous HTTP server (the
+launcher serves a few extra scopes on it), which anyone on the network can reach, so every message
+is signed with the job secret (``CHAOS_JOB_SECRET``, made by the launcher and given to every
+worker) and decoded through the one bounded JSON parser. Shard data itself is never in these
+messages: a record only says where a worker serves which committed version (its chunk digests),
+and the joiner checks every chunk it pulls against them.
+
+Scopes (``/scope/key`` on the rendezvous server):
+
+``chaos_source/<rank>``     PUT by a running worker: :class:`SourceRecord` of the committed snapshot
+                            it serves to standbys.
+``chaos_sources/all``       GET by a standby: every current source record (a JSON list).
+``chaos_wanted/all``        GET by a running worker: 200 while a standby is starting (offer a
+                            snapshot and publish its record), 404 otherwise.
+``chaos_ready/<host>:<slot>``   PUT by a standby once it holds a recent state.
+``chaos_switch/<host>:<slot>``  GET by a standby: verdict ``switch`` once the running workers
+                            reset to take it in, ``drop`` if the launcher gave up on it; 404 while
+                            it should wait.
+
+Ready messages and verdicts name the standby's instance (``CHAOS_STANDBY_ID``, new for every
+standby process), so one recorded for an earlier standby of the same slot means nothing later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import asdict, dataclass
+
+from .. import jsonline, signing
+from ..errors import MalformedMessage, OversizedMessage, PeerMessageError
+
+SECRET_ENV = "CHAOS_JOB_SECRET"
+SLOT_ENV = "CHAOS_STANDBY_SLOT"          # set on a standby: its future local rank
+MAIN_PORT_ENV = "CHAOS_MAIN_RENDEZVOUS_PORT"   # set on a standby: the job's rendezvous port
+ID_ENV = "CHAOS_STANDBY_ID"              # set on a standby: this standby process's instance
+SOURCE, SOURCES, READY, SWITCH = "chaos_source", "chaos_sources", "chaos_ready", "chaos_switch"
+WANTED = "chaos_wanted"
+SCOPES = (SOURCE, SOURCES, READY, SWITCH, WANTED)
+MAX_RECORD_BYTES = 4 * 1024 * 1024
+MAX_RECORDS = 4096
+MAX_CHUNKS = 1 << 20
+MAX_NAME = 255
+
+
+def secret_from_hex(text: str | None) -> bytes | None:
+    """The job secret from its hex form; None when absent. Too short or not hex: None too (the
+    launcher always makes 32 bytes, so anything else was not made by it)."""
+    if not text:
+        return None
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        return None
+    return key if len(key) >= 16 else None
+
+
+def standby_token(secret: bytes) -> bytes:
+    """The token standbys sign shard requests with (derived, so it never travels)."""
+    return hmac.digest(secret, b"chaos-hvd standby shard token", hashlib.sha256)
+
+
+def _check_name(value, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME or not value.isprintable() \
+            or any(c in value for c in "/: "):
+        raise MalformedMessage(f"{what}: not a host name: {value!r}")
+    return value
+
+
+def _check_int(value, what: str, lo: int, hi: int) -> int:
+    if type(value) is not int or not lo <= value <= hi:
+        raise MalformedMessage(f"{what}: not an integer in {lo}..{hi}: {value!r}")
+    return value
+
+
+def slot_key(host: str, slot: int) -> str:
+    return f"{_check_name(host, 'host')}:{_check_int(slot, 'slot', 0, 4095)}"
+
+
+def parse_slot_key(key: str) -> tuple[str, int]:
+    host, sep, slot = key.rpartition(":")
+    if not sep or not slot.isdigit() or len(slot) > 4:
+        raise MalformedMessage(f"not host:slot: {key!r}")
+    return _check_name(host, "host"), _check_int(int(slot), "slot", 0, 4095)
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """Where one running worker serves its committed snapshot to standbys."""
+
+    rank: int
+    host: str       # Horovod's host name (bandwidth figures are keyed by it)
+    addr: str       # where its shard server listens
+    port: int
+    version: int
+    digest: str
+    size_bytes: int
+    chunk_bytes: int
+    chunks: tuple[str, ...]
+
+    def validate(self) -> "SourceRecord":
+        _check_int(self.rank, "rank", 0, 1 << 20)
+        _check_name(self.host, "host")
+        _check_name(self.addr, "addr")
+        _check_int(self.port, "port", 1, 65535)
+        _check_int(self.version, "version", 0, 1 << 62)
+        _check_int(self.size_bytes, "size_bytes", 0, 1 << 50)
+        _check_int(self.chunk_bytes, "chunk_bytes", 1, 1 << 40)
+        if not isinstance(self.digest, str) or len(self.digest) > 128:
+            raise MalformedMessage("digest: not a digest")
+        if not isinstance(self.chunks, tuple) or len(self.chunks) > MAX_CHUNKS \
+                or not all(isinstance(c, str) and len(c) <= 128 for c in self.chunks):
+            raise MalformedMessage("chunks: not a list of digests")
+        if len(self.chunks) != -(-self.size_bytes // self.chunk_bytes):
+            raise MalformedMessage("chunks: count differs from size / chunk size")
+        return self
+
+
+def sign(secret: bytes, fields: dict) -> bytes:
+    return jsonline.encode(signing.sign_fields(secret, fields)).rstrip(b"\n")
+
+
+def open_signed(secret: bytes, data: bytes) -> dict:
+    """Decode (bounded) and authenticate one message; the fields without the MAC."""
+    if len(data) > MAX_RECORD_BYTES:
+        raise OversizedMessage(f"message of {len(data)} bytes (at most {MAX_RECORD_BYTES})")
+    msg = jsonline.decode(data, MAX_RECORD_BYTES, MalformedMessage)
+    signing.check_fields(secret, msg)
+    msg.pop("mac", None)
+    return msg
+
+
+def encode_source(secret: bytes, record: SourceRecord) -> bytes:
+    return sign(secret, dict(asdict(record.validate()), chunks=list(record.chunks)))
+
+
+def decode_source(secret: bytes, data: bytes) -> SourceRecord:
+    msg = open_signed(secret, data)
+    try:
+        chunks = msg.pop("chunks")
+        record = SourceRecord(**msg, chunks=tuple(chunks) if isinstance(chunks, list) else chunks)
+    except (KeyError, TypeError) as e:
+        raise MalformedMessage(f"not a source record: {e}") from None
+    return record.validate()
+
+
+def encode_source_list(blobs: list[bytes]) -> bytes:
+    """The launcher's answer to ``chaos_sources/all``: the signed records as they came."""
+    return json.dumps([b.decode() for b in blobs[:MAX_RECORDS]]).encode()
+
+
+def decode_source_list(secret: bytes, data: bytes) -> tuple[list[SourceRecord], list[str]]:
+    """(valid records, why each bad one was skipped): one forged record costs only itself."""
+    if len(data) > MAX_RECORD_BYTES * 8:
+        raise OversizedMessage(f"source list of {len(data)} bytes")
+    try:
+        items = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise MalformedMessage(f"source list: {e}") from None
+    if not isinstance(items, list) or len(items) > MAX_RECORDS:
+        raise MalformedMessage("source list: not a list of records")
+    good, bad = [], []
+    for item in items:
+        try:
+            if not isinstance(item, str):
+                raise MalformedMessage("not a string")
+            good.append(decode_source(secret, item.encode()))
+        except PeerMessageError as e:
+            bad.append(str(e))
+    return good, bad
+
+
+def newest(records: list[SourceRecord]) -> list[SourceRecord]:
+    """The records at the newest version, one per rank."""
+    if not records:
+        return []
+    top = max(r.version for r in records)
+    by_rank = {r.rank: r for r in records if r.version == top}
+    return [by_rank[k] for k in sorted(by_rank)]
+
+
+def encode_ready(secret: bytes, host: str, slot: int, instance: str, version: int) -> bytes:
+    return sign(secret, {"host": host, "slot": slot, "instance": instance, "version": version})
+
+
+def decode_ready(secret: bytes, key: str, data: bytes) -> tuple[str, int]:
+    """(instance, version) a standby reports; its host and slot must be the key's."""
+    host, slot = parse_slot_key(key)
+    msg = open_signed(secret, data)
+    if msg.get("host") != host or msg.get("slot") != slot:
+        raise MalformedMessage("ready message names another slot than its key")
+    instance = msg.get("instance")
+    if not isinstance(instance, str) or not 0 < len(instance) <= 64:
+        raise MalformedMessage("ready message without an instance")
+    return instance, _check_int(msg.get("version"), "version", 0, 1 << 62)
+
+
+VERDICTS = ("switch", "drop")
+
+
+def encode_verdict(secret: bytes, host: str, slot: int, instance: str, verdict: str) -> bytes:
+    return sign(secret, {"host": host, "slot": slot, "instance": instance, "verdict": verdict})
+
+
+def decode_verdict(secret: bytes, host: str, slot: int, instance: str, data: bytes) -> str:
+    msg = open_signed(secret, data)
+    if (msg.get("host"), msg.get("slot"), msg.get("instance")) != (host, slot, instance) \
+            or msg.get("verdict") not in VERDICTS:
+        raise MalformedMessage("verdict for another standby, or not a verdict")
+    return msg["verdict"]

@@ -1,0 +1,96 @@
+"""A running worker's side of a scale-out that does not stop training (``chaos-hvdrun``).
+
+While the launcher reports a standby joiner starting (``chaos_wanted``), the worker offers a
+recent committed snapshot to standbys at a commit: the training thread only marks the snapshot
+as offered (commits then write to the other buffer); a background thread computes its chunk
+digests, offers it on the shard server and publishes where it is served
+(:class:`~chaos_hvd.scaleout.wire.SourceRecord`, signed with the job secret). A new snapshot is
+offered only when no standby read the last one for a second, so a standby always pulls one
+consistent version. Without a standby this costs one small HTTP request every half second.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ..errors import ServiceUnavailable
+from ..scaleout import http, wire
+from .replica import Replica
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.5
+QUIET_S = 1.0          # no standby read the offer for this long -> a newer one may replace it
+MIN_INTERVAL_S = 2.0   # at most one new offer (one digest pass over the state) per this
+
+
+class StandbyFeed:
+    def __init__(self, replica: Replica, secret: bytes, rendezvous: tuple[str, int], host: str,
+                 addr: str):
+        self._replica, self._secret = replica, secret
+        self._rendezvous, self._host, self._addr = rendezvous, host, addr
+        self._token = wire.standby_token(secret)
+        self._wanted = threading.Event()
+        self._todo: tuple | None = None
+        self._cond = threading.Condition()
+        self._busy = False
+        self._last_offer = 0.0
+        self._stop = threading.Event()
+        threading.Thread(target=self._poll, name="chaos-standby-poll", daemon=True).start()
+        threading.Thread(target=self._offer_loop, name="chaos-standby-offer", daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def after_commit(self, rank: int) -> None:
+        """On the training thread, right after a commit: maybe offer the new snapshot."""
+        server = self._replica.existing_server
+        if (not self._wanted.is_set() or self._busy or server is None
+                or time.monotonic() - self._last_offer < MIN_INTERVAL_S
+                or not server.offer_idle(QUIET_S)):
+            return
+        server.withdraw_offer()
+        snap = self._replica.offer_current()
+        with self._cond:
+            self._busy, self._last_offer = True, time.monotonic()
+            self._todo = (snap, self._replica.version, rank, server)
+            self._cond.notify_all()
+
+    def _offer_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                self._cond.wait_for(lambda: self._todo is not None or self._stop.is_set())
+                todo, self._todo = self._todo, None
+            if todo is None:
+                continue
+            snap, version, rank, server = todo
+            try:
+                manifest = snap.manifest()
+                server.offer(version, manifest.to_bytes(), memoryview(snap.buffer.numpy()),
+                             self._token)
+                record = wire.SourceRecord(rank, self._host, self._addr, server.port, version,
+                                           manifest.digest(), manifest.size_bytes,
+                                           manifest.chunk_bytes, tuple(manifest.chunk_digests))
+                http.put(*self._rendezvous, wire.SOURCE, str(rank),
+                         wire.encode_source(self._secret, record))
+                log.debug("offered version %d to standbys", version)
+            except ServiceUnavailable as e:
+                log.warning("could not publish the standby offer: %s", e)
+            finally:
+                with self._cond:
+                    self._busy = False
+
+    def _poll(self) -> None:
+        while not self._stop.wait(POLL_S):
+            try:
+                wanted = http.get(*self._rendezvous, wire.WANTED, "all", limit=16) is not None
+            except ServiceUnavailable:
+                continue   # the launcher is busy or gone: keep the last answer
+            if wanted:
+                self._wanted.set()
+            else:
+                self._wanted.clear()

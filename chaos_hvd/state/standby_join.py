@@ -1,0 +1,137 @@
+"""A standby joiner's side of a scale-out that does not stop training (``chaos-hvdrun``).
+
+The launcher starts a new slot's worker as a *standby*: the user's script runs in a one-process
+Horovod world of its own, builds its model, and ChaosState's first ``sync()`` lands here. The
+standby reads where the running workers offer their committed state (signed records, from the
+launcher), pulls it from all of them in parallel with the same scheduler and transfer as a
+sync -- multi-source, stealing, every chunk checked against its digest -- loads it, and reports
+ready. It then waits for the launcher's verdict: ``switch`` (the running workers reset to take it
+in: the caller re-initialises Horovod into the job, and the sync there moves only the chunks that
+changed since) or ``drop`` (the caller exits).
+
+No Horovod import: the adapter does the switch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from .. import events
+from ..errors import ChaosError, PeerMessageError, ServiceUnavailable, TransferError
+from ..events import EventLog
+from ..scaleout import http, wire
+from .roles import RankInfo, decide
+from .strategies import MultiSourcePull, SyncTarget
+
+log = logging.getLogger(__name__)
+
+STANDBY = -1            # the standby's name in plans (it has no rank yet)
+RETRY_S = 0.5
+VERDICT_POLL_S = 0.05
+
+
+class StandbyDropped(ChaosError):
+    """The launcher gave up on this standby (it was not ready in time, or its host left)."""
+
+
+@dataclass(frozen=True)
+class StandbyIdentity:
+    host: str
+    slot: int
+    instance: str
+    rendezvous: tuple[str, int]     # the job's rendezvous server (the launcher)
+    secret: bytes
+
+
+class StandbyJoin:
+    def __init__(self, who: StandbyIdentity, target: SyncTarget, log_: EventLog):
+        self.who, self.target, self._log = who, target, log_
+        self._pull = MultiSourcePull()
+
+    def prepare(self) -> int:
+        """Pull a recent committed state; returns its version (retries until it has one)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            records = self._sources()
+            if not records:
+                time.sleep(RETRY_S)
+                continue
+            try:
+                return self._pull_from(records, attempt)
+            except TransferError as e:
+                log.info("standby pull attempt %d failed: %s", attempt, e)
+                self._log.write(events.StandbyPull(host=self.who.host, slot=self.who.slot,
+                                                   attempt=attempt, error=str(e)))
+                time.sleep(RETRY_S)
+
+    def report_ready(self, version: int) -> None:
+        body = wire.encode_ready(self.who.secret, self.who.host, self.who.slot,
+                                 self.who.instance, version)
+        while True:
+            try:
+                return http.put(*self.who.rendezvous, wire.READY,
+                                wire.slot_key(self.who.host, self.who.slot), body)
+            except ServiceUnavailable as e:
+                log.warning("could not report ready: %s", e)
+                time.sleep(RETRY_S)
+
+    def await_verdict(self) -> None:
+        """Returns when told to switch; raises StandbyDropped when dropped."""
+        key = wire.slot_key(self.who.host, self.who.slot)
+        while True:
+            try:
+                body = http.get(*self.who.rendezvous, wire.SWITCH, key)
+            except ServiceUnavailable:
+                body = None
+            if body is not None:
+                try:
+                    verdict = wire.decode_verdict(self.who.secret, self.who.host, self.who.slot,
+                                                  self.who.instance, body)
+                except PeerMessageError as e:
+                    log.warning("ignoring a bad verdict: %s", e)
+                else:
+                    if verdict == "drop":
+                        raise StandbyDropped(f"the launcher dropped standby {key}")
+                    return
+            time.sleep(VERDICT_POLL_S)
+
+    def _sources(self) -> list[wire.SourceRecord]:
+        try:
+            body = http.get(*self.who.rendezvous, wire.SOURCES, "all")
+        except ServiceUnavailable as e:
+            log.info("no source list yet: %s", e)
+            return []
+        if body is None:
+            return []
+        try:
+            good, bad = wire.decode_source_list(self.who.secret, body)
+        except PeerMessageError as e:
+            log.warning("bad source list: %s", e)
+            return []
+        for why in bad:
+            log.warning("ignoring a source record: %s", why)
+        return wire.newest(good)
+
+    def _pull_from(self, records: list[wire.SourceRecord], attempt: int) -> int:
+        t0 = time.perf_counter()
+        token = wire.standby_token(self.who.secret).hex()
+        infos = [RankInfo(r.rank, r.host, r.addr, r.port, r.version, r.digest, r.size_bytes,
+                          r.chunk_bytes, r.chunks, token) for r in records]
+        manifest = self.target.snapshot.manifest()
+        me = RankInfo(STANDBY, self.who.host, "", 0, self.target.version, manifest.digest(),
+                      manifest.size_bytes, manifest.chunk_bytes, manifest.chunk_digests, "")
+        roles = decide(infos + [me])
+        record = events.StandbyPull(host=self.who.host, slot=self.who.slot, attempt=attempt,
+                                    version=roles.version, state_bytes=roles.size_bytes)
+        if STANDBY in roles.needs and roles.needs[STANDBY]:
+            got = self._pull.pull(self.target, roles, infos + [me], STANDBY)
+            record.needed_bytes = roles.needed_bytes(STANDBY)
+            record.plan_s, record.transfer_s, record.load_s = got.plan_s, got.transfer_s, got.load_s
+            record.bytes_per_source = got.stats.bytes_by_source
+            record.failed_sources = got.stats.failed_sources
+        record.total_s = time.perf_counter() - t0
+        self._log.write(record)
+        return roles.version
