@@ -173,13 +173,17 @@ def decode_source_list(secret: bytes, data: bytes) -> tuple[list[SourceRecord], 
     return good, bad
 
 
-def newest(records: list[SourceRecord]) -> list[SourceRecord]:
-    """The records at the newest version, one per rank."""
-    if not records:
+def best_version(records: list[SourceRecord]) -> list[SourceRecord]:
+    """The records of the version most ranks offer (the newest among equals), one per rank:
+    a standby pulls one consistent version from as many sources as possible."""
+    by_version: dict[int, dict[int, SourceRecord]] = {}
+    for r in records:
+        by_version.setdefault(r.version, {})[r.rank] = r
+    if not by_version:
         return []
-    top = max(r.version for r in records)
-    by_rank = {r.rank: r for r in records if r.version == top}
-    return [by_rank[k] for k in sorted(by_rank)]
+    _, version = max((len(ranks), v) for v, ranks in by_version.items())
+    chosen = by_version[version]
+    return [chosen[k] for k in sorted(chosen)]
 
 
 def encode_ready(secret: bytes, host: str, slot: int, instance: str, version: int) -> bytes:

@@ -1,7 +1,9 @@
 """A running worker's side of a scale-out that does not stop training (``chaos-hvdrun``).
 
 While the launcher reports a standby joiner starting (``chaos_wanted``), the worker offers a
-recent committed snapshot to standbys at a commit: the training thread only marks the snapshot
+recent committed snapshot to standbys at a commit whose version is a multiple of ``OFFER_EVERY``
+(versions advance in lockstep on all ranks, so every worker offers the same version and a standby
+can pull it from all of them): the training thread only marks the snapshot
 as offered (commits then write to the other buffer); a background thread computes its chunk
 digests, offers it on the shard server and publishes where it is served
 (:class:`~chaos_hvd.scaleout.wire.SourceRecord`, signed with the job secret). A new snapshot is
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 from ..errors import ServiceUnavailable
 from ..scaleout import http, wire
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.5
 QUIET_S = 1.0          # no standby read the offer for this long -> a newer one may replace it
-MIN_INTERVAL_S = 2.0   # at most one new offer (one digest pass over the state) per this
+OFFER_EVERY = 4        # commits between offers (each costs one digest pass, off the training thread)
 
 
 class StandbyFeed:
@@ -36,7 +37,6 @@ class StandbyFeed:
         self._todo: tuple | None = None
         self._cond = threading.Condition()
         self._busy = False
-        self._last_offer = 0.0
         self._stop = threading.Event()
         threading.Thread(target=self._poll, name="chaos-standby-poll", daemon=True).start()
         threading.Thread(target=self._offer_loop, name="chaos-standby-offer", daemon=True).start()
@@ -50,13 +50,12 @@ class StandbyFeed:
         """On the training thread, right after a commit: maybe offer the new snapshot."""
         server = self._replica.existing_server
         if (not self._wanted.is_set() or self._busy or server is None
-                or time.monotonic() - self._last_offer < MIN_INTERVAL_S
-                or not server.offer_idle(QUIET_S)):
+                or self._replica.version % OFFER_EVERY or not server.offer_idle(QUIET_S)):
             return
         server.withdraw_offer()
         snap = self._replica.offer_current()
         with self._cond:
-            self._busy, self._last_offer = True, time.monotonic()
+            self._busy = True
             self._todo = (snap, self._replica.version, rank, server)
             self._cond.notify_all()
 

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 STANDBY = -1            # the standby's name in plans (it has no rank yet)
 RETRY_S = 0.5
+AGREE_WAIT_S = 3.0      # how long to wait for every published source to offer one version
 VERDICT_POLL_S = 0.05
 
 
@@ -52,12 +53,18 @@ class StandbyJoin:
 
     def prepare(self) -> int:
         """Pull a recent committed state; returns its version (retries until it has one)."""
-        attempt = 0
+        attempt, first_seen = 0, None
         while True:
             attempt += 1
-            records = self._sources()
+            published = self._sources()
+            records = wire.best_version(published)
             if not records:
                 time.sleep(RETRY_S)
+                continue
+            first_seen = first_seen or time.monotonic()
+            if len(records) < len({r.rank for r in published}) \
+                    and time.monotonic() - first_seen < AGREE_WAIT_S:
+                time.sleep(RETRY_S / 2)   # workers offer every few commits: they converge
                 continue
             try:
                 return self._pull_from(records, attempt)
@@ -113,7 +120,7 @@ class StandbyJoin:
             return []
         for why in bad:
             log.warning("ignoring a source record: %s", why)
-        return wire.newest(good)
+        return good
 
     def _pull_from(self, records: list[wire.SourceRecord], attempt: int) -> int:
         t0 = time.perf_counter()
