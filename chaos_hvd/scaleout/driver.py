@@ -308,6 +308,8 @@ class ChaosDriver(ElasticDriver):
 
 
 def _split(path: str) -> tuple[str, str] | None:
+    """(scope, key) of ``/scope/key``; None for any other shape (Horovod's own handler raises
+    on more than two parts, so no such path reaches it)."""
     parts = path.split("/")
     return (parts[1], parts[2]) if len(parts) == 3 and not parts[0] else None
 
@@ -329,7 +331,9 @@ def chaos_rendezvous_handler(driver: ChaosDriver):
     class ChaosRendezvousHandler(base):
         def do_GET(self):
             where = _split(self.path)
-            if where is None or where[0] not in (wire.SOURCES, wire.SWITCH, wire.WANTED):
+            if where is None:
+                return self._refuse("not /scope/key")
+            if where[0] not in (wire.SOURCES, wire.SWITCH, wire.WANTED):
                 return super().do_GET()
             scope, key = where
             try:
@@ -350,7 +354,9 @@ def chaos_rendezvous_handler(driver: ChaosDriver):
 
         def do_PUT(self):
             where = _split(self.path)
-            if where is None or where[0] not in (wire.SOURCE, wire.READY):
+            if where is None:
+                return self._refuse("not /scope/key")
+            if where[0] not in (wire.SOURCE, wire.READY):
                 return super().do_PUT()
             scope, key = where
             body = _read_body(self)
