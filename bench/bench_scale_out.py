@@ -1,0 +1,163 @@
+"""Scale-out on the emulated edge network: how long the running workers stand idle per join (root).
+
+Three variants side by side in one invocation, same topology, model and schedule:
+
+``torch``       Horovod's own ``TorchState`` under ``horovodrun`` (stock Horovod elastic)
+``chaos``       ChaosState under ``horovodrun`` (multi-source sync; the join still stops the job
+                while the new process starts)
+``overlapped``  ChaosState under ``chaos-hvdrun`` (the new worker starts as a standby and pulls
+                in the background; the job resets only when it is ready)
+
+Each runs ``chaos-testbed run TOPOLOGY`` (default ``topologies/baseline-6.yaml``: h1..h5 train,
+h6 becomes discoverable at training step ``--join-step``) with ResNet-18 + SGD momentum, and is
+stopped once all six ranks trained at the new size. From the run's own event logs:
+
+* stall of each running worker: its longest gap between steps after the join, minus its median
+  step time before the join (the target: <= bound + 2 s, and <= 0.1x torch's)
+* join -> the joiner's first step, join -> every rank at the new size
+* phases: discovery (join -> standby started), standby start-up + background pull, switch sync of
+  the joiner (plan / transfer / load / total)
+* checks: every rank's full-state digest equal after the switch; no committed step lost
+
+Ends with one JSON line. Usage:
+    sudo .venv/bin/python -m bench.bench_scale_out [--variants torch,chaos,overlapped]
+"""
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+
+from chaos_hvd import events as ev
+from chaos_hvd.events import read_events
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VARIANTS = {"torch": ("horovodrun", "torch"), "chaos": ("horovodrun", "chaos"),
+            "overlapped": ("chaos-hvdrun", "chaos")}
+
+
+def run(variant: str, topology: str, model: str, join_step: int, timeout_s: float) -> dict:
+    launcher, state = VARIANTS[variant]
+    out = tempfile.mkdtemp(prefix=f"scale-out-{variant}-")
+    faults = os.path.join(out, "join.yaml")
+    with open(faults, "w") as f:
+        f.write(f"actions:\n  - {{at_step: {join_step}, action: join, node: h6}}\n")
+    cmd = [sys.executable, "-m", "testbed.cli", "run", topology, "--faults", faults,
+           "--out", out, "--", launcher, "-np", "5", "--min-np", "5", "--max-np", "6",
+           "--host-discovery-script", "{discovery}", "--network-interface", "eth0",
+           "--gloo-timeout-seconds", "900", "python",
+           os.path.join(REPO, "examples", "train_elastic.py"), "--state", state,
+           "--model", model, "--same-init", "--epochs", "100", "--samples", "400",
+           "--batch-size", "8", "--commit-every", "1"]
+    log = open(os.path.join(out, "testbed.log"), "wb")
+    psutil.cpu_percent()
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    path = os.path.join(out, "events.jsonl")
+    done = False
+    try:
+        while time.monotonic() - t0 < timeout_s and proc.poll() is None:
+            time.sleep(1)
+            if os.path.exists(path):
+                at6 = {}
+                for e in read_events(path, ev.Step):
+                    if e.size == 6:
+                        at6[e.pid] = at6.get(e.pid, 0) + 1
+                if len(at6) == 6 and min(at6.values()) >= 3:
+                    done = True
+                    break
+    finally:
+        cpu = psutil.cpu_percent()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)      # the testbed tears everything down
+            proc.wait(180)
+        log.close()
+    if not done:
+        raise RuntimeError(f"{variant}: six ranks did not train at size 6 in {timeout_s} s; {out}")
+    result = measure(out)
+    result.update(out=out, cpu_percent=cpu, wall_s=time.monotonic() - t0)
+    return result
+
+
+def measure(out: str) -> dict:
+    events = read_events(os.path.join(out, "events.jsonl"))
+    timeline = read_events(os.path.join(out, "timeline.jsonl"), ev.Fault)
+    t_join = next(f.t_mono for f in timeline if f.action == "join")
+    steps = [e for e in events if isinstance(e, ev.Step)]
+    old = sorted({e.pid for e in steps if e.size == 5})
+    new = sorted({e.pid for e in steps if e.size == 6} - set(old))
+    stalls = []
+    for pid in old:
+        ts = [e.t_mono for e in steps if e.pid == pid]
+        before = [b - a for a, b in zip(ts, ts[1:]) if b < t_join]
+        after = [b - a for a, b in zip(ts, ts[1:]) if b > t_join]
+        stalls.append(max(after) - statistics.median(before))
+    first6 = {pid: min(e.t_mono for e in steps if e.pid == pid and e.size == 6)
+              for pid in old + new}
+    syncs6 = [e for e in events if type(e) is ev.Sync and e.size == 6]
+    resumed6 = [e for e in events if isinstance(e, ev.Resumed) and e.size == 6]
+    last_commit = max(e.step for e in events if isinstance(e, ev.Commit) and e.size == 5)
+    joiner_sync = next((s for s in syncs6 if s.pid in new), None)
+    digests = {s.digest for s in syncs6} if syncs6 else {r.digest for r in resumed6}
+    phases = {}
+    started = [e for e in events if isinstance(e, ev.StandbyStarted)]
+    if started:
+        ready = next(e for e in events if isinstance(e, ev.StandbyReady))
+        pull = [e for e in events if isinstance(e, ev.StandbyPull) and not e.error]
+        switched = next(e for e in events if isinstance(e, ev.StandbySwitched))
+        phases.update(discovery_s=started[0].t_mono - t_join, standby_ready_s=ready.seconds,
+                      background_pull_s=pull[-1].total_s if pull else None,
+                      background_transfer_s=pull[-1].transfer_s if pull else None,
+                      ready_to_switch_s=switched.t_mono - ready.t_mono)
+    else:
+        phases["join_to_joiner_sync_start_s"] = (
+            joiner_sync.t_mono - joiner_sync.total_s - t_join if joiner_sync else None)
+    if joiner_sync:
+        phases.update(switch_plan_s=joiner_sync.plan_s, switch_transfer_s=joiner_sync.transfer_s,
+                      switch_load_s=joiner_sync.load_s, switch_sync_total_s=joiner_sync.total_s,
+                      switch_needed_bytes=joiner_sync.needed_bytes, state_bytes=joiner_sync.state_bytes)
+    return {"worst_stall_s": max(stalls), "stalls_s": stalls,
+            "join_to_joiner_first_step_s": min(first6[p] for p in new) - t_join,
+            "join_to_all_at_new_size_s": max(first6.values()) - t_join,
+            "phases": phases, "digests_equal": len(digests) == 1,
+            "no_step_lost": bool(resumed6) and all(r.step == last_commit for r in resumed6)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", default="torch,chaos,overlapped")
+    ap.add_argument("--topology", default=os.path.join(REPO, "topologies", "baseline-6.yaml"))
+    ap.add_argument("--model", default="resnet18", choices=["resnet18", "medium"])
+    ap.add_argument("--join-step", type=int, default=8)
+    ap.add_argument("--bound-s", type=float, default=1.816,
+                    help="transfer bound of the topology (baseline-6, ResNet-18: 1.816 s)")
+    ap.add_argument("--timeout", type=float, default=900)
+    args = ap.parse_args()
+    results = {v: run(v, args.topology, args.model, args.join_step, args.timeout)
+               for v in args.variants.split(",")}
+    for v, r in results.items():
+        print(f"{v:11} worst stall {r['worst_stall_s']:6.2f} s  join->joiner step "
+              f"{r['join_to_joiner_first_step_s']:6.2f} s  join->all at 6 "
+              f"{r['join_to_all_at_new_size_s']:6.2f} s  digests equal {r['digests_equal']}  "
+              f"no step lost {r['no_step_lost']}  cpu {r['cpu_percent']:.0f}%")
+    summary = {}
+    if "overlapped" in results:
+        o = results["overlapped"]["worst_stall_s"]
+        summary["overlapped_stall_minus_bound_s"] = o - args.bound_s
+        for base in ("torch", "chaos"):
+            if base in results:
+                summary[f"overlapped_over_{base}_stall"] = o / results[base]["worst_stall_s"]
+    print(json.dumps({"bench": "scale_out", "topology": os.path.basename(args.topology),
+                      "model": args.model, "bound_s": args.bound_s, "summary": summary,
+                      "results": results}))
+
+
+if __name__ == "__main__":
+    main()
