@@ -11,11 +11,15 @@ and run it with ``horovodrun`` as before. When workers join, each joiner pulls t
 RNG) from every up-to-date worker in parallel, in byte ranges that a bandwidth-aware scheduler sized so
 all sources finish together -- instead of Horovod's tree broadcast from rank 0.
 
-Two subsystems and the plumbing they share (only :mod:`chaos_hvd.state.adapter` imports Horovod;
+The subsystems and the plumbing they share (Horovod is imported in two adapters only: the
+worker's, :mod:`chaos_hvd.state.adapter`, and the launcher's, :mod:`chaos_hvd.scaleout.driver`;
 importing the cluster agent loads no torch):
 
 ``state/``      the Horovod plugin: ChaosState and the multi-neighbour state sync (map in
                 :mod:`chaos_hvd.state`).
+``scaleout/``   ``chaos-hvdrun``: Horovod's launcher with an elastic driver that starts a joining
+                worker as a standby and switches it in once it holds a recent state, so training
+                does not stop while it starts (map in :mod:`chaos_hvd.scaleout`).
 ``cluster/``    the self-governed cluster agent: peer negotiation of membership and links, monitor,
                 discovery for horovodrun (map in :mod:`chaos_hvd.cluster`).
 ``events``      every event record (sync, step, install, fault, ...): the contract between the

@@ -19,6 +19,9 @@ With I/O, still without Horovod:
 ``peer_watch``  fast crash detection: a dead peer's socket closes, the blocked collective is aborted.
 ``strategies``  how state moves after a reset: chaos, single, checkpoint, broadcast, behind a small
                 ``Collectives`` interface.
+``standby_join``  a standby joiner of ``chaos-hvdrun``: pull a recent state while the job trains,
+                report ready, wait to be switched in.
+``standby_feed``  a running worker's side of that: offer snapshots to standbys at commits.
 
 ``adapter``     the one module that imports Horovod: ``ChaosState`` and collectives over Horovod.
 """
