@@ -71,9 +71,12 @@ class Sync(Event, tag="sync"):
     sources: list[Rank]
     needers: list[Rank]
     transfer_bytes_total: int
+    exchange_s: float = 0.0         # publish + allgather of every rank's record (incl. digest_s)
+    digest_s: float = 0.0           # hashing this rank's snapshot for that record
     plan_s: float = 0.0
     transfer_s: float = 0.0
     load_s: float = 0.0
+    verify_s: float = 0.0           # re-hash after loading + allgather of full-state digests
     total_s: float = 0.0
     digest: str = ""
     committed_version: int = 0

@@ -143,6 +143,46 @@ def check_identical_final(events: list[ev.Event]) -> list[str]:
     return errors
 
 
+def check_standbys(events: list[ev.Event], joined: int) -> list[str]:
+    """chaos-hvdrun switched in `joined` standbys, each after it reported ready; none dropped."""
+    errors = [f"standby {e.host}:{e.slot} dropped: {e.why}"
+              for e in events if isinstance(e, ev.StandbyDropped)]
+    got = [e for e in events if isinstance(e, ev.StandbyJoined)]
+    if len(got) != joined:
+        errors.append(f"{len(got)} standbys joined, expected {joined}")
+    ready = {(e.host, e.slot) for e in events if isinstance(e, ev.StandbyReady)}
+    errors += [f"standby {e.host}:{e.slot} joined without reporting ready"
+               for e in got if (e.host, e.slot) not in ready]
+    return errors
+
+
+def running_worker_stalls(events: list[ev.Event]) -> dict[int, float]:
+    """For each worker that trained in the first world: its longest gap between steps minus its
+    median step time (seconds), up to its first step after the first standby joined."""
+    steps = sorted((e for e in events if isinstance(e, ev.Step)), key=lambda e: e.t_mono)
+    if not steps:
+        return {}
+    first_size = steps[0].size
+    joined = [e.t_mono for e in events if isinstance(e, ev.StandbyJoined)]
+    until = min(joined) if joined else float("inf")
+    stalls = {}
+    for pid in {e.pid for e in steps if e.size == first_size}:
+        ts = [e.t_mono for e in steps if e.pid == pid]
+        upto = next((i for i, t in enumerate(ts) if t > until), len(ts) - 1)
+        gaps = sorted(b - a for a, b in zip(ts, ts[1:upto + 1]))
+        if len(gaps) >= 3:
+            stalls[pid] = gaps[-1] - gaps[len(gaps) // 2]
+    return stalls
+
+
+def check_stall(events: list[ev.Event], limit_s: float) -> list[str]:
+    stalls = running_worker_stalls(events)
+    if not stalls:
+        return ["no worker trained long enough to measure its stall"]
+    return [f"worker pid {pid} stood idle {s:.1f} s around the join (limit {limit_s} s)"
+            for pid, s in sorted(stalls.items()) if s > limit_s]
+
+
 def check_run(timeline: list[ev.Event], events: list[ev.Event], expect: dict,
               agent_events: list[ev.Event] = (), ip: dict[str, str] | None = None,
               slots: dict[str, int] | None = None) -> list[str]:
@@ -160,6 +200,10 @@ def check_run(timeline: list[ev.Event], events: list[ev.Event], expect: dict,
                                expect.get("joiner_bandwidth_source"))
     if "agent_views" in expect:
         errors += check_agents(list(agent_events), expect["agent_views"], ip or {}, slots)
+    if "standbys_joined" in expect:
+        errors += check_standbys(events, expect["standbys_joined"])
+    if "max_stall_s" in expect:
+        errors += check_stall(events, expect["max_stall_s"])
     if expect.get("identical_final"):
         errors += check_identical_final(events)
     return errors

@@ -1,7 +1,7 @@
 """Run a fault-injection suite: ``sudo python -m ci.run_suite ci/suites/<name>.yaml [--out DIR]``.
 
 A suite names a topology, a fault schedule, the training arguments and the invariants to check
-(ci/checks.py). It runs ``chaos-testbed run`` with a real elastic ``horovodrun`` of
+(ci/checks.py). It runs ``chaos-testbed run`` with a real elastic ``horovodrun`` (or ``chaos-hvdrun``) of
 examples/train_elastic.py using ChaosState, then checks the timeline and the event log.
 Exit status 0 = every invariant held; the failures are printed otherwise.
 """
@@ -23,7 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def horovod_command(suite: Suite) -> list[str]:
-    return ["horovodrun", "-np", "{np}", "--min-np", str(suite.min_np),
+    return [suite.launcher, "-np", "{np}", "--min-np", str(suite.min_np),
             "--max-np", "{max_np}", "--host-discovery-script", "{discovery}",
             "--network-interface", "eth0", "--gloo-timeout-seconds", str(suite.gloo_timeout_s),
             "python", os.path.join(REPO, "examples", "train_elastic.py"), *suite.train]

@@ -7,6 +7,7 @@ File shape (every key checked; mistakes are :class:`SuiteError` with ``file:line
     faults: ci/faults/join-crash-flap.yaml    # optional
     agents: {heartbeat: 0.1}                  # optional: discovery from cluster agents
     horovod: {min_np: 2, gloo_timeout_s: 20}  # optional
+    launcher: chaos-hvdrun                    # optional: horovodrun (default) or chaos-hvdrun
     train: [--model, medium, --epochs, 2]     # arguments of examples/train_elastic.py
     timeout_s: 420
     expect: {faults: [...], world_sizes: [...], joiner_min_sources: 2, ...}   # see ci.checks
@@ -27,7 +28,9 @@ class SuiteError(InputError):
 
 
 EXPECT_KEYS = ("faults", "world_sizes", "joiner_min_sources", "joiner_bandwidth_known",
-               "joiner_bandwidth_source", "identical_final", "agent_views")
+               "joiner_bandwidth_source", "identical_final", "agent_views", "standbys_joined",
+               "max_stall_s")
+LAUNCHERS = ("horovodrun", "chaos-hvdrun")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Suite:
     train: tuple[str, ...] = ()
     timeout_s: float = 600.0
     expect: dict = field(default_factory=dict)
+    launcher: str = "horovodrun"
 
 
 def _positive_int(r: Reader, key: str, default: int) -> int:
@@ -64,7 +68,10 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
         raise SuiteError("file is empty", source)
     top = Reader(data, "", source, SuiteError)
     top.check_keys(("name", "topology", "faults", "agents", "horovod", "train", "timeout_s",
-                    "expect"))
+                    "expect", "launcher"))
+    launcher = top.get("launcher", "horovodrun")
+    if launcher not in LAUNCHERS:
+        top.fail(f"must be one of {', '.join(LAUNCHERS)}, got {launcher!r}", "launcher")
     name = top.require("name")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         top.fail(f"name must match {NAME_RE.pattern}, got {name!r}", "name")
@@ -90,9 +97,15 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
     expect = top.child("expect") if top.get("expect") is not None else \
         Reader({}, "expect", source, SuiteError)
     expect.check_keys(EXPECT_KEYS)
+    if "standbys_joined" in expect.data:
+        _positive_int(expect, "standbys_joined", 1)
+    stall = expect.get("max_stall_s", 1.0)
+    if isinstance(stall, bool) or not isinstance(stall, (int, float)) or not math.isfinite(stall) \
+            or stall <= 0:
+        expect.fail(f"must be a positive number of seconds, got {stall!r}", "max_stall_s")
     return Suite(name, paths["topology"], paths["faults"], agents,
                  _positive_int(horovod, "min_np", 1), _positive_int(horovod, "gloo_timeout_s", 30),
-                 tuple(_string_list(top, "train")), float(timeout), dict(expect.data))
+                 tuple(_string_list(top, "train")), float(timeout), dict(expect.data), launcher)
 
 
 def load_suite(path: str) -> Suite:

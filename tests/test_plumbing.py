@@ -220,6 +220,9 @@ def test_every_shipped_suite_parses():
     ("name: x\ntopology: t.yaml\ntimeout_s: .nan\n", "timeout_s: must be a positive number"),
     ("name: x\ntopology: t.yaml\nhorovod: {min_np: 0}\n", "min_np: must be a positive integer"),
     ("- a\n", "must be a mapping"),
+    ("name: x\ntopology: t.yaml\nlauncher: mpirun\n", "launcher: must be one of"),
+    ("name: x\ntopology: t.yaml\nexpect: {max_stall_s: .inf}\n", "max_stall_s: must be a positive"),
+    ("name: x\ntopology: t.yaml\nexpect: {standbys_joined: 0}\n", "standbys_joined: must be a pos"),
 ])
 def test_malformed_suites_are_located_errors(text, match):
     with pytest.raises(SuiteError, match=match):

@@ -40,6 +40,9 @@ def test_plans_cover_every_needed_chunk_from_a_holder(ranks, algorithm):
         assert got == sorted(need)
         for src, cs in plans[r].assigned.items():
             assert all(src in roles.holders[c] and src != r for c in cs)
+        # a needer planning only its own group gets the same plan
+        mine = plan_transfers(roles, infos, BandwidthMap.parse("default=100"), algorithm, only=r)
+        assert mine[r] == plans[r]
 
 
 def test_bandwidth_spec_and_file(tmp_path):

@@ -383,6 +383,23 @@ def test_checks_find_each_broken_invariant():
     assert checks.check_run(timeline, events[:-1], {}) != []
 
 
+def test_standby_and_stall_checks():
+    def step(t, pid, size=3):
+        return ev.Step(t_mono=t, pid=pid, rank=0, size=size, step=0, epoch=0, loss=1.0, lr=0.1)
+    joined = ev.StandbyJoined(t_mono=10.5, host="w4", slot=0, instance="i", rank=3)
+    ready = ev.StandbyReady(t_mono=9, host="w4", slot=0, instance="i", version=3, seconds=8.0)
+    smooth = [step(t, 1) for t in range(12)] + [ready, joined, step(12.5, 1, size=4)]
+    assert checks.check_standbys(smooth, 1) == [] and checks.check_stall(smooth, 2.0) == []
+    stalled = [step(t, 1) for t in range(9)] + [ready, joined, step(15, 1, size=4)]
+    assert checks.running_worker_stalls(stalled)[1] == pytest.approx(6.0)
+    assert checks.check_stall(stalled, 2.0)
+    assert checks.check_standbys([joined], 1)            # joined without reporting ready
+    assert checks.check_standbys(smooth, 2)
+    dropped = ev.StandbyDropped(t_mono=3, host="w4", slot=0, instance="j", why="timeout")
+    assert checks.check_standbys(smooth + [dropped], 1)
+    assert checks.check_stall([], 2.0)
+
+
 def _install(epoch, agent, t, added=(), removed=(), up=(), down=(), members=(), slots=None):
     return ev.Install(epoch=epoch, agent=agent, t_unix=t, added=list(added),
                       removed=list(removed), links_up=[list(x) for x in up],

@@ -239,13 +239,16 @@ class ChaosState(State):
         tag = "chaos.sync"
         coll = HorovodCollectives()
         rank = coll.rank
+        digest_s = self._replica.snapshot.manifest_cost()
         infos = self._exchange_infos(rank, tag)
+        t_exchanged = time.perf_counter()
         roles = decide(infos)
         record = events.Sync(rank=rank, strategy=cfg.strategy, size=hvd.size(),
                              role=roles.role_of(rank), version=roles.version, target=roles.target,
                              state_bytes=roles.size_bytes, sources=list(roles.sources),
                              needers=list(roles.needers), transfer_bytes_total=roles.transfer_bytes,
-                             first_sync=not self._synced)
+                             first_sync=not self._synced, exchange_s=t_exchanged - t0,
+                             digest_s=digest_s)
         try:
             if roles.needers or self._strategy.always:
                 self._strategy.run(replica, coll, roles, infos, record, tag)
@@ -254,7 +257,9 @@ class ChaosState(State):
             raise HorovodInternalError(f"chaos_hvd: state transfer failed: {e}") from e
         if not self._strategy.reloads(rank, roles):
             self._repartition_samplers()
+        t_verify = time.perf_counter()
         digest = self._verify(tag) if cfg.verify else replica.snapshot.manifest().digest()
+        record.verify_s = time.perf_counter() - t_verify
         record.total_s, record.digest = time.perf_counter() - t0, digest
         record.committed_version = replica.version
         self._log.write(record)

@@ -135,12 +135,14 @@ def _chunk_len(roles: Roles, c: int) -> int:
 
 
 def plan_transfers(roles: Roles, infos: list[RankInfo], bandwidth: BandwidthMap,
-                   algorithm: Algorithm) -> dict[Rank, NeederPlan]:
-    """One plan per needer (identical on every rank that computes it)."""
+                   algorithm: Algorithm, only: Rank | None = None) -> dict[Rank, NeederPlan]:
+    """One plan per needer (identical on every rank that computes it). With `only`, plan just
+    the group of needers `only` belongs to: a survivor that lacks one chunk does not plan a
+    joiner's whole state (the group's plan is the same either way)."""
     by_rank = {i.rank: i for i in infos}
     groups: dict[tuple[int, ...], list[int]] = {}
     for r in roles.needers:
-        if roles.needs[r]:
+        if roles.needs[r] and (only is None or roles.needs[r] == roles.needs.get(only)):
             groups.setdefault(roles.needs[r], []).append(r)
     plans = {r: NeederPlan({}, Algorithm(algorithm), 0.0, 0.0) for r in roles.needers}
     for needed, members in groups.items():

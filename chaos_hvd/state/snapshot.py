@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -190,6 +191,14 @@ class Snapshot:
             self._manifest = Manifest(self.version, self.size_bytes, self.chunk_bytes,
                                       self._entries, self._tree, digests)
         return self._manifest
+
+    def manifest_cost(self) -> float:
+        """Seconds spent computing the manifest now (0 when it was computed already)."""
+        if self._manifest is not None:
+            return 0.0
+        t0 = time.perf_counter()
+        self.manifest()
+        return time.perf_counter() - t0
 
     def tree(self) -> Any:
         """The captured tree with tensors as *views into the buffer*: clone before handing out."""

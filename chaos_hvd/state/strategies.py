@@ -144,7 +144,8 @@ class MultiSourcePull(SyncStrategy):
         t0 = time.perf_counter()
         by_rank = {i.rank: i for i in infos}
         bandwidth, bw_fields = bandwidth_for(cfg, by_rank[rank].host)
-        plan = plan_transfers(roles, infos, bandwidth, self.algorithm(cfg, bandwidth))[rank]
+        plan = plan_transfers(roles, infos, bandwidth, self.algorithm(cfg, bandwidth),
+                              only=rank)[rank]
         ranks, holders = self.sources(plan.assigned, roles, rank)
         peers = [peer_of(by_rank[r]) for r in sorted(ranks)]
         t1 = time.perf_counter()
