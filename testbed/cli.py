@@ -43,12 +43,23 @@ class _Interrupted(BaseException):
 _MAIN_PID = os.getpid()
 
 
+_interrupted = False
+
+
 def _on_signal(signum, _frame):
+    global _interrupted
     if os.getpid() != _MAIN_PID:
         # a forked helper (pyroute2 runs netns work in children): die as if unhandled
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
+    from .emulation import tearing_down
+    if _interrupted or tearing_down():
+        # a second Ctrl-C, or the same signal sent to our whole process group (`timeout` does
+        # that) must not abort the teardown half-way: it would leave namespaces and workers
+        _say(f"{signal.Signals(signum).name}: tearing down, please wait")
+        return
+    _interrupted = True
     raise _Interrupted(signal.Signals(signum).name)
 
 

@@ -41,6 +41,14 @@ def require_root() -> None:
                            "run it with sudo")
 
 
+_teardowns = 0
+
+
+def tearing_down() -> bool:
+    """True while a testbed of this process is being torn down (signals must wait)."""
+    return _teardowns > 0
+
+
 class Testbed:
     __test__ = False  # not a pytest class
     def __init__(self, topo: Topology, out_dir: str, caps: Capabilities | None = None,
@@ -102,6 +110,14 @@ class Testbed:
     def down(self) -> list[str]:
         if os.getpid() != self._pid:  # a forked child must never tear down its parent's testbed
             return []
+        global _teardowns
+        _teardowns += 1   # a second Ctrl-C (or a process group's signal) must not cut it short
+        try:
+            return self._down()
+        finally:
+            _teardowns -= 1
+
+    def _down(self) -> list[str]:
         problems: list[str] = []
         if self.net is not None:
             try:

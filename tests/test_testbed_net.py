@@ -183,6 +183,28 @@ def test_cli_up_inject_show_down(tmp_path):
     assert leftovers() == []
 
 
+def test_repeated_sigint_to_the_process_group_still_tears_down(tmp_path):
+    # Ctrl-C pressed twice, or `timeout` signalling its whole process group while the caller
+    # signals too: a signal during teardown once cut it short and left namespaces and sshd.
+    require_testbed(sshd=True)
+    path = tmp_path / "star.yaml"
+    path.write_text(STAR)
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "up", str(path), "--out",
+                             str(tmp_path / "out")], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while " up;" not in proc.stderr.readline():
+        assert time.monotonic() < deadline and proc.poll() is None, "did not come up"
+    for _ in range(8):
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.05)
+    assert proc.wait(60) == 130
+    assert leftovers() == []
+    down = [json.loads(line) for line in open(tmp_path / "out" / "timeline.jsonl")
+            if '"event":"down"' in line]
+    assert down and down[-1]["problems"] == []
+
+
 def test_sigkill_then_clean_removes_everything(tmp_path):
     require_testbed(sshd=True)
     path = tmp_path / "star.yaml"
