@@ -119,6 +119,9 @@ def test_standby_phases():
     assert t.drop("h7", 0, "timeout") is not None and t.held_back() == {"h7"}
     assert t.forget_host("h7") == [] and t.held_back() == set()
     t.start("h7", 0, "i4", now=20.0)                # it came back: a fresh standby
+    assert not t.mark_switching("h7", 0)            # still starting ...
+    assert t.mark_switching("h7", 0, force=True)    # ... unless the job needs the slot now
+    assert t.held_back() == set() and not t.overdue(now=100.0)
 
 
 @given(st.lists(st.tuples(st.sampled_from(["start", "ready", "switch", "join", "drop", "forget"]),
@@ -135,7 +138,7 @@ def test_table_invariants_under_any_sequence(ops):
         elif op == "ready" and sb:
             t.mark_ready(host, slot, sb.instance, 1, now=float(i))
         elif op == "switch":
-            t.mark_switching(host, slot)
+            t.mark_switching(host, slot, force=i % 2 == 0)
         elif op == "join":
             t.mark_joined(host, slot)
         elif op == "drop":
@@ -146,5 +149,5 @@ def test_table_invariants_under_any_sequence(ops):
             held = s.host in t.held_back()
             if s.phase in (Phase.STARTING, Phase.DROPPED):
                 assert held
-            if s.phase in (Phase.READY, Phase.SWITCHING, Phase.JOINED):
+            if s.phase == Phase.READY:
                 assert s.ready_at is not None and s.version is not None

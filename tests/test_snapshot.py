@@ -161,3 +161,58 @@ def test_encoding_roundtrip(value):
     tensors = []
     doc = json.loads(json.dumps(encode(value, tensors)))
     assert decode(doc, tensors) == value
+
+
+def test_holds_proves_a_load_exact_without_hashing():
+    m, opt, sched = trained()
+    h, tr = tracked({"model": m, "optimizer": opt, "sched": sched, "epoch": 3}, rng=True)
+    snap = Snapshot(chunk_bytes=1024)
+    snap.capture(tr.capture(), version=7)
+    received = Snapshot.from_manifest(Manifest.from_bytes(snap.manifest().to_bytes()),
+                                      snap.buffer.clone())
+    m2, opt2, sched2 = trained(seed=1, steps=3)
+    h2, tr2 = tracked({"model": m2, "optimizer": opt2, "sched": sched2, "epoch": 0}, rng=True)
+    assert not received.holds(tr2.capture())
+    tr2.apply(received.tree())
+    assert received.holds(tr2.capture())
+    with torch.no_grad():
+        next(m2.parameters())[0].view(-1)[0] += 1e-7        # one value off: not held
+    assert not received.holds(tr2.capture())
+    h2.epoch = 4
+    assert not received.holds(tr2.capture())
+
+
+def test_replica_adopts_a_received_snapshot_only_when_the_load_was_exact():
+    from chaos_hvd.state.config import ChaosConfig
+    from chaos_hvd.state.replica import Replica
+    m, opt, sched = trained()
+    h, tr = tracked({"model": m, "optimizer": opt, "misc": [1.5, 2]})
+    src = Snapshot(chunk_bytes=1024)
+    src.capture(tr.capture(), version=5)
+    received = Snapshot.from_manifest(src.manifest(), src.buffer.clone())
+    m2, opt2, _ = trained(seed=2)
+    h2, tr2 = tracked({"model": m2, "optimizer": opt2, "misc": None})
+    replica = Replica(tr2, ChaosConfig())
+    replica.capture(0)
+    replica.load(received)
+    assert replica.snapshot is received and replica.version == 5
+    # an object whose load_state_dict drops a field: the load was not exact -> re-snapshotted
+    class Lossy:
+        def __init__(self, a, b):
+            self.a, self.b = a, b
+
+        def state_dict(self):
+            return {"a": self.a, "b": self.b}
+
+        def load_state_dict(self, sd):
+            self.a = sd["a"]
+
+    h3, tr3 = tracked({"model": m, "optimizer": opt, "misc": Lossy(1, 2)})
+    src3 = Snapshot(chunk_bytes=1024)
+    src3.capture(tr3.capture(), version=6)
+    got = Snapshot.from_manifest(src3.manifest(), src3.buffer.clone())
+    _, tr4 = tracked({"model": m2, "optimizer": opt2, "misc": Lossy(0, 0)})
+    replica = Replica(tr4, ChaosConfig())
+    replica.load(got)
+    assert replica.snapshot is not got and replica.version == 6
+    assert replica.snapshot.manifest().digest() != src3.manifest().digest()

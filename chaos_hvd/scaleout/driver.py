@@ -20,6 +20,11 @@ whole job waits for the new process's start, imports, model build and state tran
 * a standby that is not ready within the timeout, or exits first, is killed and dropped; its host
   stays out of the assignments until it leaves discovery and comes back.
 
+Several standbys starting together are switched in at one reset (a ready one waits up to
+``BATCH_WAIT_S`` for the others). Should holding starting standbys back leave the job below
+``--min-np`` (a host crashed while its replacement starts), they are assigned at once, as Horovod
+would, and switched in as soon as they are up.
+
 If a host is added and another removed in one update, Horovod's behaviour applies to the removal
 at once and the addition goes through a standby as above.
 """
@@ -51,6 +56,7 @@ from .standbys import Phase, Standby, StandbyTable
 log = logging.getLogger(__name__)
 
 RENOTIFY_AFTER_S = 5.0    # Horovod's notifications carry whole seconds: one may be ignored
+BATCH_WAIT_S = 10.0       # a ready standby waits this long for others still starting (one reset)
 WATCH_INTERVAL_S = 0.25
 _PORT_RE = re.compile(r"\bHOROVOD_GLOO_RENDEZVOUS_PORT=(\d+)\b")
 
@@ -106,7 +112,8 @@ class ChaosDriver(ElasticDriver):
         self._solo: dict[tuple[str, int], RendezvousServer] = {}
         self._sources: dict[int, bytes] = {}
         self._sources_lock = threading.Lock()
-        self._renotified: dict[tuple[str, int], float] = {}
+        self._last_notify = 0.0
+        self._notified: set[tuple[str, int]] = set()
         self._events = EventLog(standby.event_log)
         super().__init__(rendezvous, discovery, min_num_proc, max_num_proc, timeout=timeout,
                          reset_limit=reset_limit, cooldown_range=cooldown_range, verbose=verbose)
@@ -122,9 +129,15 @@ class ChaosDriver(ElasticDriver):
     def _get_host_assignments(self, current_hosts):
         held = self._table.held_back()
         if held:
-            current_hosts = DiscoveredHosts(
-                {h: n for h, n in current_hosts.host_slots.items() if h not in held},
-                [h for h in current_hosts.host_assignment_order if h not in held])
+            kept = {h: n for h, n in current_hosts.host_slots.items() if h not in held}
+            if sum(kept.values()) >= self._min_num_proc:
+                current_hosts = DiscoveredHosts(
+                    kept, [h for h in current_hosts.host_assignment_order if h not in held])
+            else:
+                # without them the job is below --min-np: take them now, as Horovod would (a
+                # starting standby is then switched in as soon as it is up)
+                log.warning("below --min-np without hosts %s: assigning their standbys now",
+                            sorted(held))
         return super()._get_host_assignments(current_hosts)
 
     def _notify_workers_host_changes(self, current_hosts, update_res):
@@ -138,7 +151,7 @@ class ChaosDriver(ElasticDriver):
         with self._wait_hosts_cond:
             for slot_info in pending_slots:
                 sb = self._table.get(slot_info.hostname, slot_info.local_rank)
-                if sb is not None and self._table.mark_switching(sb.host, sb.slot):
+                if sb is not None and self._table.mark_switching(sb.host, sb.slot, force=True):
                     log.info("switching standby %s:%d in as rank %d", sb.host, sb.slot,
                              slot_info.rank)
                     self._events.write(events.StandbySwitched(host=sb.host, slot=sb.slot,
@@ -246,12 +259,23 @@ class ChaosDriver(ElasticDriver):
             self._events.write(events.StandbyReady(host=host, slot=slot, instance=instance,
                                                    version=version,
                                                    seconds=sb.ready_at - sb.started))
-            self._notify_ready()
+            self._maybe_notify(time.monotonic())
 
-    def _notify_ready(self) -> None:
+    def _maybe_notify(self, now: float) -> None:
+        """Tell the workers to take the ready standbys in: once none is still starting (one
+        reset for several joiners), or once one has waited BATCH_WAIT_S; again after
+        RENOTIFY_AFTER_S if they have not reset yet. Call with the lock held."""
+        ready = self._table.in_phase(Phase.READY)
+        if not ready:
+            return
+        oldest = min(sb.ready_at for sb in ready)
+        if self._table.in_phase(Phase.STARTING) and now - oldest < BATCH_WAIT_S:
+            return
+        if now - self._last_notify < RENOTIFY_AFTER_S and self._notified == {sb.key for sb in ready}:
+            return
+        self._last_notify, self._notified = now, {sb.key for sb in ready}
         # Horovod's own path: rank 0 learns of the change and every worker resets at its next
-        # commit; the ready host is no longer held back, so the assignments now differ
-        self._renotified.clear()
+        # commit; the ready hosts are no longer held back, so the assignments now differ
         ElasticDriver._notify_workers_host_changes(self, self._host_manager.current_hosts,
                                                    HostUpdateResult.added)
 
@@ -278,14 +302,7 @@ class ChaosDriver(ElasticDriver):
             with self._wait_hosts_cond:
                 for sb in self._table.overdue(now):
                     self._drop(sb, f"not ready within {self._table.ready_timeout_s:g} s")
-                waiting = [sb for sb in self._table.in_phase(Phase.READY)
-                           if now - max(sb.ready_at, self._renotified.get(sb.key, 0.0))
-                           > RENOTIFY_AFTER_S]
-                if waiting:
-                    for sb in waiting:
-                        self._renotified[sb.key] = now
-                    ElasticDriver._notify_workers_host_changes(
-                        self, self._host_manager.current_hosts, HostUpdateResult.added)
+                self._maybe_notify(now)
 
     # -- source directory -------------------------------------------------------------------------
 

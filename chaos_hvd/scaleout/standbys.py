@@ -5,12 +5,14 @@ for a newly discovered slot *before* the running workers reset: it starts, build
 pulls a recent state while they keep training. Phases::
 
     starting --ready--> ready --switch--> switching --joined--> joined
+        |  \\_______________(forced switch)__/
         \\________________\\________________\\--drop--> dropped
 
 Only ``ready`` standbys are switched in at a reset the launcher asks for; a host with a standby
 that is still starting (or was dropped) stays out of the rank assignments, so neither a crash nor
 any other reset in the meantime waits for it. A standby that is not ready within the timeout, or
-whose process ends before it joined, is dropped: the running workers never notice.
+whose process ends before it joined, is dropped: the running workers never notice. A switch is
+forced on a starting standby only when the job needs its slot at once (below ``--min-np``).
 """
 
 from __future__ import annotations
@@ -76,9 +78,11 @@ class StandbyTable:
         sb.phase, sb.ready_at, sb.version = Phase.READY, now, version
         return True
 
-    def mark_switching(self, host: str, slot: int) -> bool:
+    def mark_switching(self, host: str, slot: int, force: bool = False) -> bool:
+        """Ready -> switching; with `force` also starting -> switching (the job needs the slot
+        now: the standby joins once it is up, its background pull unfinished)."""
         sb = self._by_slot.get((host, slot))
-        if sb is None or sb.phase != Phase.READY:
+        if sb is None or sb.phase not in ((Phase.READY, Phase.STARTING) if force else (Phase.READY,)):
             return False
         sb.phase = Phase.SWITCHING
         return True

@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from typing import Any
 
@@ -138,6 +139,10 @@ def advertise_addr(cfg: ChaosConfig) -> str:
     return "127.0.0.1"
 
 
+def _warm_imports() -> None:
+    import scipy.optimize  # noqa: F401
+
+
 def _rendezvous() -> tuple[str, int] | None:
     addr = os.environ.get("HOROVOD_GLOO_RENDEZVOUS_ADDR")
     port = os.environ.get("HOROVOD_GLOO_RENDEZVOUS_PORT", "")
@@ -194,6 +199,8 @@ class ChaosState(State):
         standby = _standby_identity(self._job_secret)
         self._standby = StandbyJoin(standby, self._replica, self._log) if standby else None
         self._feed: StandbyFeed | None = None
+        # the scheduler's LP solver takes ~1 s to import on a busy edge CPU: not inside a sync
+        threading.Thread(target=_warm_imports, name="chaos-warm-imports", daemon=True).start()
         atexit.register(self._at_exit)
         super().__init__(bcast_object=broadcast_json, get_rank=hvd.rank)
         self._replica.capture(version=0)

@@ -65,8 +65,13 @@ class Replica:
 
     def load(self, snap: Snapshot) -> None:
         self.tracked.apply(snap.tree())
-        # Re-snapshot the live objects (proves the load was exact) into a *new* buffer: peers may
-        # still be pulling chunks we hold from the published one until this sync ends.
+        if snap.holds(self.tracked.capture()):
+            # the live objects now hold exactly the received (digest-checked) bytes: that buffer
+            # becomes our snapshot, and its digests need no second pass
+            self.snapshot, self.version = snap, snap.version
+            return
+        # Re-snapshot the live objects into a *new* buffer: peers may still be pulling chunks we
+        # hold from the published one until this sync ends.
         fresh = Snapshot(self.config.chunk_bytes)
         fresh.capture(self.tracked.capture(), snap.version)
         self.snapshot, self.version = fresh, snap.version

@@ -192,6 +192,21 @@ class Snapshot:
                                       self._entries, self._tree, digests)
         return self._manifest
 
+    def holds(self, tree: Any) -> bool:
+        """Whether capturing `tree` now would give exactly this snapshot's bytes and structure
+        (a byte comparison: no copy, no hashing)."""
+        tensors: list[torch.Tensor] = []
+        if encode(tree, tensors) != self._tree or len(tensors) != len(self._entries):
+            return False
+        flat = self.buffer
+        for t, e in zip(tensors, self._entries):
+            if DTYPE_NAMES.get(t.dtype) != e.dtype or tuple(t.shape) != e.shape:
+                return False
+            live = t.detach().contiguous().cpu().reshape(-1).view(torch.uint8)
+            if not torch.equal(live, flat[e.offset:e.offset + e.nbytes]):
+                return False
+        return True
+
     def manifest_cost(self) -> float:
         """Seconds spent computing the manifest now (0 when it was computed already)."""
         if self._manifest is not None:
