@@ -224,6 +224,7 @@ class ChaosState(State):
     def restore(self) -> None:
         self._watch.disarm()
         self._replica.restore()
+        self._replica.snapshot.prehash()   # the sync after the reset needs the digests
 
     def reset(self) -> None:
         self._watch.disarm()
@@ -234,6 +235,7 @@ class ChaosState(State):
             super().check_host_updates()
         except HostsUpdatedInterrupt:
             self._watch.disarm()  # peers may now leave on purpose: not a crash
+            self._replica.snapshot.prehash()   # while Horovod re-forms the group
             raise
 
     def sync(self) -> None:

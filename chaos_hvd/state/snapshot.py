@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -154,6 +155,7 @@ class Snapshot:
         self._views: list[torch.Tensor] = []
         self._tree: Any = None
         self._manifest: Manifest | None = None
+        self._manifest_lock = threading.Lock()   # prehash() computes it on another thread
 
     @property
     def size_bytes(self) -> int:
@@ -164,15 +166,16 @@ class Snapshot:
         tensors: list[torch.Tensor] = []
         encoded = encode(tree, tensors)
         layout = [(DTYPE_NAMES[t.dtype], tuple(t.shape)) for t in tensors]
-        if layout != [(e.dtype, e.shape) for e in self._entries]:
-            self._allocate(layout, pin=any(t.is_cuda for t in tensors))
-        for view, t in zip(self._views, tensors):
-            view.copy_(t.detach(), non_blocking=True)  # Parameters come with keep_vars=True
-        if any(t.is_cuda for t in tensors):
-            torch.cuda.synchronize()
-        self._tree = encoded
-        self.version = version
-        self._manifest = None
+        with self._manifest_lock:   # never while a prehash reads the buffer
+            if layout != [(e.dtype, e.shape) for e in self._entries]:
+                self._allocate(layout, pin=any(t.is_cuda for t in tensors))
+            for view, t in zip(self._views, tensors):
+                view.copy_(t.detach(), non_blocking=True)  # Parameters come with keep_vars=True
+            if any(t.is_cuda for t in tensors):
+                torch.cuda.synchronize()
+            self._tree = encoded
+            self.version = version
+            self._manifest = None
 
     def _allocate(self, layout: list[tuple[str, tuple[int, ...]]], pin: bool) -> None:
         entries, offset = [], 0
@@ -186,11 +189,18 @@ class Snapshot:
 
     def manifest(self) -> Manifest:
         """Manifest of the current version; chunk digests are computed once per version."""
+        with self._manifest_lock:
+            if self._manifest is None:
+                digests = _digests(self.buffer, self.size_bytes, self.chunk_bytes)
+                self._manifest = Manifest(self.version, self.size_bytes, self.chunk_bytes,
+                                          self._entries, self._tree, digests)
+            return self._manifest
+
+    def prehash(self) -> None:
+        """Compute the manifest on a background thread (e.g. while Horovod re-forms the
+        group before a sync); manifest() then waits for it instead of hashing again."""
         if self._manifest is None:
-            digests = _digests(self.buffer, self.size_bytes, self.chunk_bytes)
-            self._manifest = Manifest(self.version, self.size_bytes, self.chunk_bytes,
-                                      self._entries, self._tree, digests)
-        return self._manifest
+            threading.Thread(target=self.manifest, name="chaos-prehash", daemon=True).start()
 
     def holds(self, tree: Any) -> bool:
         """Whether capturing `tree` now would give exactly this snapshot's bytes and structure
