@@ -9,7 +9,7 @@ Three variants side by side in one invocation, same topology, model and schedule
                 in the background; the job resets only when it is ready)
 
 Each runs ``chaos-testbed run TOPOLOGY`` (default ``topologies/baseline-6.yaml``: h1..h5 train,
-h6 becomes discoverable at training step ``--join-step``) with ResNet-18 + SGD momentum, and is
+the topology's one standby node, h6, becomes discoverable at training step ``--join-step``) with ResNet-18 + SGD momentum, and is
 stopped once all six ranks trained at the new size. From the run's own event logs:
 
 * stall of each running worker: its longest gap between steps after the join, minus its median
@@ -43,12 +43,21 @@ VARIANTS = {"torch": ("horovodrun", "torch"), "chaos": ("horovodrun", "chaos"),
             "overlapped": ("chaos-hvdrun", "chaos")}
 
 
+def joiner_of(topology: str) -> str:
+    from testbed.topology import load_topology
+    standby = [n.name for n in load_topology(topology).nodes if n.standby]
+    if len(standby) != 1:
+        raise SystemExit(f"{topology}: expected one standby node (the joiner), found {standby}")
+    return standby[0]
+
+
 def run(variant: str, topology: str, model: str, join_step: int, timeout_s: float) -> dict:
     launcher, state = VARIANTS[variant]
     out = tempfile.mkdtemp(prefix=f"scale-out-{variant}-")
     faults = os.path.join(out, "join.yaml")
     with open(faults, "w") as f:
-        f.write(f"actions:\n  - {{at_step: {join_step}, action: join, node: h6}}\n")
+        f.write(f"actions:\n  - {{at_step: {join_step}, action: join, "
+                f"node: {joiner_of(topology)}}}\n")
     cmd = [sys.executable, "-m", "testbed.cli", "run", topology, "--faults", faults,
            "--out", out, "--", launcher, "-np", "5", "--min-np", "5", "--max-np", "6",
            "--host-discovery-script", "{discovery}", "--network-interface", "eth0",

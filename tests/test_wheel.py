@@ -67,3 +67,8 @@ def test_installed_package_imports_and_runs_its_commands(installed):
     topo = os.path.join(REPO, "topologies", "paper-5plus1-small.yaml")
     out = _run([sys.executable, "-m", "testbed.cli", "check", topo], env, tmp)
     assert out.returncode == 0 and "OK" in out.stderr, out.stderr
+    out = _run([sys.executable, "-m", "chaos_hvd.scaleout.cli", "--help"], env, tmp)
+    assert out.returncode == 0 and "--host-discovery-script" in out.stdout, out.stderr
+    out = _run([sys.executable, "-m", "chaos_hvd.scaleout.cli", "-np", "1", "true"],
+               {**env, "CHAOS_JOB_SECRET": "not-hex"}, tmp)
+    assert out.returncode == 2 and "CHAOS_JOB_SECRET" in out.stderr, out.stderr

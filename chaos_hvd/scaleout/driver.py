@@ -186,6 +186,8 @@ class ChaosDriver(ElasticDriver):
             for sb in self._table.forget_host(host):
                 self._stop(sb, "its host left discovery")
         active = {(h, s.local_rank) for h, slots in self._host_assignments.items() for s in slots}
+        if current_hosts.count_available_slots() < self._min_num_proc:
+            return   # Horovod assigns nothing below --min-np, and neither do we
         wanted, _ = ElasticDriver._get_host_assignments(self, current_hosts)
         for host, slots in wanted.items():
             for slot_info in slots:
@@ -225,7 +227,8 @@ class ChaosDriver(ElasticDriver):
     def _standby_exited(self, sb: Standby, code: int, ts: float, why: str) -> None:
         with self._wait_hosts_cond:
             current = self._table.get(sb.host, sb.slot) is sb
-            joined = current and sb.phase == Phase.JOINED
+            # switching: the job already counts on its slot, so its exit is a worker's failure
+            joined = current and sb.phase in (Phase.SWITCHING, Phase.JOINED)
             if current and not joined and not self._shutdown.is_set():
                 self._drop(sb, why)
             solo = self._solo.pop(sb.key, None) if current else None
