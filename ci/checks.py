@@ -143,6 +143,28 @@ def check_identical_final(events: list[ev.Event]) -> list[str]:
     return errors
 
 
+def recovery_times(timeline: list[ev.Event], events: list[ev.Event],
+                   kinds: tuple[str, ...] = ("crash",)) -> list[tuple[str, float | None]]:
+    """For each fault of these kinds: seconds until training resumed after it (None: never)."""
+    resumed = sorted(e.t_mono for e in events if isinstance(e, ev.Resumed))
+    out = []
+    for f in timeline:
+        if isinstance(f, ev.Fault) and f.action in kinds:
+            after = [t for t in resumed if t > f.t_mono]
+            out.append((f"{f.action} {f.target}", after[0] - f.t_mono if after else None))
+    return out
+
+
+def check_recovery(timeline: list[ev.Event], events: list[ev.Event], limit_s: float) -> list[str]:
+    """Training resumed within `limit_s` of every crash (fast detection, not Gloo's timeout)."""
+    times = recovery_times(timeline, events)
+    if not times:
+        return ["no crash to recover from"]
+    return [f"{what}: training resumed after {t:.1f} s (limit {limit_s} s)" if t is not None
+            else f"{what}: training never resumed" for what, t in times
+            if t is None or t > limit_s]
+
+
 def check_standbys(events: list[ev.Event], joined: int) -> list[str]:
     """chaos-hvdrun switched in `joined` standbys, each after it reported ready; none dropped."""
     errors = [f"standby {e.host}:{e.slot} dropped: {e.why}"
@@ -202,6 +224,8 @@ def check_run(timeline: list[ev.Event], events: list[ev.Event], expect: dict,
         errors += check_agents(list(agent_events), expect["agent_views"], ip or {}, slots)
     if "standbys_joined" in expect:
         errors += check_standbys(events, expect["standbys_joined"])
+    if "max_recovery_s" in expect:
+        errors += check_recovery(timeline, events, expect["max_recovery_s"])
     if "max_stall_s" in expect:
         errors += check_stall(events, expect["max_stall_s"])
     if expect.get("identical_final"):

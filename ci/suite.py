@@ -29,7 +29,7 @@ class SuiteError(InputError):
 
 EXPECT_KEYS = ("faults", "world_sizes", "joiner_min_sources", "joiner_bandwidth_known",
                "joiner_bandwidth_source", "identical_final", "agent_views", "standbys_joined",
-               "max_stall_s")
+               "max_stall_s", "max_recovery_s")
 LAUNCHERS = ("horovodrun", "chaos-hvdrun")
 
 
@@ -99,10 +99,11 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
     expect.check_keys(EXPECT_KEYS)
     if "standbys_joined" in expect.data:
         _positive_int(expect, "standbys_joined", 1)
-    stall = expect.get("max_stall_s", 1.0)
-    if isinstance(stall, bool) or not isinstance(stall, (int, float)) or not math.isfinite(stall) \
-            or stall <= 0:
-        expect.fail(f"must be a positive number of seconds, got {stall!r}", "max_stall_s")
+    for key in ("max_stall_s", "max_recovery_s"):
+        limit = expect.get(key, 1.0)
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) \
+                or not math.isfinite(limit) or limit <= 0:
+            expect.fail(f"must be a positive number of seconds, got {limit!r}", key)
     return Suite(name, paths["topology"], paths["faults"], agents,
                  _positive_int(horovod, "min_np", 1), _positive_int(horovod, "gloo_timeout_s", 30),
                  tuple(_string_list(top, "train")), float(timeout), dict(expect.data), launcher)

@@ -383,6 +383,16 @@ def test_checks_find_each_broken_invariant():
     assert checks.check_run(timeline, events[:-1], {}) != []
 
 
+def test_recovery_check():
+    timeline = [ev.Fault(t_mono=10, action="crash", target="w2", applied_ms=1.0),
+                ev.Fault(t_mono=12, action="join", target="w4", applied_ms=1.0)]
+    assert checks.recovery_times(timeline, [_resumed(11.5, 3)]) == [("crash w2", 1.5)]
+    assert checks.check_recovery(timeline, [_resumed(11.5, 3)], 2.0) == []
+    assert checks.check_recovery(timeline, [_resumed(31, 3)], 2.0)        # Gloo's timeout
+    assert checks.check_recovery(timeline, [_resumed(5, 3)], 2.0)         # never after it
+    assert checks.check_recovery(timeline[1:], [], 2.0)                   # no crash at all
+
+
 def test_standby_and_stall_checks():
     def step(t, pid, size=3):
         return ev.Step(t_mono=t, pid=pid, rank=0, size=size, step=0, epoch=0, loss=1.0, lr=0.1)
