@@ -119,6 +119,8 @@ class Testbed:
 
     def _down(self) -> list[str]:
         problems: list[str] = []
+        if self.reg is not None:
+            self.reg.kill_orphans()   # before Mininet removes the namespaces they are found by
         if self.net is not None:
             try:
                 self.net.stop()

@@ -119,7 +119,20 @@ class Registry:
 
     # ------------------------------------------------------------ removal
     def kill_processes(self, sig: int = signal.SIGKILL) -> None:
-        """Recorded processes and all their descendants (workers started through our sshd)."""
+        """Recorded processes and all their descendants (workers started through our sshd), and
+        any other process inside one of our network namespaces: a worker whose ssh session
+        ended (a host cut off, a driver that gave up on it) is re-parented to init and is no
+        one's descendant any more, but it still lives in our namespace."""
+        procs = self._recorded()
+        procs += _in_namespaces(self.state["netns"], {p.pid for p in procs})
+        for p in procs:
+            try:
+                p.send_signal(sig)
+            except psutil.Error:
+                pass
+        psutil.wait_procs(procs, timeout=5)
+
+    def _recorded(self) -> list[psutil.Process]:
         procs = []
         for pid, key, _ in self.state["pids"]:
             if key is not None and _proc_key(pid) == key:
@@ -129,6 +142,12 @@ class Registry:
                     procs.append(p)
                 except psutil.Error:
                     pass
+        return procs
+
+    def kill_orphans(self, sig: int = signal.SIGKILL) -> None:
+        """Only the processes in our namespaces that nothing recorded leads to (call while the
+        namespaces still have their names, i.e. before Mininet removes them)."""
+        procs = _in_namespaces(self.state["netns"], {p.pid for p in self._recorded()})
         for p in procs:
             try:
                 p.send_signal(sig)
@@ -221,3 +240,25 @@ def clean_all(force: bool = False) -> tuple[list[str], list[str]]:
                     ifname=name):
                 ipr.link("del", ifname=name)
     return cleaned, problems
+
+
+def _in_namespaces(names: list[str], skip: set[int]) -> list[psutil.Process]:
+    """Processes whose network namespace is one of the named ones (ours), except `skip`."""
+    inodes = set()
+    for name in names:
+        try:
+            inodes.add(os.stat(os.path.join("/run/netns", name)).st_ino)
+        except OSError:
+            pass
+    if not inodes:
+        return []
+    found = []
+    for p in psutil.process_iter():
+        if p.pid in skip or p.pid == os.getpid():
+            continue
+        try:
+            if os.stat(f"/proc/{p.pid}/ns/net").st_ino in inodes:
+                found.append(p)
+        except OSError:
+            pass
+    return found

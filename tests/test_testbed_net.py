@@ -10,8 +10,10 @@ import sys
 import textwrap
 import time
 
+import psutil
 import pytest
 
+from chaos_hvd.waiting import wait_until
 from testbed import verify
 from testbed.emulation import Testbed
 from testbed.topology import parse_topology
@@ -181,6 +183,22 @@ def test_cli_up_inject_show_down(tmp_path):
     timeline = [json.loads(x) for x in (tmp_path / "out" / "timeline.jsonl").read_text().split("\n") if x]
     assert [r["action"] for r in timeline if r["event"] == "fault"] == ["link_down", "degrade"]
     assert leftovers() == []
+
+
+def test_teardown_kills_orphans_left_in_our_namespaces(testbed):
+    # a worker whose ssh session ended is re-parented to init: no longer anyone's descendant
+    tb = testbed(STAR, sshd=True)
+    marker = "3141.5926"
+    proc = tb.hosts.launch("a", ["sh", "-c", f"setsid sleep {marker} </dev/null >/dev/null 2>&1 &"],
+                           {})
+    proc.wait(10)
+
+    def orphans():
+        return [p for p in psutil.process_iter(["cmdline", "ppid"])
+                if marker in " ".join(p.info["cmdline"] or [])]
+    assert wait_until(orphans, 10, "the orphan")
+    assert tb.down() == []
+    assert orphans() == []
 
 
 def test_repeated_sigint_to_the_process_group_still_tears_down(tmp_path):
