@@ -124,13 +124,7 @@ class Registry:
         ended (a host cut off, a driver that gave up on it) is re-parented to init and is no
         one's descendant any more, but it still lives in our namespace."""
         procs = self._recorded()
-        procs += _in_namespaces(self.state["netns"], {p.pid for p in procs})
-        for p in procs:
-            try:
-                p.send_signal(sig)
-            except psutil.Error:
-                pass
-        psutil.wait_procs(procs, timeout=5)
+        _kill(procs + _in_namespaces(self.state["netns"], {p.pid for p in procs}), sig)
 
     def _recorded(self) -> list[psutil.Process]:
         procs = []
@@ -147,13 +141,7 @@ class Registry:
     def kill_orphans(self, sig: int = signal.SIGKILL) -> None:
         """Only the processes in our namespaces that nothing recorded leads to (call while the
         namespaces still have their names, i.e. before Mininet removes them)."""
-        procs = _in_namespaces(self.state["netns"], {p.pid for p in self._recorded()})
-        for p in procs:
-            try:
-                p.send_signal(sig)
-            except psutil.Error:
-                pass
-        psutil.wait_procs(procs, timeout=5)
+        _kill(_in_namespaces(self.state["netns"], {p.pid for p in self._recorded()}), sig)
 
     def teardown(self) -> list[str]:
         """Remove everything recorded. Returns what could not be removed (empty = clean)."""
@@ -240,6 +228,15 @@ def clean_all(force: bool = False) -> tuple[list[str], list[str]]:
                     ifname=name):
                 ipr.link("del", ifname=name)
     return cleaned, problems
+
+
+def _kill(procs: list[psutil.Process], sig: int) -> None:
+    for p in procs:
+        try:
+            p.send_signal(sig)
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=5)
 
 
 def _in_namespaces(names: list[str], skip: set[int]) -> list[psutil.Process]:
