@@ -228,3 +228,30 @@ def test_a_source_that_cannot_even_connect_does_not_hold_the_pull(state, servers
     assert stats.bytes_by_source[0] == man.size_bytes and stats.stolen_batches > 0
     filler.close()
     black.close()
+
+
+def test_offer_serves_standbys_beside_the_sync_publication(state):
+    srv = ShardServer("127.0.0.1")
+    try:
+        sync_token, standby_token = new_token(), new_token()
+        other = Snapshot(chunk_bytes=CHUNK)
+        other.capture({"w": torch.zeros(250_000)}, 2)
+        srv.publish(2, other.manifest().to_bytes(), memoryview(other.buffer.numpy()), sync_token)
+        srv.offer(3, state.manifest().to_bytes(), memoryview(state.buffer.numpy()), standby_token)
+        # each token reaches its own publication
+        standby = [Peer(0, "127.0.0.1", srv.port, standby_token)]
+        man = fetch_manifest(standby, 3, state.manifest().digest())
+        buf, _ = pull(man, standby, {0: list(range(man.n_chunks))})
+        assert torch.equal(buf, state.buffer) and srv.offer_idle(0.0)
+        assert not srv.offer_idle(60.0)          # read just now: not to be replaced yet
+        synced = [Peer(0, "127.0.0.1", srv.port, sync_token)]
+        assert fetch_manifest(synced, 2, other.manifest().digest()).version == 2
+        with pytest.raises(TransferError):       # a stranger's token reaches neither
+            fetch_manifest([Peer(0, "127.0.0.1", srv.port, new_token())], 3,
+                           state.manifest().digest())
+        srv.withdraw_offer()
+        with pytest.raises(TransferError):
+            fetch_manifest(standby, 3, state.manifest().digest())
+        assert srv.rejected >= 2
+    finally:
+        srv.close()

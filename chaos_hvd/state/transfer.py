@@ -169,21 +169,7 @@ class ShardServer:
         """Stop offering; wait (a grace period, then cut) until no standby reads the buffer."""
         with self._cond:
             self._offer = None
-            if self._cond.wait_for(lambda: self._offer_active == 0, RETRACT_GRACE_S):
-                return
-        log.warning("a standby still reading the offer after %.1f s: cutting", RETRACT_GRACE_S)
-        self._cut_offer_readers()
-        with self._cond:
-            self._cond.wait_for(lambda: self._offer_active == 0)
-
-    def _cut_offer_readers(self) -> None:
-        with self._cond:
-            stuck = list(self._offer_sending)
-        for sock in stuck:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self._drain(lambda: self._offer_active, self._offer_sending, "a standby reading the offer")
 
     def offer_idle(self, quiet_s: float) -> bool:
         """No standby is reading the offer, and none asked for a range for `quiet_s`."""
@@ -202,17 +188,23 @@ class ShardServer:
         period the connections still sending are shut down (the peer refetches elsewhere)."""
         with self._cond:
             self._pub = None
-            if self._cond.wait_for(lambda: self._active == 0, RETRACT_GRACE_S):
+        self._drain(lambda: self._active, self._sending, "a shard request")
+
+    def _drain(self, active: Callable[[], int], sending: set, what: str) -> None:
+        """Wait until `active()` sends are done; after RETRACT_GRACE_S cut the ones in `sending`
+        (their peers stopped reading) and wait for their threads to notice."""
+        with self._cond:
+            if self._cond.wait_for(lambda: active() == 0, RETRACT_GRACE_S):
                 return
-            stuck = list(self._sending)
+            stuck = list(sending)
+        log.warning("%s still sending after %.1f s: cut", what, RETRACT_GRACE_S)
         for sock in stuck:
-            log.warning("shard request still sending after %.1f s at retract: cut", RETRACT_GRACE_S)
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
         with self._cond:
-            self._cond.wait_for(lambda: self._active == 0)
+            self._cond.wait_for(lambda: active() == 0)
 
     @property
     def watchers(self) -> int:
