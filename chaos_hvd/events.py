@@ -134,7 +134,8 @@ class StandbyPull(Event, tag="standby_pull"):
     transfer_s: float = 0.0
     load_s: float = 0.0
     total_s: float = 0.0
-    bytes_per_source: dict[Rank, int] = {}
+    planned_bytes_per_source: dict[Rank, int] = {}
+    bytes_per_source: dict[Rank, int] = {}   # may differ: idle sources steal from slow ones
     failed_sources: dict[Rank, str] = {}
     error: str = ""
 

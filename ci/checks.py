@@ -165,10 +165,20 @@ def check_recovery(timeline: list[ev.Event], events: list[ev.Event], limit_s: fl
             if t is None or t > limit_s]
 
 
-def check_standbys(events: list[ev.Event], joined: int) -> list[str]:
-    """chaos-hvdrun switched in `joined` standbys, each after it reported ready; none dropped."""
+def check_standbys(events: list[ev.Event], joined: int, min_sources: int = 1) -> list[str]:
+    """chaos-hvdrun switched in `joined` standbys, each after it reported ready; none dropped;
+    each standby's background pull was planned over at least `min_sources` workers. (The plan,
+    not the bytes: with a small state the fastest source may steal everything before the others
+    connect. And the switch's own sync may need a few chunks only -- e.g. after an epoch-end
+    commit at the same step -- so the pull that must be multi-source is the background one.)"""
     errors = [f"standby {e.host}:{e.slot} dropped: {e.why}"
               for e in events if isinstance(e, ev.StandbyDropped)]
+    pulls = [e for e in events if isinstance(e, ev.StandbyPull) and not e.error]
+    for p in pulls:
+        planned = sorted(r for r, n in p.planned_bytes_per_source.items() if n > 0)
+        if p.needed_bytes and len(planned) < min_sources:
+            errors.append(f"standby {p.host}:{p.slot} planned its pull over ranks {planned}, "
+                          f"expected >= {min_sources}")
     got = [e for e in events if isinstance(e, ev.StandbyJoined)]
     if len(got) != joined:
         errors.append(f"{len(got)} standbys joined, expected {joined}")
@@ -223,7 +233,8 @@ def check_run(timeline: list[ev.Event], events: list[ev.Event], expect: dict,
     if "agent_views" in expect:
         errors += check_agents(list(agent_events), expect["agent_views"], ip or {}, slots)
     if "standbys_joined" in expect:
-        errors += check_standbys(events, expect["standbys_joined"])
+        errors += check_standbys(events, expect["standbys_joined"],
+                                 expect.get("standby_min_sources", 1))
     if "max_recovery_s" in expect:
         errors += check_recovery(timeline, events, expect["max_recovery_s"])
     if "max_stall_s" in expect:

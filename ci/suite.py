@@ -29,7 +29,7 @@ class SuiteError(InputError):
 
 EXPECT_KEYS = ("faults", "world_sizes", "joiner_min_sources", "joiner_bandwidth_known",
                "joiner_bandwidth_source", "identical_final", "agent_views", "standbys_joined",
-               "max_stall_s", "max_recovery_s")
+               "max_stall_s", "max_recovery_s", "standby_min_sources")
 LAUNCHERS = ("horovodrun", "chaos-hvdrun")
 
 
@@ -97,8 +97,9 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
     expect = top.child("expect") if top.get("expect") is not None else \
         Reader({}, "expect", source, SuiteError)
     expect.check_keys(EXPECT_KEYS)
-    if "standbys_joined" in expect.data:
-        _positive_int(expect, "standbys_joined", 1)
+    for key in ("standbys_joined", "standby_min_sources"):
+        if key in expect.data:
+            _positive_int(expect, key, 1)
     for key in ("max_stall_s", "max_recovery_s"):
         limit = expect.get(key, 1.0)
         if isinstance(limit, bool) or not isinstance(limit, (int, float)) \

@@ -87,10 +87,10 @@ def test_join_keeps_training_and_switches_two_standbys(tmp_path):
                   and started < e.t_mono < ready]
         assert len(during) >= 3, "the running workers stopped while the standbys started"
         assert stall_s(job, pid) < STALL_LIMIT_S
-    # each standby pulled a committed state in the background, from both running workers
+    # each standby pulled a committed state in the background, planned over both workers
     pulls = [e for e in events if isinstance(e, ev.StandbyPull) and not e.error]
     assert len(pulls) >= 2 and all(e.version > 0 for e in pulls)
-    assert any(len([n for n in e.bytes_per_source.values() if n]) == 2 for e in pulls)
+    assert any(len([n for n in e.planned_bytes_per_source.values() if n]) == 2 for e in pulls)
     # after the switch: bit-identical full states, no committed step lost
     at4 = [e for e in events if type(e) is ev.Sync and e.size == 4]
     assert len({e.digest for e in at4 if e.version == at4[0].version}) == 1

@@ -58,8 +58,8 @@ def test_sources_round_trip_and_hostile_puts(served):
     assert raw(port, "PUT", f"/{wire.SOURCE}/0", b"x", {"Content-Length": "-5"}) == 400
     assert raw(port, "PUT", f"/{wire.SOURCE}/0/extra", b"x") == 400
     body = chttp.get("127.0.0.1", port, wire.SOURCES, "all")
-    good, bad = wire.decode_source_list(KEY, body)
-    assert [r.rank for r in good] == [0] and bad == []
+    got = wire.decode_source_list(KEY, body)
+    assert [r.rank for r in got.records] == [0] and got.rejected == []
 
 
 def test_ready_needs_a_known_standby_and_the_secret(served):

@@ -50,11 +50,11 @@ def test_garbage_is_a_typed_error(data):
     with pytest.raises(PeerMessageError):
         wire.decode_source(KEY, data)
     try:
-        good, bad = wire.decode_source_list(KEY, data)
+        got = wire.decode_source_list(KEY, data)
     except PeerMessageError:
         pass
     else:
-        assert good == []
+        assert got.records == []
 
 
 def test_oversized_and_deep_messages():
@@ -69,8 +69,14 @@ def test_oversized_and_deep_messages():
 def test_one_forged_record_costs_only_itself():
     good = wire.encode_source(KEY, record(rank=0)).decode()
     forged = wire.encode_source(OTHER, record(rank=1)).decode()
-    records, bad = wire.decode_source_list(KEY, json.dumps([good, forged, 7]).encode())
-    assert [r.rank for r in records] == [0] and len(bad) == 2
+    got = wire.decode_source_list(KEY, wire.encode_source_list(
+        [good.encode(), forged.encode()], 3))
+    assert [r.rank for r in got.records] == [0] and len(got.rejected) == 1 and got.world == 3
+    got = wire.decode_source_list(KEY, json.dumps({"world": 2, "records": [good, 7]}).encode())
+    assert len(got.records) == 1 and len(got.rejected) == 1
+    for bad in ([good], {"world": -1, "records": []}, {"world": 2}, {"records": [], "world": "2"}):
+        with pytest.raises(MalformedMessage):
+            wire.decode_source_list(KEY, json.dumps(bad).encode())
 
 
 def test_best_version_prefers_most_sources_then_newest():

@@ -408,6 +408,11 @@ def test_standby_and_stall_checks():
     dropped = ev.StandbyDropped(t_mono=3, host="w4", slot=0, instance="j", why="timeout")
     assert checks.check_standbys(smooth + [dropped], 1)
     assert checks.check_stall([], 2.0)
+    pull = ev.StandbyPull(host="w4", slot=0, attempt=1, version=4, needed_bytes=10,
+                          planned_bytes_per_source={0: 10, 1: 0}, bytes_per_source={0: 10})
+    assert checks.check_standbys(smooth + [pull], 1, min_sources=2)     # planned over one
+    pull.planned_bytes_per_source = {0: 4, 1: 6}                        # stealing is fine
+    assert checks.check_standbys(smooth + [pull], 1, min_sources=2) == []
 
 
 def _install(epoch, agent, t, added=(), removed=(), up=(), down=(), members=(), slots=None):

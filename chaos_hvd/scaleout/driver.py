@@ -320,7 +320,7 @@ class ChaosDriver(ElasticDriver):
 
     def sources(self) -> bytes:
         with self._sources_lock:
-            return wire.encode_source_list(list(self._sources.values()))
+            return wire.encode_source_list(list(self._sources.values()), self._world_size)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ Scopes (``/scope/key`` on the rendezvous server):
 
 ``chaos_source/<rank>``     PUT by a running worker: :class:`SourceRecord` of the committed snapshot
                             it serves to standbys.
-``chaos_sources/all``       GET by a standby: every current source record (a JSON list).
+``chaos_sources/all``       GET by a standby: every current source record and the world size.
 ``chaos_wanted/all``        GET by a running worker: 200 while a standby is starting (offer a
                             snapshot and publish its record), 404 otherwise.
 ``chaos_ready/<host>:<slot>``   PUT by a standby once it holds a recent state.
@@ -147,21 +147,31 @@ def decode_source(secret: bytes, data: bytes) -> SourceRecord:
     return record.validate()
 
 
-def encode_source_list(blobs: list[bytes]) -> bytes:
-    """The launcher's answer to ``chaos_sources/all``: the signed records as they came."""
-    return json.dumps([b.decode() for b in blobs[:MAX_RECORDS]]).encode()
+@dataclass(frozen=True)
+class SourceList:
+    records: list[SourceRecord]
+    rejected: list[str]     # why each bad record was skipped
+    world: int              # how many workers the job has now (all of them offer)
 
 
-def decode_source_list(secret: bytes, data: bytes) -> tuple[list[SourceRecord], list[str]]:
-    """(valid records, why each bad one was skipped): one forged record costs only itself."""
+def encode_source_list(blobs: list[bytes], world: int) -> bytes:
+    """The launcher's answer to ``chaos_sources/all``: the signed records as they came, and the
+    current world size (so a standby knows how many offers to wait for)."""
+    return json.dumps({"world": world, "records": [b.decode() for b in blobs[:MAX_RECORDS]]}).encode()
+
+
+def decode_source_list(secret: bytes, data: bytes) -> SourceList:
+    """One forged or malformed record costs only itself."""
     if len(data) > MAX_RECORD_BYTES * 8:
         raise OversizedMessage(f"source list of {len(data)} bytes")
     try:
-        items = json.loads(data)
+        doc = json.loads(data)
     except (ValueError, RecursionError) as e:
         raise MalformedMessage(f"source list: {e}") from None
+    items = doc.get("records") if isinstance(doc, dict) else None
     if not isinstance(items, list) or len(items) > MAX_RECORDS:
         raise MalformedMessage("source list: not a list of records")
+    world = _check_int(doc.get("world"), "world", 0, MAX_RECORDS)
     good, bad = [], []
     for item in items:
         try:
@@ -170,7 +180,7 @@ def decode_source_list(secret: bytes, data: bytes) -> tuple[list[SourceRecord], 
             good.append(decode_source(secret, item.encode()))
         except PeerMessageError as e:
             bad.append(str(e))
-    return good, bad
+    return SourceList(good, bad, world)
 
 
 def best_version(records: list[SourceRecord]) -> list[SourceRecord]:

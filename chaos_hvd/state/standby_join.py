@@ -56,15 +56,16 @@ class StandbyJoin:
         attempt, first_seen = 0, None
         while True:
             attempt += 1
-            published = self._sources()
+            published, world = self._sources()
             records = wire.best_version(published)
             if not records:
                 time.sleep(RETRY_S)
                 continue
             first_seen = first_seen or time.monotonic()
-            if len(records) < len({r.rank for r in published}) \
-                    and time.monotonic() - first_seen < AGREE_WAIT_S:
-                time.sleep(RETRY_S / 2)   # workers offer every few commits: they converge
+            if len(records) < world and time.monotonic() - first_seen < AGREE_WAIT_S:
+                # every worker offers the same versions once it knows a standby waits: wait a
+                # little for all of them, then take what there is
+                time.sleep(RETRY_S / 2)
                 continue
             try:
                 return self._pull_from(records, attempt)
@@ -105,22 +106,23 @@ class StandbyJoin:
                     return
             time.sleep(VERDICT_POLL_S)
 
-    def _sources(self) -> list[wire.SourceRecord]:
+    def _sources(self) -> tuple[list[wire.SourceRecord], int]:
+        """(valid source records, the job's world size)."""
         try:
             body = http.get(*self.who.rendezvous, wire.SOURCES, "all")
         except ServiceUnavailable as e:
             log.info("no source list yet: %s", e)
-            return []
+            return [], 0
         if body is None:
-            return []
+            return [], 0
         try:
-            good, bad = wire.decode_source_list(self.who.secret, body)
+            got = wire.decode_source_list(self.who.secret, body)
         except PeerMessageError as e:
             log.warning("bad source list: %s", e)
-            return []
-        for why in bad:
+            return [], 0
+        for why in got.rejected:
             log.warning("ignoring a source record: %s", why)
-        return good
+        return got.records, got.world
 
     def _pull_from(self, records: list[wire.SourceRecord], attempt: int) -> int:
         t0 = time.perf_counter()
@@ -136,6 +138,7 @@ class StandbyJoin:
         if STANDBY in roles.needs and roles.needs[STANDBY]:
             got = self._pull.pull(self.target, roles, infos + [me], STANDBY)
             record.needed_bytes = roles.needed_bytes(STANDBY)
+            record.planned_bytes_per_source = got.plan.bytes_by_source(roles)
             record.plan_s, record.transfer_s, record.load_s = got.plan_s, got.transfer_s, got.load_s
             record.bytes_per_source = got.stats.bytes_by_source
             record.failed_sources = got.stats.failed_sources
