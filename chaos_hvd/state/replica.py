@@ -7,7 +7,7 @@ chunks to peers (created on first use).
 
 A snapshot *offered* to standby joiners (:meth:`offer_current`) is never written to while it is
 offered: commits then go to a second buffer, so training goes on at full speed while a standby
-pulls a consistent version (memory: two copies of the state while the launcher asks for offers).
+pulls a consistent version (memory: two copies of the state from the first offer on).
 """
 
 from __future__ import annotations
