@@ -353,7 +353,7 @@ def chaos_rendezvous_handler(driver: ChaosDriver):
             where = _split(self.path)
             if where is None:
                 return self._refuse("not /scope/key")
-            if where[0] not in (wire.SOURCES, wire.SWITCH, wire.WANTED):
+            if where[0] not in wire.GET_SCOPES:
                 return super().do_GET()
             scope, key = where
             try:
@@ -376,7 +376,7 @@ def chaos_rendezvous_handler(driver: ChaosDriver):
             where = _split(self.path)
             if where is None:
                 return self._refuse("not /scope/key")
-            if where[0] not in (wire.SOURCE, wire.READY):
+            if where[0] not in wire.PUT_SCOPES:
                 return super().do_PUT()
             scope, key = where
             body = _read_body(self)
