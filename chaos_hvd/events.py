@@ -178,6 +178,14 @@ class StandbyDropped(LauncherEvent, tag="standby_dropped"):
     why: str
 
 
+class SlotLost(Event, tag="slot_lost"):
+    """The launcher recorded a vanished host's worker at the reset barrier on its behalf."""
+
+    host: str
+    slot: int
+    waited_s: float                  # the barrier waited this long for it alone
+
+
 # ------------------------------------------------------------------------------ training script
 
 class TrainingEvent(Event, kw_only=True):
@@ -374,7 +382,7 @@ class FaultError(TimelineEvent, tag="fault_error"):
 
 AnyEvent = Union[
     Sync, SyncFailed, PeerDead, Diverged, ShardRequestRejected, StandbyPull, StandbySwitch,
-    StandbyStarted, StandbyReady, StandbySwitched, StandbyJoined, StandbyDropped,
+    StandbyStarted, StandbyReady, StandbySwitched, StandbyJoined, StandbyDropped, SlotLost,
     Resumed, Step, Commit, Final,
     AgentStarted, AgentStopped, Install, Suspect, Removed, JoinRequest, Lease, Leave,
     LeaveTimeout, LinkDown, LinkUp, Probe, Rejected, SendFailed,

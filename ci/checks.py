@@ -9,6 +9,7 @@ broken invariant at once.
 from __future__ import annotations
 
 from chaos_hvd import events as ev
+from testbed.run_timeline import view_changes
 
 
 def check_faults(timeline: list[ev.Event], expected: list[str]) -> list[str]:
@@ -67,19 +68,6 @@ def check_joiner(events: list[ev.Event], min_sources: int, bandwidth_known: bool
         if bandwidth_source == "agent" and not s.measured_to_me:
             errors.append(f"rank {s.rank}: no measured rate into the joiner in its plan")
     return errors
-
-
-def view_changes(agent_events: list[ev.Event]) -> list[ev.Install]:
-    """One install record per epoch, in epoch order: the one with the smallest diff, i.e. from an
-    agent that held the previous view (a joiner's first install lists everyone as added)."""
-    best: dict[int, tuple[int, ev.Install]] = {}
-    for e in agent_events:
-        if not isinstance(e, ev.Install):
-            continue
-        size = len(e.added) + len(e.removed) + len(e.links_up) + len(e.links_down)
-        if e.epoch not in best or size < best[e.epoch][0]:
-            best[e.epoch] = (size, e)
-    return [best[k][1] for k in sorted(best)]
 
 
 def check_slots(views: list[ev.Install], slots: dict[str, int]) -> list[str]:
@@ -155,14 +143,56 @@ def recovery_times(timeline: list[ev.Event], events: list[ev.Event],
     return out
 
 
-def check_recovery(timeline: list[ev.Event], events: list[ev.Event], limit_s: float) -> list[str]:
-    """Training resumed within `limit_s` of every crash (fast detection, not Gloo's timeout)."""
-    times = recovery_times(timeline, events)
+def check_recovery(timeline: list[ev.Event], events: list[ev.Event], limit_s: float,
+                   kinds: tuple[str, ...] = ("crash",)) -> list[str]:
+    """Training resumed within `limit_s` of every fault of these kinds (fast detection, not
+    Gloo's timeout)."""
+    times = recovery_times(timeline, events, kinds)
     if not times:
-        return ["no crash to recover from"]
+        return [f"no fault of kinds {list(kinds)} to recover from"]
     return [f"{what}: training resumed after {t:.1f} s (limit {limit_s} s)" if t is not None
             else f"{what}: training never resumed" for what, t in times
             if t is None or t > limit_s]
+
+
+def abort_delays(agent_events: list[ev.Event], events: list[ev.Event],
+                 ip: dict[str, str]) -> list[tuple[str, float | None]]:
+    """For each node the agents removed: seconds from that view's first install to the first
+    crash-watch abort (PeerDead) at or after the view (0 when one came first, None: never)."""
+    names = {v: k for k, v in ip.items()}
+    first: dict[str, float] = {}
+    for e in sorted((e for e in agent_events if isinstance(e, ev.Install)),
+                    key=lambda e: e.t_mono):
+        for addr in e.removed:
+            if e.in_view and addr != e.agent:
+                first.setdefault(addr, e.t_mono)
+    dead = sorted(e.t_mono for e in events if isinstance(e, ev.PeerDead))
+    out = []
+    for addr, t in sorted(first.items(), key=lambda kv: kv[1]):
+        near = [d for d in dead if d >= t - 30.0]   # an EOF may precede the agents' view
+        out.append((names.get(addr, addr), max(0.0, near[0] - t) if near else None))
+    return out
+
+
+def check_abort(agent_events: list[ev.Event], events: list[ev.Event], ip: dict[str, str],
+                limit_s: float) -> list[str]:
+    """Every node the agents removed made the survivors abort their collective within
+    `limit_s` of the view that removed it."""
+    delays = abort_delays(agent_events, events, ip)
+    if not delays:
+        return ["the agents removed no node"]
+    return [f"{node} removed, but no worker aborted its collective" if d is None else
+            f"{node} removed, survivors aborted {d:.1f} s later (limit {limit_s} s)"
+            for node, d in delays if d is None or d > limit_s]
+
+
+def check_no_false_alarm(agent_events: list[ev.Event], events: list[ev.Event]) -> list[str]:
+    """Nothing failed: no worker aborted its collective and the agents removed no one."""
+    errors = [f"rank {e.rank} aborted its collective: peer {e.peer} declared dead"
+              for e in events if isinstance(e, ev.PeerDead)]
+    errors += [f"the agents removed {v.removed} at epoch {v.epoch}"
+               for v in view_changes(agent_events) if v.removed]
+    return errors
 
 
 def check_standbys(events: list[ev.Event], joined: int, min_sources: int = 1) -> list[str]:
@@ -236,7 +266,13 @@ def check_run(timeline: list[ev.Event], events: list[ev.Event], expect: dict,
         errors += check_standbys(events, expect["standbys_joined"],
                                  expect.get("standby_min_sources", 1))
     if "max_recovery_s" in expect:
-        errors += check_recovery(timeline, events, expect["max_recovery_s"])
+        errors += check_recovery(timeline, events, expect["max_recovery_s"],
+                                 tuple(expect.get("recovery_from", ["crash"])))
+    if "max_abort_after_view_s" in expect:
+        errors += check_abort(list(agent_events), events, ip or {},
+                              expect["max_abort_after_view_s"])
+    if expect.get("no_false_alarm"):
+        errors += check_no_false_alarm(list(agent_events), events)
     if "max_stall_s" in expect:
         errors += check_stall(events, expect["max_stall_s"])
     if expect.get("identical_final"):

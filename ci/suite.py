@@ -29,8 +29,10 @@ class SuiteError(InputError):
 
 EXPECT_KEYS = ("faults", "world_sizes", "joiner_min_sources", "joiner_bandwidth_known",
                "joiner_bandwidth_source", "identical_final", "agent_views", "standbys_joined",
-               "max_stall_s", "max_recovery_s", "standby_min_sources")
+               "max_stall_s", "max_recovery_s", "standby_min_sources", "recovery_from",
+               "max_abort_after_view_s", "no_false_alarm")
 LAUNCHERS = ("horovodrun", "chaos-hvdrun")
+RECOVERY_KINDS = ("crash", "link_down", "partition", "pause")   # faults that stop a worker
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,12 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
     for key in ("standbys_joined", "standby_min_sources"):
         if key in expect.data:
             _positive_int(expect, key, 1)
-    for key in ("max_stall_s", "max_recovery_s"):
+    if "recovery_from" in expect.data:
+        kinds = _string_list(expect, "recovery_from")
+        unknown = sorted(set(kinds) - set(RECOVERY_KINDS))
+        if not kinds or unknown:
+            expect.fail(f"must list fault kinds among {list(RECOVERY_KINDS)}", "recovery_from")
+    for key in ("max_stall_s", "max_recovery_s", "max_abort_after_view_s"):
         limit = expect.get(key, 1.0)
         if isinstance(limit, bool) or not isinstance(limit, (int, float)) \
                 or not math.isfinite(limit) or limit <= 0:

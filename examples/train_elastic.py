@@ -49,6 +49,18 @@ def params_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+class Deadline(Exception):
+    """Every rank stops at the same commit: rank 0 says when the deadline has passed."""
+
+
+def check_deadline(deadline: float | None) -> None:
+    if deadline is None:
+        return
+    late = torch.tensor([1 if time.time() > deadline else 0])
+    if hvd.broadcast(late, root_rank=0, name="train_elastic.deadline").item():
+        raise Deadline()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=["resnet18", "medium", "small"], default="resnet18",
@@ -62,6 +74,8 @@ def main() -> None:
                     help="seconds to sleep per step (stretches short test runs)")
     ap.add_argument("--state", choices=["chaos", "torch"], default="chaos")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--deadline-unix", type=float, default=None,
+                    help="stop at the first commit after this time (rank 0's clock decides)")
     ap.add_argument("--same-init", action="store_true",
                     help="same initial weights on every rank (benches: the first sync moves nothing)")
     args = ap.parse_args()
@@ -110,13 +124,17 @@ def main() -> None:
                 if state.step % args.commit_every == 0:
                     log.write(events.Commit(rank=hvd.rank(), size=hvd.size(), step=state.step))
                     state.commit()
+                    check_deadline(args.deadline_unix)
             state.epoch += 1
             state.train_sampler.set_epoch(state.epoch)
             log.write(events.Commit(rank=hvd.rank(), size=hvd.size(), step=state.step))
             state.commit()
 
     t0 = time.time()
-    train(state)
+    try:
+        train(state)
+    except Deadline:
+        pass
     log.write(events.Final(rank=hvd.rank(), size=hvd.size(), step=state.step,
                            digest=params_digest(state.model), seconds=time.time() - t0))
     if hvd.rank() == 0:

@@ -8,6 +8,7 @@
     sudo chaos-testbed show | down | clean
     chaos-testbed check topologies/x.yaml [--faults f.yaml]  # validate files (no root)
     chaos-testbed probe                                       # what this kernel can emulate
+    chaos-testbed report results/<run>                        # the run's timeline as a PNG
 
 ``{discovery}``, ``{hosts}``, ``{np}``, ``{max_np}``, ``{out}``, ``{event_log}``, ``{bandwidth}`` and
 ``{agent_socket}`` in the command are replaced. ``run --agents`` runs a ``chaos-hvd agent`` in every
@@ -186,7 +187,16 @@ def cmd_run(args) -> int:
         if ex.pending:
             _say(f"{len(ex.pending)} scheduled action(s) never fired (the command ended first)")
         _say(f"command exited with {rc}; tearing down")
+    _say(f"timeline picture: chaos-testbed report {tb.out_dir}")
     return rc
+
+
+def cmd_report(args) -> int:
+    from .report import describe, load_run, write_report
+    path = write_report(args.run_dir, args.out)
+    print(describe(load_run(args.run_dir)))
+    print(f"wrote {path}")
+    return 0
 
 
 def _agent_mode(args):
@@ -383,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = parser("check", "validate a topology (and schedule) without root")
     files(p)
     p.set_defaults(fn=cmd_check)
+
+    p = parser("report", "draw a run's timeline as a PNG (no root)")
+    p.add_argument("run_dir", help="the run's directory (holds timeline.jsonl)")
+    p.add_argument("--out", help="PNG path (default RUN_DIR/timeline.png)")
+    p.set_defaults(fn=cmd_report)
 
     p = parser("probe", "what this kernel can emulate")
     p.set_defaults(fn=cmd_probe)

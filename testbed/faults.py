@@ -14,7 +14,8 @@ File shape::
             min_workers: 2}                          # optional: random actions appended
 
 Node actions: ``crash`` (SIGKILL the host's workers), ``leave`` (SIGTERM), ``pause``/``resume``
-(SIGSTOP/SIGCONT), ``join`` (the host becomes discoverable). Link actions: ``link_down``,
+(SIGSTOP/SIGCONT), ``join`` (the host becomes discoverable: a standby host, or one that crashed
+or left before). Link actions: ``link_down``,
 ``link_up``, ``flap`` (``count`` times down for ``period``/2 then up), ``degrade`` (change any
 direction field; ``direction`` up|down|both), ``restore`` (back to the topology's values).
 ``partition`` cuts every pair of hosts in different groups (hosts not listed form their own
@@ -136,9 +137,6 @@ def _parse_action(r: Reader, topo: Topology) -> Action:
         if not isinstance(node, str) or node not in workers:
             r.fail(f"{node!r} is not a worker node of topology {topo.name!r} "
                    f"(workers: {', '.join(sorted(workers))})", "node")
-        if kind == Kind.JOIN and not topo.node(node).standby:
-            r.fail(f"{node!r} is discoverable from the start; mark it 'standby: true' in the "
-                   "topology to join it later", "node")
         kw["node"] = node
     elif kind in LINK_ACTIONS:
         link = r.require("link")
@@ -228,7 +226,7 @@ _NODE_MOVES = {
     "standby": {Kind.JOIN: "active"},
     "active": {Kind.CRASH: "gone", Kind.LEAVE: "gone", Kind.PAUSE: "paused"},
     "paused": {Kind.RESUME: "active", Kind.CRASH: "gone", Kind.LEAVE: "gone"},
-    "gone": {},
+    "gone": {Kind.JOIN: "active"},   # a crashed or departed host comes back
 }
 
 
@@ -244,6 +242,8 @@ def _check_consistency(actions: list[Action], topo: Topology, source: str) -> No
             if a.node in joined:
                 raise ScheduleError(f"node {a.node!r} joins twice", source)
             joined.add(a.node)
+        elif a.action in (Kind.CRASH, Kind.LEAVE):
+            joined.discard(a.node)
     by_node: dict[str, list[Action]] = {}
     for a in actions:
         if a.action in NODE_ACTIONS:
@@ -254,7 +254,9 @@ def _check_consistency(actions: list[Action], topo: Topology, source: str) -> No
         state = "standby" if topo.node(node).standby else "active"
         for a in sorted(acts, key=Action.trigger_key):
             if a.action not in _NODE_MOVES[state]:
-                raise ScheduleError(f"{a.action} {node} when {node} is {state}", source)
+                hint = ("; mark it 'standby: true' in the topology to join it later"
+                        if a.action == Kind.JOIN and state == "active" else "")
+                raise ScheduleError(f"{a.action} {node} when {node} is {state}{hint}", source)
             state = _NODE_MOVES[state][a.action]
     net = [a for a in actions if a.action in NET_ACTIONS]
     if len({a.trigger_key()[0] for a in net}) == 1:

@@ -80,3 +80,53 @@ def test_horovods_own_scopes_still_work(served):
     _, port = served
     assert raw(port, "PUT", "/myscope/k", b"v") == 200
     assert raw(port, "GET", "/myscope/k") == 200
+
+
+def test_a_vanished_hosts_worker_is_recorded_for_and_its_session_ended(tmp_path):
+    """A real ChaosDriver with two one-slot hosts whose workers hang like an ssh session to a
+    host that lost power: h1's worker reaches the reset barrier, h2's never does. While
+    discovery lists h2 the barrier keeps waiting (Horovod's behaviour); once it drops h2 the
+    driver records h2 for it, the job re-forms at size 1, h2's session is ended through
+    Horovod's host event, and a late record from h2's old worker is ignored."""
+    import threading
+    import time
+
+    from chaos_hvd.events import SlotLost, read_events
+
+    ended = {}
+
+    def hung_worker(slot_info, stop_events):
+        while not any(e.is_set() for e in stop_events):
+            time.sleep(0.05)
+        ended[slot_info.hostname] = time.monotonic()
+        return 143, time.time()
+
+    discovery = FixedHosts({"h1": 1, "h2": 1})
+    log = tmp_path / "launcher.jsonl"
+    rendezvous = RendezvousServer()
+    driver = ChaosDriver(rendezvous, discovery, 1, 2,
+                         standby=StandbySettings(KEY, 30.0, str(log)))
+    rendezvous.start(chaos_rendezvous_handler(driver))
+    try:
+        driver.start(2, hung_worker)
+        assert driver.world_size() == 2
+        first = threading.Thread(target=driver.record_ready, args=("h1", 0), daemon=True)
+        first.start()
+        time.sleep(2.5)                     # h2 still listed: the barrier waits, as Horovod's
+        assert first.is_alive() and driver.world_size() == 2 and not ended
+        t0 = time.monotonic()
+        discovery.set({"h1": 1})            # the agents agreed h2 is gone
+        first.join(timeout=10)
+        assert not first.is_alive(), "the reset barrier still waits for the vanished host"
+        assert driver.world_size() == 1 and time.monotonic() - t0 < 5
+        deadline = time.monotonic() + 5
+        while "h2" not in ended and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "h2" in ended and "h1" not in ended
+        late = threading.Thread(target=driver.record_ready, args=("h2", 0), daemon=True)
+        late.start()
+        late.join(timeout=3)
+        assert not late.is_alive(), "the old worker's late record joined the next barrier"
+        assert [(e.host, e.slot) for e in read_events(str(log), SlotLost)] == [("h2", 0)]
+    finally:
+        driver.stop()

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from chaos_hvd.errors import MalformedMessage, OversizedMessage, PeerMessageError
 from chaos_hvd.scaleout import wire
+from chaos_hvd.scaleout.lost_slots import LostSlotWatch, blocking_lost
 from chaos_hvd.scaleout.standbys import Phase, StandbyTable
 
 KEY = bytes(range(32))
@@ -150,10 +151,52 @@ def test_table_invariants_under_any_sequence(ops):
         elif op == "drop":
             t.drop(host, slot, "x")
         elif op == "forget":
-            t.forget_host(host)
+            switching = {x.key for x in t if x.host == host and x.phase == Phase.SWITCHING}
+            stopped = t.forget_host(host)
+            assert all(x.phase in (Phase.STARTING, Phase.READY) for x in stopped)
+            # a switching standby is one of the job's workers already: never forgotten
+            assert {x.key for x in t if x.host == host} == switching
         for s in t:
             held = s.host in t.held_back()
             if s.phase in (Phase.STARTING, Phase.DROPPED):
                 assert held
             if s.phase == Phase.READY:
                 assert s.ready_at is not None and s.version is not None
+
+
+# --- lost slots: the launcher records a vanished host's worker at the reset barrier -------------
+
+slots_st = st.sets(st.tuples(st.sampled_from(["h1", "h2", "h3"]), st.integers(0, 1)), max_size=6)
+
+
+@given(slots_st, slots_st, st.dictionaries(st.sampled_from(["h1", "h2", "h3"]),
+                                           st.integers(0, 2)))
+def test_blocking_lost_only_when_all_missing_are_unlisted(assigned, recorded, discovered):
+    recorded = recorded & assigned
+    lost = blocking_lost(assigned, recorded, discovered)
+    missing = assigned - recorded
+    if lost:
+        assert lost == missing and recorded            # the barrier waits for them alone
+        assert all(discovered.get(h, 0) <= s for h, s in lost)   # discovery dropped each
+    elif missing and recorded:
+        assert any(discovered.get(h, 0) > s for h, s in missing)  # a listed worker is awaited
+
+
+def test_lost_slot_watch_grace_once_per_reset():
+    w = LostSlotWatch(0.5)
+    assigned = {("h1", 0), ("h2", 0)}
+    args = (assigned, {("h1", 0)}, {"h1": 1})
+    assert w.observe(1, *args, now=0.0) == frozenset()
+    assert w.observe(1, *args, now=0.4) == frozenset()
+    assert w.observe(1, *args, now=0.6) == {("h2", 0)}
+    assert w.observe(1, *args, now=0.9) == frozenset()      # once per reset
+    # the host listed again before the grace ran out: nothing, and the clock starts over
+    assert w.observe(2, *args, now=1.0) == frozenset()
+    assert w.observe(2, assigned, {("h1", 0)}, {"h1": 1, "h2": 1}, now=1.2) == frozenset()
+    assert w.observe(2, *args, now=1.3) == frozenset()
+    assert w.observe(2, *args, now=1.9) == {("h2", 0)}
+    # nobody at the barrier yet (no reset under way): never
+    assert w.observe(3, assigned, set(), {"h1": 1}, now=9.0) == frozenset()
+    assert w.observe(3, assigned, set(), {"h1": 1}, now=19.0) == frozenset()
+    with pytest.raises(ValueError):
+        LostSlotWatch(float("nan"))

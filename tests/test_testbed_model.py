@@ -219,7 +219,7 @@ BAD_SCHEDULES = {
     "unknown_link": ("link: h2-s1", "link: h2-s9", r"actions\[2\].link: no link 'h2-s9'"),
     "two_triggers": ("{at_step: 10,", "{at: 1, at_step: 10,", r"exactly one trigger"),
     "no_trigger": ("{at: 5s, action: heal}", "{action: heal}", r"exactly one trigger"),
-    "join_not_standby": ("join, node: h3", "join, node: h2", r"discoverable from the start"),
+    "join_not_standby": ("join, node: h3", "join, node: h2", r"join h2 when h2 is active; mark it 'standby: true'"),
     "bad_period": ("period: 2s", "period: 0", r"period must be in \(0, 3600\] seconds"),
     "flap_storm": ("count: 2", "count: 3000000", r"count must be an integer in 1..10000"),
     "list_node": ("crash, node: h1", "crash, node: [h1]", r"actions\[1\].node: \['h1'\] is not"),

@@ -10,13 +10,17 @@ Environment (the launcher's):
                              Horovod's environment forwarding and sign what they tell each other
                              and the launcher with it.
 ``CHAOS_EVENT_LOG``          where the launcher appends its ``standby_*`` records
+
+``kill -USR1`` the launcher to have it print every thread's stack (a job that does not end).
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import secrets
+import signal
 import sys
 
 from ..errors import ConfigError
@@ -44,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s chaos-hvdrun %(levelname)s %(message)s")
     logging.getLogger("chaos_hvd").setLevel(logging.INFO)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         settings = settings_from_env()
     except ConfigError as e:

@@ -27,6 +27,13 @@ would, and switched in as soon as they are up.
 
 If a host is added and another removed in one update, Horovod's behaviour applies to the removal
 at once and the addition goes through a standby as above.
+
+A host that vanishes silently (power loss, cut link) would hold every reset for minutes: its
+worker can neither record at Horovod's reset barrier nor exit. Once discovery (the cluster agents)
+no longer lists it and it is all the barrier waits for, the driver records its slots ready on its
+behalf after ``LOST_GRACE_S`` (:mod:`~chaos_hvd.scaleout.lost_slots`), then ends its ssh sessions
+through Horovod's own host event; a record from that worker later (a healed partition) is ignored
+until the slot is started afresh.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from .. import events
 from ..errors import ChaosError, PeerMessageError
 from ..events import EventLog
 from . import wire
+from .lost_slots import LostSlotWatch, Slot
 from .standbys import Phase, Standby, StandbyTable
 
 log = logging.getLogger(__name__)
@@ -58,6 +66,7 @@ log = logging.getLogger(__name__)
 RENOTIFY_AFTER_S = 5.0    # Horovod's notifications carry whole seconds: one may be ignored
 BATCH_WAIT_S = 10.0       # a ready standby waits this long for others still starting (one reset)
 WATCH_INTERVAL_S = 0.25
+LOST_GRACE_S = 0.5        # a vanished host's slots, alone at the reset barrier this long, are recorded
 _PORT_RE = re.compile(r"\bHOROVOD_GLOO_RENDEZVOUS_PORT=(\d+)\b")
 
 
@@ -109,16 +118,17 @@ class ChaosDriver(ElasticDriver):
         self._table = StandbyTable(standby.ready_timeout_s)
         self._launch: StandbyLaunch | None = None
         self._kill: dict[tuple[str, int], threading.Event] = {}
-        self._solo: dict[tuple[str, int], RendezvousServer] = {}
+        self._solo: dict[str, RendezvousServer] = {}    # by standby instance
         self._sources: dict[int, bytes] = {}
         self._sources_lock = threading.Lock()
         self._last_notify = 0.0
         self._notified: set[tuple[str, int]] = set()
         self._events = EventLog(standby.event_log)
+        self._lost = LostSlotWatch(LOST_GRACE_S)
+        self._retired: set[Slot] = set()   # recorded for; their old process must not count again
         super().__init__(rendezvous, discovery, min_num_proc, max_num_proc, timeout=timeout,
                          reset_limit=reset_limit, cooldown_range=cooldown_range, verbose=verbose)
-        threading.Thread(target=self._watch_standbys, name="chaos-standby-watch",
-                         daemon=True).start()
+        threading.Thread(target=self._watch, name="chaos-launcher-watch", daemon=True).start()
 
     def enable_standbys(self, launch: StandbyLaunch) -> None:
         launch.main_port  # fail at start, not at the first join  # noqa: B018
@@ -144,7 +154,31 @@ class ChaosDriver(ElasticDriver):
         with self._wait_hosts_cond:
             if self._launch is not None and self._host_assignments:
                 self._start_standbys(current_hosts)
-            super()._notify_workers_host_changes(current_hosts, update_res)
+            self._notify(current_hosts, update_res)
+
+    def _notify(self, current_hosts, update_res) -> None:
+        """Horovod's ``_notify_workers_host_changes``, but the message to rank 0 goes from a
+        thread of its own. Horovod sends it holding the driver's lock, with a socket that has
+        no timeout and three attempts: when rank 0's host vanished silently that is ~6 minutes
+        (three TCP connect timeouts) in which no reset can complete. Call with the lock held."""
+        next_assignments = {}
+        if current_hosts.count_available_slots() >= self._min_num_proc:
+            next_assignments, _ = self._get_host_assignments(current_hosts)
+        if next_assignments == self.host_assignments:
+            return
+        coordinator = self.get_coordinator_info()
+        client = self.get_worker_client(coordinator) if coordinator else None
+        if client is None:
+            return
+        timestamp = int(time.time())   # Horovod's _epoch_time_s
+
+        def send() -> None:
+            try:
+                client.notify_hosts_updated(timestamp, update_res)
+            except Exception:  # noqa: BLE001 - Horovod ignores a failed notification too
+                log.info("could not notify rank 0 (%s) of host changes", coordinator.hostname)
+
+        threading.Thread(target=send, name="chaos-notify", daemon=True).start()
 
     def _start_worker_processes(self, pending_slots):
         fresh = []
@@ -158,10 +192,16 @@ class ChaosDriver(ElasticDriver):
                                                               instance=sb.instance))
                 else:
                     fresh.append(slot_info)
+            self._retired -= {(s.hostname, s.local_rank) for s in pending_slots}
         super()._start_worker_processes(fresh)
 
     def record_ready(self, host, slot):
         with self._wait_hosts_cond:
+            if (host, slot) in self._retired and not self.has_rank_assignment(host, slot):
+                # the old worker of a host recorded as lost (a partition healed): it is not in
+                # the job any more; Horovod tells it so (no rank) and it exits
+                log.warning("worker %s:%d, recorded as lost, came back: ignored", host, slot)
+                return
             sb = self._table.get(host, slot)
             joined = sb is not None and self._table.mark_joined(host, slot)
         if joined:
@@ -204,7 +244,7 @@ class ChaosDriver(ElasticDriver):
         port = solo.start(RendezvousHandler)   # a plain store: nothing there is decoded
         solo.init([hvd_hosts.SlotInfo(hostname=host, rank=0, local_rank=0, cross_rank=0, size=1,
                                       local_size=1, cross_size=1)])
-        self._solo[sb.key] = solo
+        self._solo[sb.instance] = solo
         log.info("new slot %s:%d: starting a standby (training goes on)", host, slot)
         self._events.write(events.StandbyStarted(host=host, slot=slot, instance=sb.instance))
         host_event = self._host_manager.get_host_event(host)
@@ -228,10 +268,11 @@ class ChaosDriver(ElasticDriver):
         with self._wait_hosts_cond:
             current = self._table.get(sb.host, sb.slot) is sb
             # switching: the job already counts on its slot, so its exit is a worker's failure
-            joined = current and sb.phase in (Phase.SWITCHING, Phase.JOINED)
+            # (also once the table forgot it: Horovod's barrier still waits for the slot)
+            joined = sb.phase in (Phase.SWITCHING, Phase.JOINED)
             if current and not joined and not self._shutdown.is_set():
                 self._drop(sb, why)
-            solo = self._solo.pop(sb.key, None) if current else None
+            solo = self._solo.pop(sb.instance, None)
         if solo is not None:
             solo.stop()
         if joined and self.has_rank_assignment(sb.host, sb.slot):
@@ -279,8 +320,7 @@ class ChaosDriver(ElasticDriver):
         self._last_notify, self._notified = now, {sb.key for sb in ready}
         # Horovod's own path: rank 0 learns of the change and every worker resets at its next
         # commit; the ready hosts are no longer held back, so the assignments now differ
-        ElasticDriver._notify_workers_host_changes(self, self._host_manager.current_hosts,
-                                                   HostUpdateResult.added)
+        self._notify(self._host_manager.current_hosts, HostUpdateResult.added)
 
     def offers_wanted(self) -> bool:
         with self._wait_hosts_cond:
@@ -299,13 +339,45 @@ class ChaosDriver(ElasticDriver):
                 return None
         return wire.encode_verdict(self._standby.secret, host, slot, sb.instance, verdict)
 
-    def _watch_standbys(self) -> None:
+    def _watch(self) -> None:
         while not self._shutdown.wait(WATCH_INTERVAL_S):
             now = time.monotonic()
             with self._wait_hosts_cond:
                 for sb in self._table.overdue(now):
                     self._drop(sb, f"not ready within {self._table.ready_timeout_s:g} s")
                 self._maybe_notify(now)
+                lost = self._observe_barrier(now)
+                self._retired |= lost
+            for host, slot in sorted(lost):
+                threading.Thread(target=self._record_lost, args=(host, slot, now),
+                                 name=f"chaos-lost-{host}:{slot}", daemon=True).start()
+
+    def _observe_barrier(self, now: float) -> frozenset[Slot]:
+        registry = self._worker_registry
+        try:
+            recorded = set(registry.get_recorded_slots())
+        except RuntimeError:   # changed while copied: look again next time
+            return frozenset()
+        assigned = {(h, s.local_rank) for h, slots in self._host_assignments.items()
+                    for s in slots}
+        discovered = self._host_manager.current_hosts.host_slots
+        return self._lost.observe(registry.last_rendezvous(), assigned, recorded, discovered, now)
+
+    def _record_lost(self, host: str, slot: int, since: float) -> None:
+        waited = time.monotonic() - since + LOST_GRACE_S
+        log.warning("host %s left discovery and its worker %d never reached the reset: "
+                    "recording it for the worker", host, slot)
+        self._events.write(events.SlotLost(host=host, slot=slot, waited_s=round(waited, 3)))
+        # blocks like the worker's own record until the barrier completes and the job resumed
+        self._worker_registry.record_ready(host, slot)
+        with self._wait_hosts_cond:
+            if self._host_assignments.get(host):
+                log.info("host %s keeps other slots: its other workers live on", host)
+                return
+            # Horovod's safe_shell_exec ends every worker process it started there (the event
+            # it sets when it blacklists a host); the next process for the host gets a new one
+            log.info("ending the ssh sessions of lost host %s", host)
+            self._host_manager._hosts_state[host].set_event()
 
     # -- source directory -------------------------------------------------------------------------
 

@@ -103,11 +103,15 @@ class StandbyTable:
         return sb
 
     def forget_host(self, host: str) -> list[Standby]:
-        """The host left discovery: forget its entries; returns the ones that had not joined."""
-        gone = [sb for key, sb in self._by_slot.items() if key[0] == host]
+        """The host left discovery: forget its entries; returns the ones to stop (starting or
+        ready). A switching standby is kept: the job's world already counts on it, and like any
+        of Horovod's workers it is not stopped because discovery changed (a brief partition must
+        not cost the reset that is taking it in)."""
+        gone = [sb for key, sb in self._by_slot.items()
+                if key[0] == host and sb.phase != Phase.SWITCHING]
         for sb in gone:
             del self._by_slot[sb.key]
-        return [sb for sb in gone if sb.phase not in (Phase.JOINED, Phase.DROPPED)]
+        return [sb for sb in gone if sb.phase in (Phase.STARTING, Phase.READY)]
 
     def overdue(self, now: float) -> list[Standby]:
         """Standbys still starting after the ready timeout."""

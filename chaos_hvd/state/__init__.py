@@ -22,6 +22,7 @@ With I/O, still without Horovod:
 ``standby_join``  a standby joiner of ``chaos-hvdrun``: pull a recent state while the job trains,
                 report ready, wait to be switched in.
 ``standby_feed``  a running worker's side of that: offer snapshots to standbys at commits.
+``stale_workers``  before a standby takes its slot: end an old worker of that slot on its host.
 
 ``adapter``     the one module that imports Horovod: ``ChaosState`` and collectives over Horovod.
 """

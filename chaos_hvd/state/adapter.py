@@ -58,6 +58,7 @@ from ..scaleout import wire
 from . import transfer
 from .config import ChaosConfig
 from .peer_watch import PeerWatch, abort_gloo_sockets
+from .stale_workers import end_stale_workers
 from .replica import Replica
 from .roles import RankInfo, decide
 from .standby_feed import StandbyFeed
@@ -296,6 +297,9 @@ class ChaosState(State):
         except StandbyDropped as e:
             log.warning("%s: exiting", e)
             raise SystemExit(3) from None
+        # an old worker of this slot (its host was recorded as lost) must not rejoin beside us
+        end_stale_workers(host=who.host, slot=who.slot, main_port=who.rendezvous[1],
+                          secret=os.environ.get(wire.SECRET_ENV, ""), instance=who.instance)
         # Into the job: Horovod's re-initialisation reads these (the rank comes from the job's
         # rendezvous), and the notification service registers there under the new slot.
         os.environ["HOROVOD_GLOO_RENDEZVOUS_PORT"] = str(who.rendezvous[1])
