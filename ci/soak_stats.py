@@ -62,34 +62,40 @@ class KindStats:
 
 
 def recovery_by_kind(timeline: list[ev.Event], events: list[ev.Event]) -> dict[str, KindStats]:
-    """Per soak kind: how long training took to resume after the fault (a reset without the
-    host), and to be back at the size it had before, after the fault was undone. A fault that
-    needs no reset (flap, degrade) counts with no times."""
+    """Per soak kind: how long training took to resume at a smaller size after the fault (a
+    reset without the host), and to be back at the size it had before once the fault was undone.
+    A fault after which training went on without shrinking (a flap shorter than detection, a
+    slow link, a host that was not in the job) counts as unaffected; one after which no step was
+    taken before the next fault, as not recovered."""
     faults = sorted((f for f in timeline if isinstance(f, ev.Fault)), key=lambda f: f.t_mono)
     resumed = sorted((e for e in events if isinstance(e, ev.Resumed)), key=lambda e: e.t_mono)
     steps = sorted(e.t_mono for e in events if isinstance(e, ev.Step))
     stats: dict[str, KindStats] = {}
-    for i, f in enumerate(faults):
-        kind = "flap" if f.action == "link_down" and _is_flap(faults, i) else STARTS.get(f.action)
-        if kind is None:
-            continue
+    starts = [(i, f) for i, f in enumerate(faults) if STARTS.get(f.action)]
+    for n, (i, f) in enumerate(starts):
+        flap = f.action == "link_down" and _is_flap(faults, i)
+        if flap and n > 0 and starts[n - 1][1].target == f.target \
+                and f.t_mono - starts[n - 1][1].t_mono < 3.0:
+            continue                      # the second cycle of the same flap
+        kind = "flap" if flap else STARTS[f.action]
         st = stats.setdefault(kind, KindStats(kind))
         st.count += 1
-        if kind in ("flap", "degrade"):
-            continue
-        nxt = next((g.t_mono for g in faults[i + 1:] if STARTS.get(g.action)), float("inf"))
+        nxt = next((g.t_mono for _, g in starts[n + 1:]
+                    if g.target != f.target or g.t_mono - f.t_mono >= 3.0), float("inf"))
         size_before = max((r.size for r in resumed if r.t_mono < f.t_mono), default=None)
-        after = [r for r in resumed if f.t_mono < r.t_mono < nxt]
-        if not after:
+        if size_before is None:
+            continue
+        shrunk = [r for r in resumed if f.t_mono < r.t_mono < nxt and r.size < size_before]
+        if not shrunk:
             if any(f.t_mono + 5.0 < t < nxt for t in steps):
                 st.unaffected += 1
             else:
                 st.never += 1
             continue
-        st.resumed_s.append(after[0].t_mono - f.t_mono)
-        undo = next((g for g in faults[i + 1:] if g.action == UNDOES[kind]
+        st.resumed_s.append(shrunk[0].t_mono - f.t_mono)
+        undo = next((g for g in faults[i + 1:] if g.action == UNDOES.get(kind, "link_up")
                      and g.target == _undo_target(f)), None)
-        if undo is not None and size_before is not None:
+        if undo is not None:
             # not bounded by the next fault: a rejoin (standby start-up) may outlast the gap
             back = [r for r in resumed if r.t_mono > undo.t_mono and r.size >= size_before]
             if back:

@@ -76,6 +76,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--deadline-unix", type=float, default=None,
                     help="stop at the first commit after this time (rank 0's clock decides)")
+    ap.add_argument("--sabotage-joiner", action="store_true",
+                    help="tests only: a joiner nudges one weight after its first sync, like a "
+                         "broken sync would (the CI checks must catch it)")
     ap.add_argument("--same-init", action="store_true",
                     help="same initial weights on every rank (benches: the first sync moves nothing)")
     args = ap.parse_args()
@@ -99,11 +102,17 @@ def main() -> None:
     state = StateClass(model, optimizer, lr_scheduler=scheduler,  # <- the one-line change
                        train_sampler=sampler, epoch=0, step=0)
 
+    first_resume = [True]
+
     @hvd.elastic.run
     def train(state):
         log.write(events.Resumed(rank=hvd.rank(), size=hvd.size(), host=host, step=state.step,
                                  epoch=state.epoch, lr=state.lr_scheduler.get_last_lr()[0],
                                  digest=params_digest(state.model)))
+        if args.sabotage_joiner and first_resume[0] and state.step > 0:
+            with torch.no_grad():
+                next(state.model.parameters()).view(-1)[0] += 1.0
+        first_resume[0] = False
         while state.epoch < args.epochs:
             loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size,
                                                  sampler=state.train_sampler)

@@ -6,6 +6,7 @@ Pure (no root, no I/O beyond reading files; property-tested):
 ``profiles``      named link profiles (GbE, Wi-Fi 5/6, LTE, 5G, ...) with their sources.
 ``faults``        fault schedules: timed or step-triggered actions, flap expansion, seeded chaos mode.
 ``bridge_rules``  renders the nftables rules for loss and partitions.
+``run_timeline``  one run's records -> lanes of steps, sync phases and idle time, markers, world size.
 ``errors``        typed errors, each with the CLI's exit code.
 
 Needs root:
@@ -23,7 +24,8 @@ Needs root:
 ``registry``      records everything created before creating it; teardown and ``clean`` remove that.
 ``control``       the running testbed's control socket (inject, show, down).
 ``verify``        iperf3 and ping between hosts against the topology.
-``cli``           ``chaos-testbed run|up|inject|show|down|clean|check|probe``.
+``report``        draws a run's timeline as a PNG (matplotlib; ``chaos-testbed report``).
+``cli``           ``chaos-testbed run|up|inject|show|down|clean|check|probe|report``.
 
 Never calls ``mn -c``: it removes only what it recorded.
 """

@@ -213,18 +213,44 @@ def _agent_mode(args):
 
 
 def _wait_with_progress(proc, ex, tb, timeout_s, every_s: float = 30.0) -> int:
-    """Wait for the command; every `every_s` say how far training got and what is pending."""
+    """Wait for the command, showing how far training got and what is pending: a live rich
+    progress line on a terminal (faults applied of the schedule, training step, elapsed), else a
+    plain line every `every_s` (logs, CI)."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while True:
-        wait_s = every_s if deadline is None else min(every_s, deadline - time.monotonic())
-        try:
-            return proc.wait(timeout=max(0.0, wait_s))
-        except subprocess.TimeoutExpired:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise
-            step = ex.steps.step
-            _say(f"[{time.monotonic() - tb.t0:8.2f}s] running; training step "
-                 f"{step if step >= 0 else '-'}; {len(ex.pending)} action(s) pending")
+    live = _live_progress(len(ex.pending)) if sys.stderr.isatty() else None
+    total = len(ex.pending)
+    try:
+        while True:
+            tick = 1.0 if live is not None else every_s
+            wait_s = tick if deadline is None else min(tick, deadline - time.monotonic())
+            try:
+                return proc.wait(timeout=max(0.0, wait_s))
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                step = ex.steps.step
+                what = (f"training step {step if step >= 0 else '-'}; "
+                        f"{len(ex.pending)} action(s) pending")
+                if live is not None:
+                    live[0].update(live[1], completed=total - len(ex.pending),
+                                   description=what)
+                else:
+                    _say(f"[{time.monotonic() - tb.t0:8.2f}s] running; {what}")
+    finally:
+        if live is not None:
+            live[0].stop()
+
+
+def _live_progress(total: int):
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn)
+    progress = Progress(TextColumn("chaos-testbed: {task.description}"), BarColumn(),
+                        MofNCompleteColumn(), TextColumn("actions"), TimeElapsedColumn(),
+                        console=Console(stderr=True))
+    task = progress.add_task("starting", total=max(total, 1))
+    progress.start()
+    return progress, task
 
 
 def _substitute(arg: str, ph: dict) -> str:

@@ -249,6 +249,11 @@ def _check_consistency(actions: list[Action], topo: Topology, source: str) -> No
         if a.action in NODE_ACTIONS:
             by_node.setdefault(a.node, []).append(a)
     for node, acts in by_node.items():
+        kinds = {a.action for a in acts}
+        if Kind.JOIN in kinds and not topo.node(node).standby \
+                and not kinds & {Kind.CRASH, Kind.LEAVE}:
+            raise ScheduleError(f"join {node} when {node} is active; mark it 'standby: true' in "
+                                "the topology to join it later", source)
         if len({a.trigger_key()[0] for a in acts}) > 1:
             continue
         state = "standby" if topo.node(node).standby else "active"

@@ -124,7 +124,7 @@ def _lanes(run: RunTimeline, events: list[ev.Event], t0: float) -> dict[int, str
         marks = sorted([(t, "step") for t in steps] + [(b, "sync_start") for b, _ in busy]
                        + [(e, "sync_end") for _, e in busy]
                        + [(e.t_mono, "resumed") for e in seq if isinstance(e, ev.Resumed)])
-        for (ta, ka), (tb, kb) in zip(marks, marks[1:]):
+        for (ta, ka), (tb, _) in zip(marks, marks[1:]):
             if ka == "sync_start":
                 continue                       # inside a sync: drawn by its phases
             kind = "train" if tb - ta <= IDLE_FACTOR * step_s else "idle"

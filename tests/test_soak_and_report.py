@@ -83,7 +83,7 @@ def test_recovery_by_kind():
     events = [_resumed(1, 1, 0, 3), _resumed(11.5, 1, 10, 2), _resumed(30, 1, 20, 3)]
     stats = recovery_by_kind(timeline, events)
     assert stats["crash"].resumed_s == [1.5] and stats["crash"].restored_s == [8.0]
-    assert stats["flap"].count == 1 and not stats["flap"].resumed_s
+    assert stats["flap"].count == 1 and not stats["flap"].resumed_s   # no reset: no times
     assert stats["pause"].never == 1                        # no resume, no step after it
 
 
@@ -92,7 +92,7 @@ def test_run_timeline_lanes_phases_idle_and_markers():
                 ev.Fault(t_mono=110, action="crash", target="w2", applied_ms=1)]
     steps = [_step(101 + i, 5, i) for i in range(9)] + [_step(120 + i, 5, 9 + i) for i in range(3)]
     sync = ev.Sync(t_mono=119.5, pid=5, rank=0, strategy="chaos", size=2, role="source",
-                   version=4, target=0, state_bytes=10, sources=[0], needers=[], 
+                   version=4, target=0, state_bytes=10, sources=[0], needers=[],
                    transfer_bytes_total=0, exchange_s=0.2, plan_s=0.1, transfer_s=0.5,
                    load_s=0.1, verify_s=0.1, total_s=1.0)
     dead = ev.PeerDead(t_mono=111, pid=5, rank=0, peer=1, gloo_sockets_aborted=3)
@@ -120,3 +120,20 @@ def test_report_draws_a_png(tmp_path):
     path = write_report(str(tmp_path))
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_run_progress_shows_step_and_pending_actions(tty, capsys, monkeypatch):
+    import subprocess
+    import sys
+    import time
+    from types import SimpleNamespace
+
+    from testbed import cli
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.6)"])
+    ex = SimpleNamespace(pending=["a", "b"], steps=SimpleNamespace(step=7))
+    assert cli._wait_with_progress(proc, ex, SimpleNamespace(t0=time.monotonic()), 30,
+                                   every_s=0.5) == 0
+    err = capsys.readouterr().err
+    assert "training step 7" in err and "2 action(s) pending" in err

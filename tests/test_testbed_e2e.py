@@ -32,3 +32,20 @@ def test_fault_injection_suite(suite, tmp_path):
     faults = [r for r in timeline if isinstance(r, ev.Fault)]
     assert faults and all(r.t_mono > 0 and r.applied_ms >= 0 for r in faults)
     assert leftovers() == []
+
+
+@pytest.mark.horovod
+def test_the_checks_catch_a_broken_sync(tmp_path):
+    """A joiner that ends up with one weight off (``--sabotage-joiner``, as a broken sync would
+    leave it) must fail the suite on the final parameters, and on nothing else."""
+    require_testbed(sshd=True)
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "ci.run_suite",
+                           os.path.join(REPO, "ci", "broken", "broken-sync.yaml"),
+                           "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not summary["ok"]
+    assert summary["failures"] and all("different parameters" in f for f in summary["failures"]), \
+        f"{summary['failures']}\n--- log tail ---\n{done.stderr[-4000:]}"
+    assert leftovers() == []

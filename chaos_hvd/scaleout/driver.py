@@ -4,7 +4,8 @@ The one module of the launcher that touches Horovod's runner (:mod:`chaos_hvd.st
 the one on the worker side). Stock Horovod starts a new host's worker only after every running
 worker has reset (``WorkerStateRegistry._on_workers_recorded`` -> ``ElasticDriver.resume``), so the
 whole job waits for the new process's start, imports, model build and state transfer.
-:class:`ChaosDriver` changes four hooks and nothing else:
+:class:`ChaosDriver` changes four hooks (and sends Horovod's notification to rank 0 from a
+thread of its own, so a vanished rank 0 cannot hold the driver's lock for minutes):
 
 * ``_notify_workers_host_changes`` (discovery saw a change): for every new slot it starts a
   *standby* at once -- the user's command in a one-process Horovod world of its own, on its own
@@ -66,7 +67,7 @@ log = logging.getLogger(__name__)
 RENOTIFY_AFTER_S = 5.0    # Horovod's notifications carry whole seconds: one may be ignored
 BATCH_WAIT_S = 10.0       # a ready standby waits this long for others still starting (one reset)
 WATCH_INTERVAL_S = 0.25
-LOST_GRACE_S = 0.5        # a vanished host's slots, alone at the reset barrier this long, are recorded
+LOST_GRACE_S = 0.5        # a vanished host's slots alone at the reset barrier this long: recorded
 _PORT_RE = re.compile(r"\bHOROVOD_GLOO_RENDEZVOUS_PORT=(\d+)\b")
 
 
