@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 
+from chaos_hvd.errors import EventLogError
 from chaos_hvd.events import read_events
 
-from .errors import TestbedError
+from .errors import InputError
 from .run_timeline import PHASES, RunTimeline, build
 
 COLORS = {"train": "#4caf50", "idle": "#bdbdbd", "exchange": "#90caf9", "plan": "#ffb74d",
@@ -24,14 +25,17 @@ FAULT_COLORS = {"crash": "#d32f2f", "leave": "#d32f2f", "pause": "#f57c00", "res
 MAX_FAULT_LABELS = 30
 
 
-class ReportError(TestbedError):
-    """The run directory holds nothing to draw."""
+class ReportError(InputError):
+    """The run directory holds nothing to draw, or records that cannot be read."""
 
 
 def load_run(run_dir: str) -> RunTimeline:
     def read(name: str):
         path = os.path.join(run_dir, name)
-        return read_events(path) if os.path.exists(path) else []
+        try:
+            return read_events(path) if os.path.exists(path) else []
+        except (EventLogError, OSError) as e:
+            raise ReportError(str(e), path) from None
     timeline = read("timeline.jsonl")
     if not timeline:
         raise ReportError(f"{run_dir}: no timeline.jsonl (not a chaos-testbed run directory?)")

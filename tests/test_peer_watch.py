@@ -72,3 +72,38 @@ def test_a_host_that_leaves_the_agents_view_silently_is_dead(tmp_path):
         watch.disarm()
         for srv in servers:
             srv.close()
+
+
+def test_after_an_abort_the_watch_aborts_again_until_disarmed():
+    """A connection the first abort did not list must not leave the collective waiting for
+    Gloo's timeout: the watch repeats the abort while its owner has not begun a reset."""
+    import threading
+    import time
+
+    from chaos_hvd.state import peer_watch, transfer
+    from chaos_hvd.state.peer_watch import PeerWatch
+
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def peer_that_dies():                          # answers the watch, then its kernel closes
+        conn, _ = srv.accept()
+        transfer.recv_frame(conn)
+        transfer.send_frame(conn, {"ok": True})
+        time.sleep(0.3)
+        conn.close()                               # no goodbye: a crash
+
+    threading.Thread(target=peer_that_dies, daemon=True).start()
+    dead, again = [], []
+    watch = PeerWatch(dead.append, lambda: again.append(time.monotonic()))
+    watch.arm([transfer.Peer(1, "127.0.0.1", srv.getsockname()[1], transfer.new_token())], 1)
+    deadline = time.monotonic() + 5
+    while not dead and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert dead == [1]
+    time.sleep(peer_watch.REPEAT_EVERY_S * 3.5)
+    assert len(again) >= 2                         # repeated while nobody reset
+    watch.disarm()                                 # the reset begins: never again after this
+    n = len(again)
+    time.sleep(peer_watch.REPEAT_EVERY_S * 3)
+    assert len(again) == n
+    srv.close()

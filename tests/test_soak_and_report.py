@@ -120,6 +120,13 @@ def test_report_draws_a_png(tmp_path):
     path = write_report(str(tmp_path))
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # a damaged record is a typed error with its file, and the CLI says so with exit 2
+    with open(tmp_path / "events.jsonl", "a") as f:
+        f.write('{"event": "step", "rank": "not a rank"}\n')
+    with pytest.raises(ReportError, match="events.jsonl"):
+        write_report(str(tmp_path))
+    from testbed.cli import main
+    assert main(["report", str(tmp_path)]) == 2
 
 
 @pytest.mark.parametrize("tty", [False, True])

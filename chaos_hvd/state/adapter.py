@@ -57,7 +57,7 @@ from ..events import EventLog
 from ..scaleout import wire
 from . import transfer
 from .config import ChaosConfig
-from .peer_watch import PeerWatch, abort_gloo_sockets
+from .peer_watch import PeerWatch, abort_gloo_sockets, tcp_connection_summary
 from .stale_workers import end_stale_workers
 from .replica import Replica
 from .roles import RankInfo, decide
@@ -191,7 +191,8 @@ class ChaosState(State):
                                  lambda n, v: setattr(self, n, v), rng=rng)
         self._replica = Replica(tracked, cfg)
         self._strategy = strategy_for(cfg.strategy)
-        self._watch = PeerWatch(self._on_peer_dead)
+        self._watch = PeerWatch(self._on_peer_dead, self._abort_again)
+        self._still_blocked = 0   # repeated aborts since the last one
         self._peer_ports: set[int] = set()
         self._rank = -1
         self._synced = False
@@ -357,7 +358,7 @@ class ChaosState(State):
 
     # -- crash detection --------------------------------------------------------------------------
 
-    def _on_peer_dead(self, peer: transfer.PeerId) -> None:
+    def _abort_gloo(self) -> int:
         exclude_local = {self._replica.server_port} - {None}
         service = getattr(hvd_elastic.notification_manager, "_service", None)
         if service is not None:
@@ -365,9 +366,22 @@ class ChaosState(State):
         exclude_remote = set(self._peer_ports)
         if os.environ.get("HOROVOD_GLOO_RENDEZVOUS_PORT", "").isdigit():
             exclude_remote.add(int(os.environ["HOROVOD_GLOO_RENDEZVOUS_PORT"]))
-        n = abort_gloo_sockets(exclude_local, exclude_remote)
+        return abort_gloo_sockets(exclude_local, exclude_remote)
+
+    def _on_peer_dead(self, peer: transfer.PeerId) -> None:
+        self._still_blocked = 0
+        n = self._abort_gloo()
         log.warning("peer rank %s vanished: aborted %d collective connection(s)", peer, n)
         self._log.write(events.PeerDead(rank=self._rank, peer=peer, gloo_sockets_aborted=n))
+
+    def _abort_again(self) -> None:
+        n = self._abort_gloo()
+        self._still_blocked += 1
+        if n or self._still_blocked == 4:
+            # what the process still holds, to see why a collective outlives an abort
+            log.warning("collective still blocked %.1f s after the abort: aborted %d more "
+                        "connection(s); TCP connections now: %s", self._still_blocked * 0.5, n,
+                        tcp_connection_summary())
 
     def _on_rejected_request(self, why: str, peer: str) -> None:
         self._log.write(events.ShardRequestRejected(rank=hvd.rank(), peer=peer, why=why))

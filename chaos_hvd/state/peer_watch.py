@@ -35,6 +35,8 @@ from . import transfer
 log = logging.getLogger(__name__)
 
 MEMBERSHIP_POLL_S = 0.2
+REPEAT_EVERY_S = 0.5      # after an abort, abort again while the collective has not given up
+REPEAT_FOR_S = 15.0
 
 
 def established_tcp() -> list[tuple[int, int, int]]:
@@ -45,6 +47,19 @@ def established_tcp() -> list[tuple[int, int, int]]:
         return []
     return [(c.fd, c.laddr.port, c.raddr.port) for c in conns
             if c.status == psutil.CONN_ESTABLISHED and c.fd >= 0 and c.raddr]
+
+
+def tcp_connection_summary() -> str:
+    """This process's TCP connections as 'status:local->remote[py]' (py: a Python socket owns the
+    descriptor), for a log line when a collective outlives an abort."""
+    try:
+        conns = psutil.Process().net_connections(kind="tcp")
+    except (psutil.Error, OSError) as e:
+        return f"unavailable ({e})"
+    owned = python_socket_fds()
+    return " ".join(f"{c.status}:{c.laddr.port}->{c.raddr.port if c.raddr else '-'}"
+                    f"{'[py]' if c.fd in owned else ''}" for c in conns
+                    if c.status != psutil.CONN_LISTEN)
 
 
 def python_socket_fds() -> set[int]:
@@ -85,8 +100,14 @@ def abort_gloo_sockets(exclude_local_ports: Iterable[int], exclude_remote_ports:
 class PeerWatch:
     """Watches peers' shard servers; calls on_dead(peer id) for a peer that vanished without 'bye'."""
 
-    def __init__(self, on_dead: Callable[[transfer.PeerId], None]):
+    def __init__(self, on_dead: Callable[[transfer.PeerId], None],
+                 on_still_blocked: Callable[[], None] | None = None):
+        """`on_dead(peer)` runs once per armed period; `on_still_blocked()` then runs every
+        REPEAT_EVERY_S until the owner disarms (its reset began) or REPEAT_FOR_S passed: a
+        connection the first abort did not list (opened meanwhile, or not yet established when
+        it looked) must not leave the collective waiting for Gloo's timeout."""
         self._on_dead = on_dead
+        self._on_still_blocked = on_still_blocked
         self._lock = threading.Lock()
         self._generation = 0
         self._socks: list[socket.socket] = []
@@ -134,9 +155,22 @@ class PeerWatch:
         # Act under the lock: disarm() (called by restore/reset before Horovod re-initialises)
         # waits for an abort in progress, so an abort can never hit the next Gloo context.
         with self._lock:
-            if gen == self._generation:
-                self._generation += 1  # one abort per armed period
-                self._on_dead(peer)
+            if gen != self._generation:
+                return
+            self._generation += 1  # one abort per armed period
+            self._on_dead(peer)
+        if self._on_still_blocked is not None:
+            threading.Thread(target=self._repeat, args=(gen + 1,), name="chaos-watch-repeat",
+                             daemon=True).start()
+
+    def _repeat(self, gen: int) -> None:
+        deadline = time.monotonic() + REPEAT_FOR_S
+        while time.monotonic() < deadline:
+            time.sleep(REPEAT_EVERY_S)
+            with self._lock:       # disarm() waits for us: never the next Gloo context
+                if gen != self._generation:
+                    return
+                self._on_still_blocked()
 
     def disarm(self) -> None:
         with self._lock:
