@@ -366,6 +366,7 @@ class Fault(TimelineEvent, tag="fault"):
     target: str
     applied_ms: float
     at_step: int | None = None
+    at_size: int | None = None      # the step trigger waited for this world size
     step_seen: int | None = None    # highest training step seen when it fired
     late_ms: float | None = None
     injected: bool = False          # by `chaos-testbed inject`, not the schedule

@@ -32,6 +32,8 @@ def horovod_command(suite: Suite) -> list[str]:
 def run(path: str, out: str | None = None) -> tuple[list[str], dict]:
     from testbed.cli import main as testbed_main
     suite = load_suite(path)
+    # a worker whose collective outlives the crash watch's abort logs its C++ stacks (gdb)
+    os.environ.setdefault("CHAOS_NATIVE_STACKS", "1")
     out = out or os.path.join(REPO, "results", f"ci-{suite.name}-{time.strftime('%H%M%S')}")
     argv = ["run", os.path.join(REPO, suite.topology), "--out", out,
             "--timeout", str(suite.timeout_s)]

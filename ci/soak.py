@@ -75,6 +75,7 @@ def main(argv=None) -> int:
                "python", os.path.join(REPO, "examples", "train_elastic.py"), "--model", "medium",
                "--epochs", "1000000", "--samples", "1024", "--batch-size", "16",
                "--step-sleep", "0.15", "--deadline-unix", f"{deadline:.0f}"]
+    os.environ.setdefault("CHAOS_NATIVE_STACKS", "1")   # see ci.run_suite
     rc = testbed_main(["run", topo_path, "--out", out, "--faults", schedule, "--agents",
                        "--timeout", str(SETUP_ALLOWANCE_S + duration + TAIL_S + 120), "--",
                        *command])

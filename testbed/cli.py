@@ -78,6 +78,7 @@ def _say(msg: str) -> None:
 def _progress(entry: dict) -> None:
     if isinstance(entry, events.Fault):
         extra = f" at step {entry.step_seen}" if entry.at_step is not None else ""
+        extra += f" (size {entry.at_size})" if entry.at_size is not None else ""
         _say(f"[{entry.t_rel:8.2f}s] {entry.action} {entry.target}{extra} "
              f"(applied in {entry.applied_ms:.1f} ms)")
     elif isinstance(entry, events.FaultError):
@@ -123,7 +124,8 @@ def cmd_check(args) -> int:
     if args.faults or args.chaos_seed is not None:
         for a in schedule.expand():
             when = f"{a.at_s + a.offset_s:.3f}s" if a.at_s is not None else \
-                f"step {a.at_step}+{a.offset_s:g}s"
+                f"step {a.at_step}{'' if a.at_size is None else f'@size {a.at_size}'}" \
+                f"+{a.offset_s:g}s"
             print(f"{when:>14}  {a.action:<10} {a.target}")
     return 0
 
@@ -444,6 +446,10 @@ def main(argv=None) -> int:
         return e.exit_code
     except _Interrupted as e:
         _say(f"interrupted ({e}); torn down")
+        # Python puts its default disposition back while it shuts down: one more Ctrl-C (or
+        # the rest of a process-group burst) would then kill us by signal instead of exit 130
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         return EXIT_INTERRUPTED
 
 

@@ -1,8 +1,8 @@
 """Apply a fault schedule to a running testbed, on time or on training step.
 
 A background thread polls every POLL_S: time triggers fire at ``t0 + at + offset``; step
-triggers fire ``offset`` after the first :class:`chaos_hvd.events.Step` with ``step >= at_step`` in the
-run's event log (the plugin's ``CHAOS_EVENT_LOG``; examples/train_elastic.py writes these).
+triggers fire ``offset`` after the first :class:`chaos_hvd.events.Step` with ``step >= at_step`` (and,
+with ``at_size``, logged at that world size) in the run's event log (the plugin's ``CHAOS_EVENT_LOG``; examples/train_elastic.py writes these).
 Every action, applied or failed, is one JSON line in the testbed's timeline with its monotonic
 time, how late it fired and how long applying it took.
 """
@@ -34,10 +34,12 @@ def raise_priority(pid: int | None = None) -> None:
 
 
 class StepWatcher:
-    """Highest training step seen so far in an event log (read incrementally)."""
+    """Highest training step seen so far in an event log, overall and per world size (read
+    incrementally)."""
 
     def __init__(self, path: str | None):
         self.path, self.offset, self.step = path, 0, -1
+        self.step_at_size: dict[int, int] = {}
         self._partial = b""
 
     def poll(self) -> int:
@@ -48,7 +50,12 @@ class StepWatcher:
         for rec in records:
             if isinstance(rec, events.Step):
                 self.step = max(self.step, rec.step)
+                self.step_at_size[rec.size] = max(self.step_at_size.get(rec.size, -1), rec.step)
         return self.step
+
+    def reached(self, at_step: int, at_size: int | None) -> bool:
+        seen = self.step if at_size is None else self.step_at_size.get(at_size, -1)
+        return seen >= at_step
 
 
 class Executor:
@@ -61,7 +68,7 @@ class Executor:
         self.applied: list[events.TimelineEvent] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._step_seen_at: dict[int, float] = {}
+        self._step_seen_at: dict[tuple[int, int | None], float] = {}
 
     def start(self) -> None:
         self.t0 = time.monotonic()
@@ -78,14 +85,14 @@ class Executor:
     def done(self) -> bool:
         return not self.pending
 
-    def _due(self, a: Action, now: float, step: int) -> float | None:
+    def _due(self, a: Action, now: float) -> float | None:
         """Monotonic time the action was due, or None if not yet."""
         if a.at_s is not None:
             due = self.t0 + a.at_s + a.offset_s
         else:
-            if step < a.at_step:
+            if not self.steps.reached(a.at_step, a.at_size):
                 return None
-            seen = self._step_seen_at.setdefault(a.at_step, now)
+            seen = self._step_seen_at.setdefault((a.at_step, a.at_size), now)
             due = seen + a.offset_s
         return due if due <= now else None
 
@@ -95,7 +102,7 @@ class Executor:
             now = time.monotonic()
             step = self.steps.poll()
             for a in list(self.pending):
-                due = self._due(a, now, step)
+                due = self._due(a, now)
                 if due is None:
                     continue
                 self.pending.remove(a)

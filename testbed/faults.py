@@ -5,6 +5,8 @@ File shape::
     actions:
       - {at: 5s, action: join, node: h6}                # wall time since the job started
       - {at_step: 40, action: crash, node: h3}          # when any rank logs training step >= 40
+      - {at_size: 5, at_step: 30, action: leave, node: h2}  # ... step >= 30 at world size 5
+      - {at_step: 8, after: 1.5s, action: crash, node: h1}  # 1.5 s after step 8 was logged
       - {at: 20s, action: flap, link: h2-s1, period: 2s, count: 3}
       - {at: 30s, action: partition, groups: [[h1, h2], [h3, h4]]}
       - {at: 36s, action: heal}
@@ -68,11 +70,13 @@ CHAOS_KINDS = (Kind.CRASH, Kind.LEAVE, Kind.PAUSE, Kind.FLAP, Kind.DEGRADE, Kind
 
 @dataclass(frozen=True)
 class Action:
-    """One scheduled action. Exactly one of ``at_s`` / ``at_step`` is set."""
+    """One scheduled action: on time (``at_s``) or on training progress (``at_step``, optionally
+    only once a step was logged at world size ``at_size``; ``at_size`` alone means step >= 0)."""
 
     action: Kind
     at_s: float | None = None
     at_step: int | None = None
+    at_size: int | None = None
     node: str | None = None
     link: str | None = None
     direction: str = "both"
@@ -88,7 +92,7 @@ class Action:
 
     def trigger_key(self) -> tuple:
         return (0, self.at_s + self.offset_s) if self.at_s is not None else \
-            (1, self.at_step, self.offset_s)
+            (1, self.at_step, self.at_size or 0, self.offset_s)
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ class Schedule:
 # ---------------------------------------------------------------- parsing
 
 def _parse_action(r: Reader, topo: Topology) -> Action:
-    r.check_keys(("at", "at_step", "action", "node", "link", "direction", "groups", "period",
+    r.check_keys(("at", "at_step", "at_size", "after", "action", "node", "link", "direction", "groups", "period",
                   "count") + DIRECTION_KEYS)
     kind = r.require("action")
     if not isinstance(kind, str) or kind not in ACTIONS:
@@ -122,14 +126,29 @@ def _parse_action(r: Reader, topo: Topology) -> Action:
         r.fail(f"unknown action {kind!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
                + f"; known: {', '.join(ACTIONS)}", "action")
     kind = Kind(kind)
-    if ("at" in r.data) == ("at_step" in r.data):
-        r.fail("give exactly one trigger: 'at' (time) or 'at_step' (training step)")
+    on_progress = "at_step" in r.data or "at_size" in r.data
+    if ("at" in r.data) == on_progress:
+        r.fail("give exactly one trigger: 'at' (time) or 'at_step'/'at_size' (training step, "
+               "world size)")
     at_s = r.parse("at", parse_duration_s)
     at_step = r.get("at_step")
     if at_step is not None and (isinstance(at_step, bool) or not isinstance(at_step, int)
                                 or at_step < 0):
         r.fail(f"at_step must be a non-negative integer, got {at_step!r}", "at_step")
-    kw: dict = {"action": kind, "at_s": at_s, "at_step": at_step}
+    at_size = r.get("at_size")
+    slots = sum(n.slots for n in topo.workers)
+    if at_size is not None and (isinstance(at_size, bool) or not isinstance(at_size, int)
+                                or not 1 <= at_size <= slots):
+        r.fail(f"at_size must be a world size in 1..{slots} (the topology's worker slots), "
+               f"got {at_size!r}", "at_size")
+    if at_size is not None and at_step is None:
+        at_step = 0
+    after = r.parse("after", parse_duration_s, 0.0)
+    if "after" in r.data and (at_step is None or not 0 <= after <= MAX_PERIOD_S):
+        r.fail(f"after (a delay after a step trigger) must be in [0, {MAX_PERIOD_S:g}] seconds "
+               "and needs at_step or at_size", "after")
+    kw: dict = {"action": kind, "at_s": at_s, "at_step": at_step, "at_size": at_size,
+                "offset_s": after}
     workers = {n.name for n in topo.workers}
 
     if kind in NODE_ACTIONS:

@@ -107,3 +107,27 @@ def test_after_an_abort_the_watch_aborts_again_until_disarmed():
     time.sleep(peer_watch.REPEAT_EVERY_S * 3)
     assert len(again) == n
     srv.close()
+
+
+def test_stack_dumps_for_a_collective_that_outlives_the_abort(monkeypatch):
+    import shutil
+    import threading
+
+    import pytest
+
+    from chaos_hvd.state.peer_watch import native_stacks, thread_stacks
+    release = threading.Event()
+    waiter = threading.Thread(target=release.wait, name="blocked-here", daemon=True)
+    waiter.start()
+    try:
+        py = thread_stacks()
+        assert "--- thread blocked-here" in py and "in wait" in py
+        monkeypatch.delenv("CHAOS_NATIVE_STACKS", raising=False)
+        assert native_stacks() is None                  # off unless asked for
+        if shutil.which("gdb") is None:
+            pytest.skip("gdb is not installed: native stacks cannot be taken")
+        monkeypatch.setenv("CHAOS_NATIVE_STACKS", "1")
+        native = native_stacks()
+        assert native and native.count("Thread ") >= 2 and "#0 " in native
+    finally:
+        release.set()

@@ -15,6 +15,7 @@ from chaos_hvd import events as ev
 from ci import checks
 from testbed import bridge_rules, shaping
 from testbed.errors import ScheduleError, TopologyError
+from testbed.executor import StepWatcher
 from testbed.faults import CHAOS_KINDS, chaos_schedule, parse_schedule
 from testbed.nfdelay import sample_delay
 from testbed.profiles import PROFILES
@@ -230,6 +231,11 @@ BAD_SCHEDULES = {
     "stray_field": ("{at: 5s, action: heal}", "{at: 5s, action: heal, node: h1}", r"do not apply to action 'heal'"),
     "group_twice": ("[[h1], [h2, ctl]]", "[[h1], [h1, ctl]]", r"a node appears in two groups"),
     "bad_time": ("{at: 1s,", "{at: soon,", r"actions\[0\].at: cannot read"),
+    "size_too_big": ("{at_step: 10,", "{at_step: 10, at_size: 5,", r"actions\[1\].at_size: at_size must be a world size in 1..4"),
+    "size_bool": ("{at_step: 10,", "{at_size: true,", r"at_size must be a world size"),
+    "size_and_time": ("{at_step: 10,", "{at: 1, at_size: 2,", r"exactly one trigger"),
+    "after_on_time": ("{at: 1s, action: join", "{at: 1s, after: 2s, action: join", r"actions\[0\].after: .*needs at_step or at_size"),
+    "after_nan": ("{at_step: 10,", "{at_step: 10, after: .nan,", r"actions\[1\].after"),
 }
 
 
@@ -253,6 +259,26 @@ def test_senseless_schedules_are_refused(actions, match):
     # time and step triggers cannot be ordered against each other: not judged
     mixed = "actions: [{at: 1, action: pause, node: h1}, {at_step: 5, action: pause, node: h1}]\n"
     assert parse_schedule(mixed, topo(), "f.yaml").actions
+
+
+def test_a_step_trigger_can_wait_for_a_world_size(tmp_path):
+    doc = ("actions:\n  - {at_size: 3, action: crash, node: h1}\n"
+           "  - {at_size: 2, at_step: 7, after: 1.5s, action: crash, node: h2}\n")
+    first, second = parse_schedule(doc, topo(), "f.yaml").actions
+    assert (first.at_step, first.at_size, first.offset_s) == (0, 3, 0.0)
+    assert (second.at_step, second.at_size, second.offset_s) == (7, 2, 1.5)
+    # the executor's watcher reads a live event log: step and size of every Step record
+    log = ev.EventLog(str(tmp_path / "events.jsonl"))
+    watch = StepWatcher(log.path)
+    for step, size in [(5, 2), (9, 4), (6, 2)]:
+        log.write(ev.Step(rank=0, size=size, step=step, epoch=0, loss=1.0, lr=0.1))
+    watch.poll()
+    assert watch.step == 9
+    assert watch.reached(9, None) and not watch.reached(10, None)
+    assert not watch.reached(0, 3) and not watch.reached(7, 2) and watch.reached(6, 2)
+    log.write(ev.Step(rank=1, size=3, step=10, epoch=0, loss=1.0, lr=0.1))
+    watch.poll()
+    assert watch.reached(0, 3) and watch.reached(10, 3)
 
 
 @pytest.mark.parametrize("chaos,match", [("{seed: 1, duration: .nan}", "finite"),

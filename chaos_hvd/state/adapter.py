@@ -57,7 +57,8 @@ from ..events import EventLog
 from ..scaleout import wire
 from . import transfer
 from .config import ChaosConfig
-from .peer_watch import PeerWatch, abort_gloo_sockets, tcp_connection_summary
+from .peer_watch import (PeerWatch, abort_gloo_sockets, native_stacks, tcp_connection_summary,
+                         thread_stacks)
 from .stale_workers import end_stale_workers
 from .replica import Replica
 from .roles import RankInfo, decide
@@ -379,9 +380,19 @@ class ChaosState(State):
         self._still_blocked += 1
         if n or self._still_blocked == 4:
             # what the process still holds, to see why a collective outlives an abort
-            log.warning("collective still blocked %.1f s after the abort: aborted %d more "
-                        "connection(s); TCP connections now: %s", self._still_blocked * 0.5, n,
-                        tcp_connection_summary())
+            log.warning("collective still blocked %.1f s after the abort (pid %d): aborted %d "
+                        "more connection(s); TCP connections now: %s",
+                        self._still_blocked * 0.5, os.getpid(), n, tcp_connection_summary())
+        if self._still_blocked == 4:
+            # not under the watch's lock: gdb pauses the process for about a second
+            threading.Thread(target=self._log_stacks, name="chaos-stacks", daemon=True).start()
+
+    @staticmethod
+    def _log_stacks() -> None:
+        log.warning("where each thread is:\n%s", thread_stacks())
+        native = native_stacks()
+        if native:
+            log.warning("native stacks:\n%s", native)
 
     def _on_rejected_request(self, why: str, peer: str) -> None:
         self._log.write(events.ShardRequestRejected(rank=hvd.rank(), peer=peer, why=why))

@@ -23,9 +23,13 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
+import traceback
 from typing import Callable, Iterable
 
 import psutil
@@ -60,6 +64,35 @@ def tcp_connection_summary() -> str:
     return " ".join(f"{c.status}:{c.laddr.port}->{c.raddr.port if c.raddr else '-'}"
                     f"{'[py]' if c.fd in owned else ''}" for c in conns
                     if c.status != psutil.CONN_LISTEN)
+
+
+def thread_stacks() -> str:
+    """Every thread's Python stack (innermost call last), for a log line when a collective
+    outlives an abort: shows which call the main thread is blocked in."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    parts = []
+    for ident, frame in sys._current_frames().items():
+        stack = "".join(traceback.format_stack(frame, limit=12))
+        parts.append(f"--- thread {names.get(ident, ident)}\n{stack}")
+    return "\n".join(parts)
+
+
+def native_stacks(timeout_s: float = 60.0) -> str | None:
+    """Every thread's C/C++ stack through gdb when CHAOS_NATIVE_STACKS=1 and gdb is installed
+    (CI sets it): a collective blocked inside Horovod or Gloo shows only as a wait in Python."""
+    gdb = shutil.which("gdb")
+    if os.environ.get("CHAOS_NATIVE_STACKS") != "1" or gdb is None:
+        return None
+    try:
+        # symbols of Horovod (with Gloo inside) and libc only: loading torch's takes ~20 s
+        done = subprocess.run([gdb, "-batch", "-nx", "-iex", "set auto-solib-add off",
+                               "-p", str(os.getpid()), "-ex", "sharedlibrary mpi_lib",
+                               "-ex", "sharedlibrary libc.so", "-ex", "thread apply all bt 30"],
+                              capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"gdb failed: {e}"
+    keep = [ln for ln in done.stdout.splitlines() if ln.startswith(("Thread ", "#"))]
+    return "\n".join(keep[:600])
 
 
 def python_socket_fds() -> set[int]:

@@ -1,0 +1,15 @@
+"""The paper's evaluation as one command: ``python -m bench.experiments [--quick] [--only ...]``.
+
+Each experiment returns rows (one dict per measured configuration, the same keys within an
+experiment); the runner writes them to ``results/experiments-<time>/`` as CSV, a markdown table
+and PNG plots, and ends with one JSON line.
+
+Modules:
+    __main__   -- the command: choose experiments, run them, write the outputs
+    scheduler  -- shard planning: time to plan and predicted makespan / bound per algorithm,
+                  up to 1,000 sources x 10,000 chunks and several joiners (pure, no network)
+    sync       -- state sync to a joiner inside a real elastic job on the testbed, per strategy
+                  (root): transfer and whole-sync time against the bound
+    outputs    -- CSV, markdown and matplotlib plots of the rows (no measuring)
+    stats      -- median / min / max over repetitions (pure)
+"""

@@ -1,0 +1,110 @@
+"""``python -m bench.experiments [--quick] [--only scheduler,sync] [--reps N] [--out DIR]``.
+
+Runs the chosen experiments, writes ``results.csv`` per experiment, one ``results.md`` with every
+table and the ratios the README quotes, and PNG plots into the output directory, then prints one
+JSON line. ``sync`` needs root (it runs the testbed); ``scheduler`` runs anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from . import outputs
+
+EXPERIMENTS = ("scheduler", "sync")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SCHEDULER_COLUMNS = ("sources", "chunks", "joiners", "algorithm", "plan_ms_median", "plan_ms_min",
+                     "plan_ms_max", "makespan_s", "fluid_optimum_s", "x_optimum", "x_bound")
+SYNC_COLUMNS = ("model", "strategy", "state_bytes", "transfer_s_median", "transfer_s_min",
+                "transfer_s_max", "total_s_median", "total_s_min", "total_s_max", "bound_s",
+                "x_bound", "sources_used")
+
+
+def sync_ratios(rows: list[dict]) -> list[dict]:
+    """Fill each row's bound from its model's chaos run (other strategies make no plan) and add
+    transfer / bound; return chaos-vs-other ratios per model."""
+    ratios = []
+    for model in sorted({r["model"] for r in rows}):
+        mine = [r for r in rows if r["model"] == model]
+        chaos = next((r for r in mine if r["strategy"] == "chaos"), None)
+        bound = chaos["bound_s"] if chaos else None
+        for r in mine:
+            r["bound_s"] = bound
+            r["x_bound"] = round(r["transfer_s_median"] / bound, 3) if bound else None
+        if chaos:
+            for r in mine:
+                if r is not chaos:
+                    ratios.append({"model": model, "versus": r["strategy"],
+                                   "transfer_x": round(r["transfer_s_median"]
+                                                       / chaos["transfer_s_median"], 2),
+                                   "sync_x": round(r["total_s_median"]
+                                                   / chaos["total_s_median"], 2)})
+    return ratios
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="small grid, one repetition: a sanity run (minutes), not the figures")
+    ap.add_argument("--only", default=",".join(EXPERIMENTS),
+                    help=f"comma-separated subset of {', '.join(EXPERIMENTS)}")
+    ap.add_argument("--reps", type=int, help="repetitions (default 3; 1 with --quick)")
+    ap.add_argument("--out", help="output directory (default results/experiments-<time>)")
+    args = ap.parse_args(argv)
+    chosen = [x for x in args.only.split(",") if x]
+    unknown = sorted(set(chosen) - set(EXPERIMENTS))
+    if unknown:
+        ap.error(f"unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(EXPERIMENTS)}")
+    reps = args.reps or (1 if args.quick else 3)
+    if reps < 1:
+        ap.error("--reps must be at least 1")
+    if "sync" in chosen and os.geteuid() != 0:
+        ap.error("the sync experiment runs the testbed: run as root, or --only scheduler")
+    out = outputs.ensure_dir(args.out or os.path.join(
+        REPO, "results", f"experiments-{time.strftime('%Y%m%d-%H%M%S')}"))
+    md = [f"# Experiments ({'quick' if args.quick else 'full'}, {reps} repetition(s))", "",
+          f"Machine: {os.cpu_count()} CPU(s); command: `python -m bench.experiments "
+          f"{' '.join(argv if argv is not None else sys.argv[1:])}`", ""]
+    summary: dict = {"bench": "experiments", "quick": args.quick, "reps": reps, "out": out}
+    t0 = time.monotonic()
+    if "scheduler" in chosen:
+        from . import scheduler
+        rows = scheduler.run(quick=args.quick, reps=reps)
+        outputs.write_csv(rows, os.path.join(out, "scheduler.csv"))
+        outputs.plot_scheduler(rows, os.path.join(out, "scheduler.png"))
+        md += ["## Shard planning", "", outputs.markdown(rows, SCHEDULER_COLUMNS), "",
+               "![planning](scheduler.png)", ""]
+        largest = max(rows, key=lambda r: (r["sources"], r["chunks"]))
+        summary["scheduler"] = {
+            "largest": {"sources": largest["sources"], "chunks": largest["chunks"]},
+            "optimal_plan_ms_at_largest": max(r["plan_ms_median"] for r in rows
+                                              if r["algorithm"] == "optimal"
+                                              and r["sources"] == largest["sources"]
+                                              and r["chunks"] == largest["chunks"]),
+            "optimal_worst_x_optimum": max(r["x_optimum"] for r in rows
+                                           if r["algorithm"] == "optimal")}
+    if "sync" in chosen:
+        from . import sync
+        rows = sync.run(quick=args.quick, reps=reps)
+        ratios = sync_ratios(rows)
+        outputs.write_csv(rows, os.path.join(out, "sync.csv"))
+        outputs.plot_sync(rows, os.path.join(out, "sync.png"))
+        md += ["## State sync to a joiner (baseline-6)", "", outputs.markdown(rows, SYNC_COLUMNS),
+               "", outputs.markdown(ratios, ("model", "versus", "transfer_x", "sync_x")), "",
+               "![sync](sync.png)", ""]
+        summary["sync"] = {"ratios": ratios}
+    summary["seconds"] = round(time.monotonic() - t0, 1)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write("\n".join(md))
+    print(f"results: {out}/results.md", file=sys.stderr)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

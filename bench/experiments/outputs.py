@@ -1,0 +1,90 @@
+"""Write an experiment's rows as CSV, a markdown table and PNG plots (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Sequence
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+
+def write_csv(rows: Sequence[dict], path: str) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def markdown(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join(_cell(r.get(c)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return ",".join(map(str, v))
+    return "" if v is None else str(v)
+
+
+def plot_scheduler(rows: Sequence[dict], path: str) -> None:
+    """Planning time and makespan / fluid optimum against the number of sources, per algorithm,
+    at the largest state and one joiner."""
+    chunks = max(r["chunks"] for r in rows)
+    sel = [r for r in rows if r["chunks"] == chunks and r["joiners"] == 1]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for alg in sorted({r["algorithm"] for r in sel}):
+        pts = sorted((r["sources"], r["plan_ms_median"], r["x_optimum"]) for r in sel
+                     if r["algorithm"] == alg)
+        xs = [p[0] for p in pts]
+        a.plot(xs, [p[1] for p in pts], marker="o", label=alg)
+        b.plot(xs, [p[2] for p in pts], marker="o", label=alg)
+    a.set(xscale="log", yscale="log", xlabel="sources", ylabel="planning time (ms, median)",
+          title=f"Planning time, {chunks:,} chunks, 1 joiner")
+    b.set(xscale="log", yscale="log", xlabel="sources", ylabel="makespan / fluid optimum",
+          title="Predicted makespan against the LP optimum")
+    ticks = sorted({r["sources"] for r in sel})
+    for ax in (a, b):
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sync(rows: Sequence[dict], path: str) -> None:
+    """Joiner's transfer and whole sync per strategy (median, min-max bars), the bound as a line."""
+    strategies = [r["strategy"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = range(len(rows))
+    for off, key, label in ((-0.2, "transfer_s", "transfer"), (0.2, "total_s", "whole sync")):
+        med = [r[f"{key}_median"] for r in rows]
+        err = [[m - r[f"{key}_min"] for m, r in zip(med, rows)],
+               [r[f"{key}_max"] - m for m, r in zip(med, rows)]]
+        ax.bar([x + off for x in xs], med, width=0.4, yerr=err, capsize=3, label=label)
+    bound = rows[0]["bound_s"]
+    if bound:
+        ax.axhline(bound, color="k", linestyle="--", linewidth=1, label=f"bound {bound:.2f} s")
+    ax.set_xticks(list(xs), [f"{s}\n{r['model']}" for s, r in zip(strategies, rows)])
+    ax.set(yscale="log", ylabel="seconds (log)",
+           title=f"State sync to a joiner on {rows[0]['topology']}")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def ensure_dir(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    return path

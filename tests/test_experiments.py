@@ -1,0 +1,95 @@
+"""The experiment suite's quick variant: it runs, writes CSV / markdown / PNG, and its figures are
+sane (not exact timings: those are the README's, from a full run)."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, strategies as st
+
+from bench.experiments.__main__ import sync_ratios
+from bench.experiments.stats import spread
+
+from testbed_support import leftovers, require_testbed
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(out, *args, timeout=900):
+    done = subprocess.run([sys.executable, "-m", "bench.experiments", "--quick", "--out", str(out),
+                           *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_quick_scheduler_experiment_writes_sane_figures(tmp_path):
+    summary = _run(tmp_path, "--only", "scheduler")
+    rows = _rows(tmp_path / "scheduler.csv")
+    assert {r["algorithm"] for r in rows} == {"optimal", "greedy", "even", "single"}
+    configs = {}
+    for r in rows:
+        # no plan beats the fluid optimum or the bound
+        assert float(r["x_optimum"]) >= 0.999 and float(r["x_bound"]) >= 0.999
+        configs.setdefault((r["sources"], r["chunks"], r["joiners"]), {})[r["algorithm"]] = \
+            float(r["x_optimum"])
+    for (sources, chunks, _), x in configs.items():
+        assert x["optimal"] <= 1.01 * min(x.values())       # no other algorithm does better
+        if int(chunks) >= 40 * int(sources):                # chunks fine enough to split well
+            assert x["optimal"] <= 1.02
+    many = [r for r in rows if int(r["sources"]) == 50 and int(r["joiners"]) == 1]
+    by_alg = {r["algorithm"]: float(r["x_optimum"]) for r in many if int(r["chunks"]) == 2000}
+    assert by_alg["single"] > 5 * by_alg["optimal"]        # one source of fifty is far slower
+    assert summary["scheduler"]["optimal_worst_x_optimum"] >= 1.0
+    assert (tmp_path / "scheduler.png").stat().st_size > 10_000
+    assert "| sources |" in (tmp_path / "results.md").read_text()
+
+
+def test_unknown_experiment_is_a_usage_error(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench.experiments", "--only", "sched",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown experiment(s) sched" in done.stderr
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=20))
+def test_spread_ignores_non_finite_values(xs):
+    finite = [x for x in xs if x == x and abs(x) != float("inf")]
+    if not finite:
+        with pytest.raises(ValueError):
+            spread(xs)
+        return
+    s = spread(xs)
+    assert s["min"] <= s["median"] <= s["max"] and s["n"] == len(finite)
+
+
+def test_sync_ratios_take_the_bound_from_the_chaos_run():
+    rows = [{"model": "m", "strategy": "chaos", "transfer_s_median": 2.0, "total_s_median": 4.0,
+             "bound_s": 1.8},
+            {"model": "m", "strategy": "broadcast", "transfer_s_median": 50.0,
+             "total_s_median": 60.0, "bound_s": None}]
+    ratios = sync_ratios(rows)
+    assert ratios == [{"model": "m", "versus": "broadcast", "transfer_x": 25.0, "sync_x": 15.0}]
+    assert rows[1]["bound_s"] == 1.8 and rows[1]["x_bound"] == pytest.approx(27.778, abs=1e-3)
+
+
+@pytest.mark.horovod
+def test_quick_sync_experiment_on_the_testbed(tmp_path):
+    """chaos and Horovod's broadcast side by side in real jobs on baseline-6 (medium model): the
+    multi-source transfer must beat the broadcast and stay near the bound."""
+    require_testbed(sshd=True)
+    summary = _run(tmp_path, "--only", "sync")
+    rows = {r["strategy"]: r for r in _rows(tmp_path / "sync.csv")}
+    chaos, bcast = rows["chaos"], rows["broadcast"]
+    assert float(chaos["transfer_s_median"]) < float(bcast["transfer_s_median"])
+    assert float(chaos["x_bound"]) < 4.0               # 2 MB: per-request overheads show
+    assert int(chaos["sources_used"]) >= 2
+    assert summary["sync"]["ratios"][0]["versus"] == "broadcast"
+    assert (tmp_path / "sync.png").stat().st_size > 10_000
+    assert leftovers() == []
