@@ -3,24 +3,26 @@ sane (not exact timings: those are the README's, from a full run)."""
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
+from testbed_support import leftovers, require_testbed
 
 from bench.experiments.__main__ import sync_ratios
 from bench.experiments.stats import spread
-
-from testbed_support import leftovers, require_testbed
+from chaos_hvd import events as ev
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(out, *args, timeout=900):
     done = subprocess.run([sys.executable, "-m", "bench.experiments", "--quick", "--out", str(out),
-                           *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+                           *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -54,13 +56,14 @@ def test_quick_scheduler_experiment_writes_sane_figures(tmp_path):
 
 def test_unknown_experiment_is_a_usage_error(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bench.experiments", "--only", "sched",
-                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          check=False)
     assert done.returncode == 2 and "unknown experiment(s) sched" in done.stderr
 
 
 @given(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=20))
 def test_spread_ignores_non_finite_values(xs):
-    finite = [x for x in xs if x == x and abs(x) != float("inf")]
+    finite = [x for x in xs if math.isfinite(x)]
     if not finite:
         with pytest.raises(ValueError):
             spread(xs)
@@ -93,3 +96,28 @@ def test_quick_sync_experiment_on_the_testbed(tmp_path):
     assert summary["sync"]["ratios"][0]["versus"] == "broadcast"
     assert (tmp_path / "sync.png").stat().st_size > 10_000
     assert leftovers() == []
+
+
+def _step(t, pid, size, step):
+    return ev.Step(rank=0, size=size, step=step, epoch=0, loss=1.0, lr=0.1, t_mono=t, pid=pid)
+
+
+def test_demo_summary_reads_join_crash_and_flap_from_the_records():
+    from examples.demo_testbed import summarize
+    timeline = [ev.Fault(action="join", target="w4", applied_ms=1, t_mono=10.0),
+                ev.Fault(action="crash", target="w2", applied_ms=1, t_mono=30.0),
+                ev.Fault(action="link_down", target="w3-sw", applied_ms=1, t_mono=40.0),
+                ev.Fault(action="link_up", target="w3-sw", applied_ms=1, t_mono=43.0)]
+    events = []
+    for pid in (1, 2, 3):                       # three workers step every second until t=11
+        events += [_step(t, pid, 3, t) for t in range(12)]
+    for pid in (1, 2, 3, 4):                    # the job re-forms: size 4 from t=16
+        events += [_step(t, pid, 4, t) for t in range(16, 31)]
+    for pid in (1, 3, 4):                       # w2 crashed at 30: size 3 from t=33.5
+        events += [_step(t + 0.5, pid, 3, t) for t in range(33, 50) if not 40 <= t < 45]
+    events += [ev.Final(rank=r, size=3, step=49, digest="d", seconds=50.0, pid=p)
+               for r, p in enumerate((1, 3, 4))]
+    got = summarize(timeline, events)
+    assert got == {"join_to_new_size_s": 6.0, "running_worker_pause_s": 5.0,
+                   "crash_to_training_s": 3.5, "flap_pause_s": 6.0, "identical_final": True}
+    assert summarize([], [])["join_to_new_size_s"] is None

@@ -67,9 +67,10 @@ def main(argv=None) -> int:
         ap.error("the sync experiment runs the testbed: run as root, or --only scheduler")
     out = outputs.ensure_dir(args.out or os.path.join(
         REPO, "results", f"experiments-{time.strftime('%Y%m%d-%H%M%S')}"))
+    command = " ".join(argv if argv is not None else sys.argv[1:])
     md = [f"# Experiments ({'quick' if args.quick else 'full'}, {reps} repetition(s))", "",
-          f"Machine: {os.cpu_count()} CPU(s); command: `python -m bench.experiments "
-          f"{' '.join(argv if argv is not None else sys.argv[1:])}`", ""]
+          f"Machine: {os.cpu_count()} CPU(s); command: `python -m bench.experiments {command}`",
+          ""]
     summary: dict = {"bench": "experiments", "quick": args.quick, "reps": reps, "out": out}
     t0 = time.monotonic()
     if "scheduler" in chosen:

@@ -13,8 +13,14 @@ import random
 import time
 
 from chaos_hvd.state.config import MBIT
-from chaos_hvd.state.scheduler import (ALGORITHMS, Joiner, Problem, Source, make_plan,
-                                       optimal_fluid_makespan)
+from chaos_hvd.state.scheduler import (
+    ALGORITHMS,
+    Joiner,
+    Problem,
+    Source,
+    make_plan,
+    optimal_fluid_makespan,
+)
 
 from .stats import spread
 

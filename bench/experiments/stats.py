@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+import math
+from collections.abc import Iterable
 
 
 def spread(values: Iterable[float]) -> dict[str, float]:
     """{"median", "min", "max", "n"} of the finite values; ValueError if there are none."""
-    xs = [float(v) for v in values if v is not None and v == v and abs(v) != float("inf")]
+    xs = [float(v) for v in values if v is not None and math.isfinite(v)]
     if not xs:
         raise ValueError("no finite values to summarise")
     xs.sort()
