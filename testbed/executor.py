@@ -1,8 +1,9 @@
 """Apply a fault schedule to a running testbed, on time or on training step.
 
 A background thread polls every POLL_S: time triggers fire at ``t0 + at + offset``; step
-triggers fire ``offset`` after the first :class:`chaos_hvd.events.Step` with ``step >= at_step`` (and,
-with ``at_size``, logged at that world size) in the run's event log (the plugin's ``CHAOS_EVENT_LOG``; examples/train_elastic.py writes these).
+triggers fire ``offset`` after the first :class:`chaos_hvd.events.Step` with ``step >= at_step``
+(and, with ``at_size``, logged at that world size) in the run's event log (the plugin's
+``CHAOS_EVENT_LOG``; examples/train_elastic.py writes these).
 Every action, applied or failed, is one JSON line in the testbed's timeline with its monotonic
 time, how late it fired and how long applying it took.
 """

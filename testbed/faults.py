@@ -118,8 +118,8 @@ class Schedule:
 # ---------------------------------------------------------------- parsing
 
 def _parse_action(r: Reader, topo: Topology) -> Action:
-    r.check_keys(("at", "at_step", "at_size", "after", "action", "node", "link", "direction", "groups", "period",
-                  "count") + DIRECTION_KEYS)
+    r.check_keys(("at", "at_step", "at_size", "after", "action", "node", "link", "direction",
+                  "groups", "period", "count") + DIRECTION_KEYS)
     kind = r.require("action")
     if not isinstance(kind, str) or kind not in ACTIONS:
         hint = difflib.get_close_matches(str(kind), [str(a) for a in ACTIONS], n=1)
