@@ -1,6 +1,6 @@
 """``python -m bench.experiments [--quick] [--only scheduler,sync] [--reps N] [--out DIR]``.
 
-Runs the chosen experiments, writes ``results.csv`` per experiment, one ``results.md`` with every
+Runs the chosen experiments, writes ``<experiment>.csv`` for each, one ``results.md`` with every
 table and the ratios the README quotes, and PNG plots into the output directory, then prints one
 JSON line. ``sync`` needs root (it runs the testbed); ``scheduler`` runs anywhere.
 """
