@@ -6,9 +6,9 @@
 #   * a venv (default: <repo>/.venv, override with CHAOS_VENV) with torch==2.13.0 (CPU) -- pinned,
 #     because an unpinned torch pulls a multi-GB CUDA build
 #   * Horovod 0.28.1 built from the PyPI sdist with Gloo + PyTorch and C++17 forced (torch >= 2.1
-#     headers need it; horovod#3996). The built wheel is cached in CHAOS_WHEEL_CACHE
-#     (default ~/.cache/chaos-hvd/wheels) so a second run -- or a fresh clone on the same host --
-#     does not rebuild it (~2 min on 2 cores).
+#     headers need it; horovod#3996), its vendored Gloo patched (scripts/horovod-patches/). The
+#     built wheel is cached in CHAOS_WHEEL_CACHE (default ~/.cache/chaos-hvd/wheels) so a second
+#     run -- or a fresh clone on the same host -- does not rebuild it (~2 min on 2 cores).
 #   * this project in editable mode, with its test extras.
 # Usage: bash scripts/bootstrap.sh        (prints the venv path on its last line)
 set -euo pipefail
@@ -53,11 +53,19 @@ if ! "$VPY" -c "import torch,sys; sys.exit(torch.__version__.split('+')[0] != '$
   pip_q "torch==$TORCH_VERSION" ${CHAOS_TORCH_INDEX:+--extra-index-url "$CHAOS_TORCH_INDEX"}
 fi
 
-if ! "$VPY" -c "import horovod.torch" 2>/dev/null; then
-  mkdir -p "$WHEELS"
-  whl=$(ls "$WHEELS"/horovod-"$HOROVOD_VERSION"-*.whl 2>/dev/null | head -n1 || true)
+# Horovod's vendored Gloo, patched (scripts/horovod-patches/, docs/horovod-elastic-internals.md):
+# the patch set's hash names the cached wheel and is written next to the installed package, so
+# a venv with an older build is rebuilt/reinstalled when the patches change.
+PATCHES="$REPO/scripts/horovod-patches"
+PATCH_ID=$(cat "$PATCHES"/*.patch | sha256sum | cut -c1-12)
+SITE=$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if ! "$VPY" -c "import horovod.torch" 2>/dev/null \
+   || [ "$(cat "$SITE/horovod/CHAOS_PATCHES" 2>/dev/null)" != "$PATCH_ID" ]; then
+  wheel_dir="$WHEELS/gloo-patched-$PATCH_ID"
+  mkdir -p "$wheel_dir"
+  whl=$(ls "$wheel_dir"/horovod-"$HOROVOD_VERSION"-*.whl 2>/dev/null | head -n1 || true)
   if [ -z "$whl" ]; then
-    log "building Horovod $HOROVOD_VERSION with Gloo + PyTorch, C++17 forced (~2-5 min)"
+    log "building Horovod $HOROVOD_VERSION with Gloo + PyTorch, C++17 forced, patches $PATCH_ID (~2-5 min)"
     pip_q wheel setuptools cmake packaging pyyaml cloudpickle psutil
     tmp=$(mktemp -d)
     # Horovod's CMake sets -std=c++14; torch >= 2.1 headers need C++17. A compiler wrapper wins
@@ -69,21 +77,27 @@ W
     chmod +x "$tmp/cxx17"
     (
       cd "$tmp"
+      "$VPY" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+        "horovod==$HOROVOD_VERSION" -d sdist
+      tar xzf sdist/horovod-"$HOROVOD_VERSION".tar.gz
+      cd horovod-"$HOROVOD_VERSION"
+      for p in "$PATCHES"/*.patch; do
+        patch -p1 --forward --quiet <"$p"
+      done
       CXX="$tmp/cxx17" MAKEFLAGS="-j$(nproc)" HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 \
       HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 \
       HOROVOD_CPU_OPERATIONS=GLOO \
-        "$VPY" -m pip wheel -q --no-deps --no-build-isolation --no-binary horovod \
-        "horovod==$HOROVOD_VERSION" -w "$WHEELS"
+        "$VPY" -m pip wheel -q --no-deps --no-build-isolation . -w "$wheel_dir"
     )
     rm -rf "$tmp"
-    whl=$(ls "$WHEELS"/horovod-"$HOROVOD_VERSION"-*.whl | head -n1)
+    whl=$(ls "$wheel_dir"/horovod-"$HOROVOD_VERSION"-*.whl | head -n1)
   fi
   log "installing $whl"
-  pip_q "$whl"
+  pip_q --force-reinstall --no-deps "$whl"
+  echo "$PATCH_ID" >"$SITE/horovod/CHAOS_PATCHES"
 fi
 
 # Debian's mininet lives in the system dist-packages; expose only that package to the venv.
-SITE=$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 if [ -d /usr/lib/python3/dist-packages/mininet ] && ! "$VPY" -c "import mininet" 2>/dev/null; then
   mkdir -p "$VENV/debian-mininet"
   ln -sfn /usr/lib/python3/dist-packages/mininet "$VENV/debian-mininet/mininet"

@@ -141,6 +141,24 @@ def advertise_addr(cfg: ChaosConfig) -> str:
     return "127.0.0.1"
 
 
+def _warn_if_gloo_unpatched() -> None:
+    """Once per process: without scripts/horovod-patches (applied by scripts/bootstrap.sh, which
+    leaves a CHAOS_PATCHES file in the horovod package), Gloo does not wake a collective whose
+    message was half received when its connection fails, so some aborts wait for its timeout."""
+    global _GLOO_CHECKED
+    if _GLOO_CHECKED:
+        return
+    _GLOO_CHECKED = True
+    import horovod
+    if not os.path.exists(os.path.join(os.path.dirname(horovod.__file__), "CHAOS_PATCHES")):
+        log.warning("this Horovod was built without chaos-hvd's Gloo patch "
+                    "(scripts/horovod-patches): after a fault, a collective may wait for Gloo's "
+                    "timeout instead of failing at once")
+
+
+_GLOO_CHECKED = False
+
+
 def _warm_imports() -> None:
     import scipy.optimize  # noqa: F401
 
@@ -193,6 +211,8 @@ class ChaosState(State):
         self._replica = Replica(tracked, cfg)
         self._strategy = strategy_for(cfg.strategy)
         self._watch = PeerWatch(self._on_peer_dead, self._abort_again)
+        if cfg.peer_watch:
+            _warn_if_gloo_unpatched()
         self._still_blocked = 0   # repeated aborts since the last one
         self._peer_ports: set[int] = set()
         self._rank = -1
