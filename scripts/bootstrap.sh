@@ -23,7 +23,7 @@ PY="${CHAOS_PYTHON:-python3}"
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
 apt_packages=(mininet iperf3 iputils-ping openssh-server nftables iptables iproute2 ethtool
-              libnetfilter-queue-dev libnfnetlink-dev cmake g++ make)
+              libnetfilter-queue-dev libnfnetlink-dev cmake g++ make patch)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
