@@ -64,7 +64,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     failures, result = run(args.suite, args.out)
+    suite = load_suite(args.suite)
+    kinds = tuple(suite.expect.get("recovery_from", ["crash"]))
+    recovered = checks.recovery_times(result["timeline"], result["events"], kinds)
     summary = {"suite": args.suite, "ok": not failures, "failures": failures,
+               "recovery_s": [[what, None if t is None else round(t, 2)] for what, t in recovered],
                "out": result["out"]}
     print(json.dumps(summary))
     return 0 if not failures else 1
