@@ -9,7 +9,8 @@ from hypothesis import given, settings, strategies as st
 from scipy.optimize import linprog
 
 from chaos_hvd.errors import SchedulerInputError
-from chaos_hvd.state.scheduler import (ALGORITHMS, DEFAULT_SHARD_OVERHEAD_S, Joiner, Problem, Source, lower_bound, make_plan,
+from chaos_hvd.state.scheduler import (ALGORITHMS, DEFAULT_SHARD_OVERHEAD_S, Joiner, Problem, Source, fair_level, lower_bound,
+                                 make_plan,
                                  optimal_fluid_makespan, plan_greedy)
 
 MB = 1e6 / 8
@@ -190,3 +191,28 @@ def test_unknown_algorithm():
     p = Problem(10, (Source("a", 1.0),), (Joiner("j"),))
     with pytest.raises(SchedulerInputError, match="unknown algorithm"):
         make_plan(p, "magic")
+
+
+@given(st.lists(st.floats(1.0, 1e9), min_size=1, max_size=20), st.floats(1.0, 1e10))
+def test_fair_level_splits_a_capped_ingress_max_min_fairly(rates, cap):
+    level = fair_level(rates, cap)
+    if sum(rates) <= cap * (1 + 1e-12):
+        assert level == math.inf
+    else:
+        assert sum(min(r, level) for r in rates) == pytest.approx(cap, rel=1e-9)
+    assert fair_level(rates, None) == math.inf
+
+
+def test_capped_ingress_plan_keeps_each_source_to_its_fair_share():
+    """Five sources (75/45/131/32/111 MB/s) into a joiner capped at 300: TCP gives the three fast
+    ones ~74 each, so the plan must not count on 131 from one of them; it still meets the bound."""
+    rates = [74.89, 45.14, 131.22, 31.56, 111.42]
+    p = Problem(size_bytes=93_555_840, chunk_bytes=262_144,
+                sources=[Source(f"s{i}", r * 1e6 / 8) for i, r in enumerate(rates)],
+                joiners=[Joiner("j", ingress_bytes_per_s=300e6 / 8)])
+    plan = make_plan(p, "optimal")
+    level = fair_level([r * 1e6 / 8 for r in rates], 300e6 / 8)
+    for src, nbytes in plan.bytes_by_source().items():
+        rate = min(p.sources[int(src[1:])].egress_bytes_per_s, level)
+        assert nbytes / rate <= plan.bound_s * 1.01 + p.chunk_bytes / rate, src
+    assert plan.makespan_s <= plan.bound_s * 1.01

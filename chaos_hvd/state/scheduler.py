@@ -23,7 +23,8 @@ Algorithms (all return a Plan with the predicted makespan of *that* plan and the
 ``optimal``   fractional split that minimises the makespan exactly under the model: bisection on the
               finish time ``T`` with a max-flow feasibility test over the intervals between ready times
               (source-interval -> joiner-interval edges carry pair rates, node capacities carry egress
-              and ingress caps), then rounding to chunks by largest remainder.
+              and ingress caps; a pair's edge is also held to its max-min fair share of a capped
+              ingress, the split TCP settles at), then rounding to chunks.
 
 The predicted makespan of any plan is evaluated by a linear program over the same intervals
 (:func:`evaluate`), so all algorithms are judged by one yardstick. :func:`lower_bound` relaxes the
@@ -421,19 +422,37 @@ def plan_greedy(p: Problem, shard_overhead_s: float = DEFAULT_SHARD_OVERHEAD_S) 
     return _finish(p, Algorithm.GREEDY, _merge(best_out))
 
 
+def fair_level(rates: Sequence[float], cap: float | None) -> float:
+    """Max-min fair share of a bottleneck of rate `cap` among flows limited to `rates`: each flow
+    gets min(rate, level) and the shares sum to `cap` (inf when the cap does not bind). TCP flows
+    into one capped ingress settle near this split, whatever a plan would prefer."""
+    if cap is None:
+        return math.inf
+    left, ordered = cap, sorted(rates)
+    for i, r in enumerate(ordered):
+        share = left / (len(ordered) - i)
+        if r > share:
+            return share
+        left -= r
+    return math.inf
+
+
 def _feasible_flows(p: Problem, horizon: float):
-    """Max-flow test: can every joiner get size_bytes by `horizon`? Returns per-pair bytes or None."""
+    """Max-flow test: can every joiner get size_bytes by `horizon`? Returns per-pair bytes or None.
+
+    A pair's flow is also held to its max-min fair share of the joiner's ingress: a split that
+    needs one source to outpace its fair share of a shared bottleneck is not what TCP delivers."""
     g = nx.DiGraph()
     intervals = _breakpoints(p, horizon)
-    for u in p.sources:
-        for ii, iv in enumerate(intervals):
-            length = _active_len(u, iv)
-            if length <= 0:
-                continue
+    for ii, iv in enumerate(intervals):
+        active = [(u, length) for u in p.sources if (length := _active_len(u, iv)) > 0]
+        level = {j.name: fair_level([p.pair_rate(u, j) for u, _ in active], j.ingress_bytes_per_s)
+                 for j in p.joiners}      # among the sources sending in this interval
+        for u, length in active:
             g.add_edge("S", ("u", u.name, ii), capacity=int(u.egress_bytes_per_s * length))
             for j in p.joiners:
-                g.add_edge(("u", u.name, ii), ("j", j.name, ii),
-                           capacity=int(p.pair_rate(u, j) * length))
+                rate = min(p.pair_rate(u, j), level[j.name])
+                g.add_edge(("u", u.name, ii), ("j", j.name, ii), capacity=int(rate * length))
     for j in p.joiners:
         for ii, (a, b) in enumerate(intervals):
             cap = (b - a) * (j.ingress_bytes_per_s if j.ingress_bytes_per_s else math.inf)
