@@ -11,7 +11,8 @@
     chaos-testbed report results/<run>                        # the run's timeline as a PNG
 
 ``{discovery}``, ``{hosts}``, ``{np}``, ``{max_np}``, ``{out}``, ``{event_log}``, ``{bandwidth}`` and
-``{agent_socket}`` in the command are replaced. ``run --agents`` runs a ``chaos-hvd agent`` in every
+``{agent_socket}`` in the command are replaced; ``{storage}`` by the checkpoint URL of the
+topology's first ``role: storage`` node (for ``CHAOS_CHECKPOINT_DIR``). ``run --agents`` runs a ``chaos-hvd agent`` in every
 worker and makes ``{discovery}`` ask the agents (``--agent-opt heartbeat=0.1`` to tune them). Exit codes: the command's own status for ``run``; 2 bad input, 3 missing kernel feature,
 4 verification failed, 77 not root, 130 interrupted, 1 other failure.
 """
@@ -150,6 +151,9 @@ def cmd_run(args) -> int:
     command = args.command
     if not command:
         raise InputError("run needs a command after --")
+    if (any("{storage}" in a for a in command)
+            and not any(n.role == "storage" for n in topo.nodes)):
+        raise InputError(f"the command uses {{storage}} but {topo.name} has no storage node")
     _install_signal_handlers()
     out = args.out or _default_out(topo)
     with Testbed(topo, out, agents=_agent_mode(args)) as tb:

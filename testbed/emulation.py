@@ -65,6 +65,7 @@ class Testbed:
         self.reg: Registry | None = None
         self.net: EmulatedNetwork | None = None
         self.hosts: HostProcesses | None = None
+        self.storage: dict[str, str] = {}     # storage node -> its checkpoint server's URL
         self.discoverable: dict[str, int] = {n.name: n.slots for n in topo.workers
                                              if not n.standby}
         self.t0 = time.monotonic()
@@ -98,6 +99,8 @@ class Testbed:
                 raise CapabilityError("openssh-server (/usr/sbin/sshd) is not installed")
             self.hosts.prepare()
             self.hosts.start_sshd()
+        self.storage = {n.name: self.hosts.start_storage(n.name)
+                        for n in self.topo.nodes if n.role == "storage"}
         if self.agent_mode is not None:
             self._start_agents()
         else:
@@ -200,7 +203,8 @@ class Testbed:
                 "max_np": str(sum(n.slots for n in self.topo.workers)),
                 "out": self.out_dir, "event_log": os.path.join(self.out_dir, "events.jsonl"),
                 "bandwidth": self.write_bandwidth(),
-                "agent_socket": self.agents.socket_pattern if self.agents else ""}
+                "agent_socket": self.agents.socket_pattern if self.agents else "",
+                "storage": next(iter(self.storage.values()), "")}
 
     # ------------------------------------------------------------ actions
     def apply(self, a: Action) -> events.Fault:

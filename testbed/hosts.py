@@ -11,6 +11,8 @@ wrapper first on PATH that adds ``-F <our ssh_config>``: our client key, our kno
 host-key prompts. ``/root/.ssh/known_hosts`` is therefore never written; it is still backed up
 and restored in case a tool bypasses the wrapper.
 
+A ``storage`` node runs the checkpoint server of testbed/storage.py instead of an sshd.
+
 Node faults signal every process below the host's sshd (the ssh sessions and the workers they
 started), never the sshd itself, so a crashed host can be joined again.
 """
@@ -18,6 +20,7 @@ started), never the sshd itself, so a crashed host can be joined again.
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -34,10 +37,12 @@ from .registry import Registry
 
 SSHD = "/usr/sbin/sshd"
 SSH = "/usr/bin/ssh"
+STORAGE_PORT = 8470
 
 
 def _write(path: str, text: str, mode: int = 0o600) -> None:
-    with open(path, "w") as f:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)  # never readable by others
+    with os.fdopen(fd, "w") as f:
         f.write(text)
     os.chmod(path, mode)
 
@@ -92,13 +97,17 @@ Host *
         os.makedirs(bindir, exist_ok=True)
         _write(os.path.join(bindir, "ssh"),
                f'#!/bin/sh\nexec {SSH} -F {self.dir}/ssh_config "$@"\n', 0o755)
-        lines = ["127.0.0.1 localhost", "::1 localhost"]
-        lines += [f"{n.ip} {n.name}" for n in self.topo.nodes]
-        _write(os.path.join(self.reg.dir, "hosts"), "\n".join(lines) + "\n", 0o644)
+        self._write_hosts()
         self.reg.backup_file(os.path.expanduser("~/.ssh/known_hosts"))
         if not os.path.isdir("/run/sshd"):  # sshd's privilege-separation directory
             self.reg.backup_file("/run/sshd")
             os.makedirs("/run/sshd", mode=0o755)
+
+    def _write_hosts(self) -> None:
+        """The /etc/hosts every host sees (bind-mounted by _wrap)."""
+        lines = ["127.0.0.1 localhost", "::1 localhost"]
+        lines += [f"{n.ip} {n.name}" for n in self.topo.nodes]
+        _write(os.path.join(self.reg.dir, "hosts"), "\n".join(lines) + "\n", 0o644)
 
     @property
     def bin_dir(self) -> str:
@@ -142,10 +151,34 @@ Host *
                 raise CommandError(f"sshd did not start in host {name}; see "
                                    f"{self.reg.dir}/sshd-{name}.log") from None
 
-    def _listening(self, host: str) -> bool:
+    def _listening(self, host: str, port: int = 22) -> bool:
         done = subprocess.run(["ip", "netns", "exec", self.net.host_ns[host], "ss", "-ltnH",
-                               "sport = :22"], capture_output=True, text=True)
+                               f"sport = :{port}"], capture_output=True, text=True)
         return bool(done.stdout.strip())
+
+    # ------------------------------------------------------------ storage hosts
+    def start_storage(self, host: str, port: int = STORAGE_PORT) -> str:
+        """Run testbed.storage in `host`; returns its URL (with the run's path token)."""
+        if not os.path.exists(os.path.join(self.reg.dir, "hosts")):   # no sshd prepared it
+            self._write_hosts()
+        root = os.path.join(self.reg.dir, f"storage-{host}")
+        token = secrets.token_hex(16)
+        token_file = os.path.join(self.reg.dir, f"storage-{host}.token")
+        _write(token_file, token)
+        # a storage device has its own CPU; here it shares the workers' cores, whose Horovod
+        # threads busy-wait: a higher priority keeps its link, not the scheduler, the limit
+        p = self.launch(host, ["nice", "-n", "-10", sys.executable, "-m", "testbed.storage",
+                               "--dir", root,
+                               "--port", str(port), "--token-file", token_file], {},
+                        os.path.join(self.reg.dir, f"storage-{host}.log"))
+        try:
+            wait_until(lambda: self._listening(host, port), 10, f"storage server in {host}",
+                       interval_s=0.05,
+                       give_up=lambda: None if p.poll() is None else "it exited")
+        except WaitTimeout:
+            raise CommandError(f"the storage server did not start in host {host}; see "
+                               f"{self.reg.dir}/storage-{host}.log") from None
+        return f"http://{self.topo.node(host).ip}:{port}/{token}"
 
     # ------------------------------------------------------------ launcher
     def launch(self, host: str, argv: list[str], env: dict, log_path: str | None = None,

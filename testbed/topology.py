@@ -9,6 +9,7 @@ File shape (every key is checked; a typo is an error, not a silent default)::
       - {name: h1, role: worker, slots: 1, cpu: 0.5}   # cpu: share of one core (cgroup v2)
       - {name: h6, role: worker, standby: true}        # not discoverable until a `join` fault
       - {name: ctl, role: launcher}                    # where horovodrun's driver runs
+      - {name: nas, role: storage}                     # serves checkpoints over its link
     switches: [s1]                 # Linux bridges (switches, access points, base stations)
     links:
       - {a: h1, b: s1, rate: 100Mbit, delay: 2ms}      # both directions
@@ -46,7 +47,7 @@ from chaos_hvd.yamldoc import Reader, load_yaml, read_text
 from .errors import TopologyError
 from .profiles import PROFILES
 
-ROLES = ("worker", "launcher")
+ROLES = ("worker", "launcher", "storage")
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,31}")
 DIRECTION_KEYS = ("rate", "delay", "jitter", "loss", "correlation", "queue")
 DEFAULT_SUBNET = "10.213.0.0/16"

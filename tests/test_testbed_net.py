@@ -126,6 +126,41 @@ def test_runtime_rate_change(testbed):
     assert abs(slow / 5e6 - 1) <= 0.05 and abs(fast / 50e6 - 1) <= 0.05, (slow, fast)
 
 
+STORE = """\
+name: store
+nodes: [{name: a}, {name: nas, role: storage}, {name: ctl, role: launcher}]
+switches: [s1]
+links:
+  - {a: a, b: s1}
+  - {a: nas, b: s1, up: {rate: 20Mbit}, down: {rate: 40Mbit}}
+  - {a: ctl, b: s1}
+"""
+
+
+def test_storage_node_serves_checkpoints_over_its_shaped_link(testbed, tmp_path):
+    """A checkpoint written from host a and read back crosses the storage host's link at its
+    rates (40 Mbit/s in, 20 out); the server goes with the testbed."""
+    tb = testbed(STORE)
+    url = tb.placeholders()["storage"]
+    assert url.startswith(f"http://{tb.topo.node('nas').ip}:")
+    script = textwrap.dedent(f"""
+        import time
+        from chaos_hvd.state.checkpoint_store import open_store
+        s, data = open_store({url!r}, 30), bytes(range(256)) * 20000      # 5.12 MB
+        t0 = time.perf_counter(); s.put("c.bin", data); t1 = time.perf_counter()
+        buf = bytearray(len(data)); s.read_into("c.bin", memoryview(buf))
+        print(t1 - t0, time.perf_counter() - t1, bytes(buf) == data)
+        """)
+    p = tb.hosts.launch("a", [sys.executable, "-c", script], {},
+                        log_path=str(tmp_path / "out.log"))
+    assert p.wait(60) == 0, (tmp_path / "out.log").read_text()
+    put_s, get_s, same = (tmp_path / "out.log").read_text().split()
+    bits = 5.12e6 * 8
+    assert same == "True"
+    assert bits / 40e6 * 0.9 <= float(put_s) <= bits / 40e6 * 1.6, put_s
+    assert bits / 20e6 * 0.9 <= float(get_s) <= bits / 20e6 * 1.6, get_s
+
+
 def test_hosts_are_reached_over_ssh_with_their_own_names(testbed, tmp_path):
     known_hosts = os.path.expanduser("~/.ssh/known_hosts")
     before = open(known_hosts, "rb").read() if os.path.exists(known_hosts) else None

@@ -17,6 +17,8 @@ With I/O, still without Horovod:
 ``replica``     this rank's committed snapshot, its version and its shard server.
 ``transfer``    the HMAC-authenticated shard server and the parallel pull client.
 ``peer_watch``  fast crash detection: a dead peer's socket closes, the blocked collective is aborted.
+``checkpoint_store``  where the checkpoint strategy keeps its files: a directory or an HTTP
+                storage host (testbed storage nodes run one).
 ``strategies``  how state moves after a reset: chaos, single, checkpoint, broadcast, behind a small
                 ``Collectives`` interface.
 ``standby_join``  a standby joiner of ``chaos-hvdrun``: pull a recent state while the job trains,

@@ -26,6 +26,7 @@ from typing import Mapping
 from ..errors import ConfigError
 from ..units import UnitError, parse_rate_bps
 from ..yamldoc import Reader, load_file
+from .checkpoint_store import open_store
 from .kinds import Algorithm, Strategy
 
 STRATEGIES = tuple(Strategy)
@@ -213,6 +214,8 @@ class ChaosConfig:
             raise ConfigError(f"port {self.port} out of range")
         if self.strategy == Strategy.CHECKPOINT and not self.checkpoint_dir:
             raise ConfigError("the checkpoint strategy needs checkpoint_dir (CHAOS_CHECKPOINT_DIR)")
+        if self.checkpoint_dir:
+            open_store(self.checkpoint_dir, self.transfer_timeout_s)   # ConfigError if malformed
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "ChaosConfig":

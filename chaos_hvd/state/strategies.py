@@ -6,8 +6,8 @@ chunks of the newest committed state). A strategy then moves the bytes:
 ``chaos``       every needer plans byte ranges over *all* holders with the shard scheduler and pulls
                 them in parallel; idle sources steal work from slow ones (the paper's design).
 ``single``      one source per needer, no stealing (an EDL-like baseline).
-``checkpoint``  the target writes a checkpoint into a shared directory; needers read all of it
-                (a Pollux / Autoscaling-like baseline).
+``checkpoint``  the target writes a checkpoint to a shared directory or an HTTP storage host;
+                needers read all of it (a Pollux / Autoscaling-like baseline).
 ``broadcast``   Horovod's own rank-0 broadcast of every tensor, as ``TorchState.sync`` does, on
                 every sync (the baseline the paper compares against).
 
@@ -18,7 +18,6 @@ free of Horovod, so strategies can be read (and driven) without it.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Protocol
@@ -29,10 +28,11 @@ from .. import events
 from ..cluster import client as agent_client
 from ..errors import AgentUnavailable, TransferError
 from . import transfer
+from .checkpoint_store import CheckpointStore, open_store
 from .config import BandwidthMap, ChaosConfig
 from .kinds import Algorithm, Strategy
 from .roles import NeederPlan, RankInfo, Roles, plan_transfers
-from .snapshot import Manifest, Snapshot
+from .snapshot import MAX_MANIFEST_BYTES, Manifest, Snapshot
 from .state_tree import STATEFUL, ObjectKind, TrackedObjects, clone_tree
 
 
@@ -188,23 +188,35 @@ class SingleSourcePull(MultiSourcePull):
 # ---------------------------------------------------------------------------- checkpoint
 
 class CheckpointThroughStorage(SyncStrategy):
-    """The target rank writes a checkpoint; needers read all of it back."""
+    """The target rank writes a checkpoint to the store; needers read all of it back.
+
+    Every needer reads the whole checkpoint, survivors too (their BatchNorm statistics differ
+    from the target's), as a restart from a checkpoint does: this is the baseline, not a
+    shortcut."""
 
     name = Strategy.CHECKPOINT
+
+    def __init__(self) -> None:
+        self._written: str | None = None   # this rank's last checkpoint, removed at the next
 
     def run(self, target, coll, roles, infos, record, tag) -> None:
         if not roles.needers:
             return
         cfg = target.config
-        path = os.path.join(cfg.checkpoint_dir, f"chaos-v{roles.version}")
+        store = open_store(cfg.checkpoint_dir, cfg.transfer_timeout_s)
+        name = f"chaos-v{roles.version}"
         writer = roles.target
         t0 = time.perf_counter()
         if coll.rank == writer:
-            _write_checkpoint(path, target.snapshot)
-        coll.allgather_json(None, f"{tag}.ckpt")  # barrier: the checkpoint is on disk
+            _write_checkpoint(store, name, target.snapshot)
+            if self._written not in (None, name):   # every reader of it finished its sync
+                for suffix in (".json", ".bin"):
+                    store.delete(self._written + suffix)
+            self._written = name
+        coll.allgather_json(None, f"{tag}.ckpt")  # barrier: the checkpoint is stored
         t1 = time.perf_counter()
         if coll.rank in roles.needers:
-            manifest, buffer = _read_checkpoint(path, roles.digest)
+            manifest, buffer = _read_checkpoint(store, name, roles.digest)
             t2 = time.perf_counter()
             target.load(Snapshot.from_manifest(manifest, buffer))
             record.transfer_s, record.load_s = t2 - t1, time.perf_counter() - t2
@@ -212,28 +224,19 @@ class CheckpointThroughStorage(SyncStrategy):
         record.checkpoint_write_s = t1 - t0
 
 
-def _write_checkpoint(path: str, snap: Snapshot) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    for suffix, data in ((".bin", memoryview(snap.buffer.numpy())),
-                         (".json", snap.manifest().to_bytes())):
-        with open(path + suffix + ".tmp", "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(path + suffix + ".tmp", path + suffix)
+def _write_checkpoint(store: CheckpointStore, name: str, snap: Snapshot) -> None:
+    # the manifest last: a reader that finds it finds the buffer it describes
+    store.put(name + ".bin", memoryview(snap.buffer.numpy()))
+    store.put(name + ".json", snap.manifest().to_bytes())
 
 
-def _read_checkpoint(path: str, digest: str) -> tuple[Manifest, torch.Tensor]:
-    try:
-        with open(path + ".json", "rb") as f:
-            manifest = Manifest.from_bytes(f.read())
-        if manifest.digest() != digest:
-            raise TransferError("checkpoint manifest differs from the agreed digest")
-        buffer = torch.empty(manifest.size_bytes, dtype=torch.uint8)
-        with open(path + ".bin", "rb") as f:
-            f.readinto(memoryview(buffer.numpy()))
-    except OSError as e:
-        raise TransferError(f"checkpoint {path}: {e}") from e
+def _read_checkpoint(store: CheckpointStore, name: str,
+                     digest: str) -> tuple[Manifest, torch.Tensor]:
+    manifest = Manifest.from_bytes(store.read_small(name + ".json", MAX_MANIFEST_BYTES))
+    if manifest.digest() != digest:
+        raise TransferError("checkpoint manifest differs from the agreed digest")
+    buffer = torch.empty(manifest.size_bytes, dtype=torch.uint8)
+    store.read_into(name + ".bin", memoryview(buffer.numpy()))
     return manifest, buffer
 
 
