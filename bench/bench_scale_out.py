@@ -1,8 +1,12 @@
 """Scale-out on the emulated edge network: how long the running workers stand idle per join (root).
 
-Three variants side by side in one invocation, same topology, model and schedule:
+Variants side by side in one invocation, same topology, model and schedule:
 
-``torch``       Horovod's own ``TorchState`` under ``horovodrun`` (stock Horovod elastic)
+``torch``       Horovod's own ``TorchState`` under ``horovodrun`` (stock Horovod elastic: rank 0
+                broadcasts every tensor)
+``single``      ChaosState's ``single`` strategy under ``horovodrun`` (one source, EDL-like)
+``checkpoint``  ChaosState's ``checkpoint`` strategy under ``horovodrun``: a checkpoint written to
+                and read back from the topology's storage host over its link (Pollux-like)
 ``chaos``       ChaosState under ``horovodrun`` (multi-source sync; the join still stops the job
                 while the new process starts)
 ``overlapped``  ChaosState under ``chaos-hvdrun`` (the new worker starts as a standby and pulls
@@ -14,13 +18,14 @@ stopped once all six ranks trained at the new size. From the run's own event log
 
 * stall of each running worker: its longest gap between steps after the join, minus its median
   step time before the join (the target: <= bound + 2 s, and <= 0.1x torch's)
-* join -> the joiner's first step, join -> every rank at the new size
+* join -> the joiner training (its first step at the new size begins), join -> every rank
+  training at the new size
 * phases: discovery (join -> standby started), standby start-up + background pull, switch sync of
   the joiner (plan / transfer / load / total)
 * checks: every rank's full-state digest equal after the switch; no committed step lost
 
 Ends with one JSON line. Usage:
-    sudo .venv/bin/python -m bench.bench_scale_out [--variants torch,chaos,overlapped]
+    sudo .venv/bin/python -m bench.bench_scale_out [--variants torch,single,checkpoint,chaos,overlapped]
 """
 
 import argparse
@@ -39,8 +44,14 @@ from chaos_hvd import events as ev
 from chaos_hvd.events import read_events
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = {"torch": ("horovodrun", "torch"), "chaos": ("horovodrun", "chaos"),
-            "overlapped": ("chaos-hvdrun", "chaos")}
+# variant -> (launcher, --state of the training script, environment of the job)
+STEPS_AT_NEW_SIZE = 1    # each rank's first step at size 6 closes the gap the reset opened
+VARIANTS = {"torch": ("horovodrun", "torch", {}),
+            "single": ("horovodrun", "chaos", {"CHAOS_SYNC_STRATEGY": "single"}),
+            "checkpoint": ("horovodrun", "chaos", {"CHAOS_SYNC_STRATEGY": "checkpoint",
+                                                   "CHAOS_CHECKPOINT_DIR": "{storage}"}),
+            "chaos": ("horovodrun", "chaos", {"CHAOS_SYNC_STRATEGY": "chaos"}),
+            "overlapped": ("chaos-hvdrun", "chaos", {"CHAOS_SYNC_STRATEGY": "chaos"})}
 
 
 def joiner_of(topology: str) -> str:
@@ -52,14 +63,15 @@ def joiner_of(topology: str) -> str:
 
 
 def run(variant: str, topology: str, model: str, join_step: int, timeout_s: float) -> dict:
-    launcher, state = VARIANTS[variant]
+    launcher, state, env = VARIANTS[variant]
     out = tempfile.mkdtemp(prefix=f"scale-out-{variant}-")
     faults = os.path.join(out, "join.yaml")
     with open(faults, "w") as f:
         f.write(f"actions:\n  - {{at_step: {join_step}, action: join, "
                 f"node: {joiner_of(topology)}}}\n")
     cmd = [sys.executable, "-m", "testbed.cli", "run", topology, "--faults", faults,
-           "--out", out, "--", launcher, "-np", "5", "--min-np", "5", "--max-np", "6",
+           "--out", out, "--", "env", *(f"{k}={v}" for k, v in env.items()),
+           launcher, "-np", "5", "--min-np", "5", "--max-np", "6",
            "--host-discovery-script", "{discovery}", "--network-interface", "eth0",
            "--gloo-timeout-seconds", "900", "python",
            os.path.join(REPO, "examples", "train_elastic.py"), "--state", state,
@@ -79,7 +91,7 @@ def run(variant: str, topology: str, model: str, join_step: int, timeout_s: floa
                 for e in read_events(path, ev.Step):
                     if e.size == 6:
                         at6[e.pid] = at6.get(e.pid, 0) + 1
-                if len(at6) == 6 and min(at6.values()) >= 3:
+                if len(at6) == 6 and min(at6.values()) >= STEPS_AT_NEW_SIZE:
                     done = True
                     break
     finally:
@@ -108,8 +120,9 @@ def measure(out: str) -> dict:
         before = [b - a for a, b in zip(ts, ts[1:]) if b < t_join]
         after = [b - a for a, b in zip(ts, ts[1:]) if b > t_join]
         stalls.append(max(after) - statistics.median(before))
-    first6 = {pid: min(e.t_mono for e in steps if e.pid == pid and e.size == 6)
-              for pid in old + new}
+    # training-ready at size 6 (the first step there begins): each process's Resumed
+    first6 = {pid: min(e.t_mono for e in events if isinstance(e, ev.Resumed) and e.pid == pid
+                       and e.size == 6) for pid in old + new}
     syncs6 = [e for e in events if type(e) is ev.Sync and e.size == 6]
     resumed6 = [e for e in events if isinstance(e, ev.Resumed) and e.size == 6]
     last_commit = max(e.step for e in events if isinstance(e, ev.Commit) and e.size == 5)
@@ -129,11 +142,13 @@ def measure(out: str) -> dict:
         phases["join_to_joiner_sync_start_s"] = (
             joiner_sync.t_mono - joiner_sync.total_s - t_join if joiner_sync else None)
     if joiner_sync:
-        phases.update(switch_plan_s=joiner_sync.plan_s, switch_transfer_s=joiner_sync.transfer_s,
+        phases.update(checkpoint_write_s=joiner_sync.checkpoint_write_s,
+                      switch_plan_s=joiner_sync.plan_s, switch_transfer_s=joiner_sync.transfer_s,
                       switch_load_s=joiner_sync.load_s, switch_sync_total_s=joiner_sync.total_s,
                       switch_needed_bytes=joiner_sync.needed_bytes, state_bytes=joiner_sync.state_bytes)
-    return {"worst_stall_s": max(stalls), "stalls_s": stalls,
-            "join_to_joiner_first_step_s": min(first6[p] for p in new) - t_join,
+    return {"worst_stall_s": max(stalls), "mean_stall_s": statistics.fmean(stalls),
+            "stalls_s": stalls,
+            "join_to_joiner_training_s": min(first6[p] for p in new) - t_join,
             "join_to_all_at_new_size_s": max(first6.values()) - t_join,
             "phases": phases, "digests_equal": len(digests) == 1,
             "no_step_lost": bool(resumed6) and all(r.step == last_commit for r in resumed6)}
@@ -144,7 +159,7 @@ def main():
     ap.add_argument("--variants", default="torch,chaos,overlapped")
     ap.add_argument("--topology", default=os.path.join(REPO, "topologies", "baseline-6.yaml"))
     ap.add_argument("--model", default="resnet18", choices=["resnet18", "medium"])
-    ap.add_argument("--join-step", type=int, default=8)
+    ap.add_argument("--join-step", type=int, default=3)
     ap.add_argument("--bound-s", type=float, default=1.816,
                     help="transfer bound of the topology (baseline-6, ResNet-18: 1.816 s)")
     ap.add_argument("--timeout", type=float, default=900)
@@ -152,8 +167,8 @@ def main():
     results = {v: run(v, args.topology, args.model, args.join_step, args.timeout)
                for v in args.variants.split(",")}
     for v, r in results.items():
-        print(f"{v:11} worst stall {r['worst_stall_s']:6.2f} s  join->joiner step "
-              f"{r['join_to_joiner_first_step_s']:6.2f} s  join->all at 6 "
+        print(f"{v:11} worst stall {r['worst_stall_s']:6.2f} s  join->joiner trains "
+              f"{r['join_to_joiner_training_s']:6.2f} s  join->all at 6 "
               f"{r['join_to_all_at_new_size_s']:6.2f} s  digests equal {r['digests_equal']}  "
               f"no step lost {r['no_step_lost']}  cpu {r['cpu_percent']:.0f}%")
     summary = {}

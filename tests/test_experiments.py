@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from testbed_support import leftovers, require_testbed
 
+from bench.experiments import scale_out
 from bench.experiments.__main__ import sync_ratios
 from bench.experiments.stats import spread
 from chaos_hvd import events as ev
@@ -95,6 +96,63 @@ def test_quick_sync_experiment_on_the_testbed(tmp_path):
     assert int(chaos["sources_used"]) >= 2
     assert summary["sync"]["ratios"][0]["versus"] == "broadcast"
     assert (tmp_path / "sync.png").stat().st_size > 10_000
+    assert leftovers() == []
+
+
+@pytest.mark.horovod
+def test_quick_transfer_experiment_on_the_testbed(tmp_path):
+    """ResNet-18's training state pulled from five testbed hosts: near the bound with the joiner's
+    ingress unshaped and capped, from several sources."""
+    require_testbed(sshd=True)
+    summary = _run(tmp_path, "--only", "transfer")
+    rows = {r["ingress_cap_mbit"]: r for r in _rows(tmp_path / "transfer.csv")}
+    assert set(rows) == {"", "300.0"}
+    for r in rows.values():
+        assert int(r["state_bytes"]) > 90e6 and int(r["params"]) == 11_689_512
+        assert 0.95 <= float(r["x_bound"]) < 1.5, r
+    assert int(rows[""]["sources_used"]) == 5
+    assert float(rows["300.0"]["bound_s"]) > float(rows[""]["bound_s"])
+    assert summary["transfer"]["worst_x_bound"] < 1.5
+    assert (tmp_path / "transfer.png").stat().st_size > 10_000
+    assert leftovers() == []
+
+
+def _run_result(stall, joiner, all_at_6, **phases):
+    return {"worst_stall_s": stall, "mean_stall_s": stall - 1, "join_to_joiner_training_s": joiner,
+            "join_to_all_at_new_size_s": all_at_6, "phases": phases, "cpu_percent": 99.0,
+            "digests_equal": True, "no_step_lost": True}
+
+
+def test_scale_out_rows_and_ratios():
+    rows = [scale_out.row("broadcast", "m", [_run_result(40, 60, 61), _run_result(50, 70, 72),
+                                             _run_result(45, 65, 66)]),
+            scale_out.row("chaos", "m", [_run_result(10, 30, 30, switch_transfer_s=2.0)]),
+            scale_out.row("overlapped", "m", [_run_result(4, 33, 33, standby_ready_s=9.0)])]
+    b = rows[0]
+    assert (b["worst_idle_s_median"], b["worst_idle_s_min"], b["worst_idle_s_max"]) == (45, 40, 50)
+    assert b["switch_transfer_s"] is None and rows[1]["switch_transfer_s"] == 2.0
+    assert b["reps"] == 3 and b["digests_equal"] and b["no_step_lost"]
+    got = {(r["ours"], r["versus"]): (r["idle_x"], r["delay_x"]) for r in scale_out.ratios(rows)}
+    assert got == {("chaos", "broadcast"): (round(10 / 45, 3), round(30 / 66, 3)),
+                   ("overlapped", "broadcast"): (round(4 / 45, 3), round(33 / 66, 3))}
+
+
+@pytest.mark.horovod
+def test_quick_scale_out_experiment_on_the_testbed(tmp_path):
+    """A join under the checkpoint strategy (through the topology's storage host) and under
+    chaos-hvdrun, in real jobs on baseline-6: both end identical with no committed step lost, and
+    the overlapped join keeps the running workers idle for less time than the checkpoint's."""
+    require_testbed(sshd=True)
+    summary = _run(tmp_path, "--only", "scale_out")
+    rows = {r["strategy"]: r for r in _rows(tmp_path / "scale_out.csv")}
+    ckpt, over = rows["checkpoint"], rows["overlapped"]
+    for r in (ckpt, over):
+        assert r["digests_equal"] == "True" and r["no_step_lost"] == "True"
+        assert float(r["all_at_new_size_s_median"]) >= float(r["joiner_training_s_median"]) > 0
+    assert float(ckpt["checkpoint_write_s"]) > 0 and float(over["standby_ready_s"]) > 0
+    assert float(over["worst_idle_s_median"]) < float(ckpt["worst_idle_s_median"])
+    assert summary["scale_out"]["ratios"][0]["versus"] == "checkpoint"
+    assert (tmp_path / "scale_out.png").stat().st_size > 10_000
     assert leftovers() == []
 
 

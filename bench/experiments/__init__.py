@@ -8,8 +8,14 @@ Modules:
     __main__   -- the command: choose experiments, run them, write the outputs
     scheduler  -- shard planning: time to plan and predicted makespan / bound per algorithm,
                   up to 1,000 sources x 10,000 chunks and several joiners (pure, no network)
+    transfer   -- whole-state pulls of every paper model's state (torchvision sizes) from five
+                  testbed hosts to a joiner, against the bound, uncapped and with the joiner's
+                  ingress capped (root)
+    transfer_peer -- one host's side of it (a shard server, or the pulling joiner)
     sync       -- state sync to a joiner inside a real elastic job on the testbed, per strategy
                   (root): transfer and whole-sync time against the bound
+    scale_out  -- a join inside a real elastic job on the testbed, per strategy (root): the
+                  existing workers' idle time and the scale-out delay, with phases
     outputs    -- CSV, markdown and matplotlib plots of the rows (no measuring)
     stats      -- median / min / max over repetitions (pure)
 """

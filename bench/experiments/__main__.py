@@ -1,8 +1,9 @@
-"""``python -m bench.experiments [--quick] [--only scheduler,sync] [--reps N] [--out DIR]``.
+"""``python -m bench.experiments [--quick] [--only scheduler,transfer,sync,scale_out] [--reps N] [--out DIR]``.
 
 Runs the chosen experiments, writes ``<experiment>.csv`` for each, one ``results.md`` with every
 table and the ratios the README quotes, and PNG plots into the output directory, then prints one
-JSON line. ``sync`` needs root (it runs the testbed); ``scheduler`` runs anywhere.
+JSON line. ``transfer``, ``sync`` and ``scale_out`` need root (they run the testbed);
+``scheduler`` runs anywhere.
 """
 
 from __future__ import annotations
@@ -15,14 +16,24 @@ import time
 
 from . import outputs
 
-EXPERIMENTS = ("scheduler", "sync")
+EXPERIMENTS = ("scheduler", "transfer", "sync", "scale_out")
+ON_TESTBED = ("transfer", "sync", "scale_out")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SCHEDULER_COLUMNS = ("sources", "chunks", "joiners", "algorithm", "plan_ms_median", "plan_ms_min",
                      "plan_ms_max", "makespan_s", "fluid_optimum_s", "x_optimum", "x_bound")
+TRANSFER_COLUMNS = ("model", "params", "state_bytes", "ingress_cap_mbit", "transfer_s_median",
+                    "transfer_s_min", "transfer_s_max", "bound_s", "x_bound", "sources_used",
+                    "cpu_percent")
 SYNC_COLUMNS = ("model", "strategy", "state_bytes", "transfer_s_median", "transfer_s_min",
                 "transfer_s_max", "total_s_median", "total_s_min", "total_s_max", "bound_s",
                 "x_bound", "sources_used")
+SCALE_OUT_COLUMNS = ("model", "strategy", "worst_idle_s_median", "worst_idle_s_min",
+                     "worst_idle_s_max", "mean_idle_s_median", "joiner_training_s_median",
+                     "all_at_new_size_s_median", "all_at_new_size_s_min", "all_at_new_size_s_max",
+                     "join_to_joiner_sync_start_s", "discovery_s", "standby_ready_s",
+                     "checkpoint_write_s", "switch_transfer_s", "switch_sync_total_s",
+                     "cpu_percent", "digests_equal", "no_step_lost")
 
 
 def sync_ratios(rows: list[dict]) -> list[dict]:
@@ -63,8 +74,9 @@ def main(argv=None) -> int:
     reps = args.reps or (1 if args.quick else 3)
     if reps < 1:
         ap.error("--reps must be at least 1")
-    if "sync" in chosen and os.geteuid() != 0:
-        ap.error("the sync experiment runs the testbed: run as root, or --only scheduler")
+    if set(chosen) & set(ON_TESTBED) and os.geteuid() != 0:
+        ap.error(f"the {', '.join(x for x in chosen if x in ON_TESTBED)} experiment(s) run the "
+                 "testbed: run as root, or --only scheduler")
     out = outputs.ensure_dir(args.out or os.path.join(
         REPO, "results", f"experiments-{time.strftime('%Y%m%d-%H%M%S')}"))
     command = " ".join(argv if argv is not None else sys.argv[1:])
@@ -89,6 +101,14 @@ def main(argv=None) -> int:
                                               and r["chunks"] == largest["chunks"]),
             "optimal_worst_x_optimum": max(r["x_optimum"] for r in rows
                                            if r["algorithm"] == "optimal")}
+    if "transfer" in chosen:
+        from . import transfer
+        rows = transfer.run(quick=args.quick, reps=reps)
+        outputs.write_csv(rows, os.path.join(out, "transfer.csv"))
+        outputs.plot_transfer(rows, os.path.join(out, "transfer.png"))
+        md += ["## Whole-state transfer against the bound, the paper's models (baseline-6)", "",
+               outputs.markdown(rows, TRANSFER_COLUMNS), "", "![transfer](transfer.png)", ""]
+        summary["transfer"] = {"worst_x_bound": max(r["x_bound"] for r in rows)}
     if "sync" in chosen:
         from . import sync
         rows = sync.run(quick=args.quick, reps=reps)
@@ -99,6 +119,17 @@ def main(argv=None) -> int:
                "", outputs.markdown(ratios, ("model", "versus", "transfer_x", "sync_x")), "",
                "![sync](sync.png)", ""]
         summary["sync"] = {"ratios": ratios}
+    if "scale_out" in chosen:
+        from . import scale_out
+        rows = scale_out.run(quick=args.quick, reps=reps)
+        ratios = scale_out.ratios(rows)
+        outputs.write_csv(rows, os.path.join(out, "scale_out.csv"))
+        outputs.plot_scale_out(rows, os.path.join(out, "scale_out.png"))
+        md += ["## Scale-out: idle time and delay per join (baseline-6)", "",
+               outputs.markdown(rows, SCALE_OUT_COLUMNS), "",
+               outputs.markdown(ratios, ("model", "ours", "versus", "idle_x", "delay_x")), "",
+               "![scale-out](scale_out.png)", ""]
+        summary["scale_out"] = {"ratios": ratios}
     summary["seconds"] = round(time.monotonic() - t0, 1)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write("\n".join(md))

@@ -35,6 +35,14 @@ def _cell(v) -> str:
     return "" if v is None else str(v)
 
 
+def _median_bars(ax, xs, rows: Sequence[dict], key: str, label: str, width: float = 0.4) -> None:
+    """Bars at the medians of `key` with min-max error bars."""
+    med = [r[f"{key}_median"] for r in rows]
+    err = [[m - r[f"{key}_min"] for m, r in zip(med, rows)],
+           [r[f"{key}_max"] - m for m, r in zip(med, rows)]]
+    ax.bar(list(xs), med, width=width, yerr=err, capsize=3, label=label)
+
+
 def plot_scheduler(rows: Sequence[dict], path: str) -> None:
     """Planning time and makespan / fluid optimum against the number of sources, per algorithm,
     at the largest state and one joiner."""
@@ -69,10 +77,7 @@ def plot_sync(rows: Sequence[dict], path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = range(len(rows))
     for off, key, label in ((-0.2, "transfer_s", "transfer"), (0.2, "total_s", "whole sync")):
-        med = [r[f"{key}_median"] for r in rows]
-        err = [[m - r[f"{key}_min"] for m, r in zip(med, rows)],
-               [r[f"{key}_max"] - m for m, r in zip(med, rows)]]
-        ax.bar([x + off for x in xs], med, width=0.4, yerr=err, capsize=3, label=label)
+        _median_bars(ax, [x + off for x in xs], rows, key, label)
     labelled = False
     for x, r in zip(xs, rows):
         if r.get("bound_s"):       # each model has its own bound: a dash over its bars
@@ -84,6 +89,59 @@ def plot_sync(rows: Sequence[dict], path: str) -> None:
            title=f"State sync to a joiner on {rows[0]['topology']}")
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_scale_out(rows: Sequence[dict], path: str) -> None:
+    """Per strategy (median, min-max bars): the existing workers' idle time per join, and the
+    scale-out delay (join -> the joiner's first step, join -> every rank at the new size)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    xs = range(len(rows))
+    labels = [r["strategy"] + ("" if len({q["model"] for q in rows}) == 1 else f"\n{r['model']}")
+              for r in rows]
+    panels = ((a, (("worst_idle_s", "worst worker"), ("mean_idle_s", "mean of workers")),
+               "idle time of existing workers per join (s)", "Existing workers stand idle"),
+              (b, (("joiner_training_s", "joiner training"),
+                   ("all_at_new_size_s", "all ranks training at the new size")),
+               "seconds after the join", "Scale-out delay"))
+    for ax, keys, ylabel, title in panels:
+        for off, (key, label) in zip((-0.2, 0.2), keys):
+            _median_bars(ax, [x + off for x in xs], rows, key, label)
+        ax.set_xticks(list(xs), labels)
+        ax.set(ylabel=ylabel, title=f"{title} ({rows[0]['topology']}, {rows[0]['model']})")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_transfer(rows: Sequence[dict], path: str) -> None:
+    """Per model: the joiner's transfer against the bound (seconds), uncapped and with the
+    joiner's ingress capped; and transfer / bound with the 1.10x target."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    caps = list(dict.fromkeys(r["ingress_cap_mbit"] for r in rows))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / len(caps)
+    for k, cap in enumerate(caps):
+        sel = {r["model"]: r for r in rows if r["ingress_cap_mbit"] == cap}
+        xs = [i + (k - (len(caps) - 1) / 2) * width for i in range(len(models))]
+        label = "joiner ingress unshaped" if cap is None else f"ingress capped at {cap:g} Mbit/s"
+        _median_bars(a, xs, [sel[m] for m in models], "transfer_s", label, width)
+        a.scatter(xs, [sel[m]["bound_s"] for m in models], marker="_", s=300, color="k",
+                  zorder=3, label="bound" if k == 0 else None)
+        b.bar(xs, [sel[m]["x_bound"] for m in models], width=width, label=label)
+    b.axhline(1.10, color="r", linestyle="--", linewidth=1, label="target 1.10x")
+    for ax in (a, b):
+        ax.set_xticks(range(len(models)), models)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    a.set(yscale="log", ylabel="seconds (log)",
+          title=f"Whole-state transfer to a joiner ({rows[0]['topology']})")
+    b.set(ylabel="transfer / bound", ylim=(0.9, max(1.3, max(r["x_bound"] for r in rows) + 0.05)),
+          title="Against S / min(ingress, sum of egress)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,0 +1,99 @@
+"""Scale-out per strategy inside a real elastic job on the testbed (root): the existing workers'
+idle time per join, join -> the joiner's first step, join -> every rank at the new size, and the
+phases of each.
+
+Each run is ``bench.bench_scale_out``'s: ``topologies/baseline-6.yaml`` (five workers at 33-137
+Mbit/s egress, the joiner h6, a storage host nas on Fast Ethernet), h6 made discoverable at
+training step ``JOIN_STEP``, stopped once all six ranks trained at size 6. Strategies (the
+paper's baselines): ``broadcast`` -- Horovod's own TorchState (rank 0 broadcasts every tensor);
+``single`` -- one source (EDL-like); ``checkpoint`` -- through the storage host (Pollux-like);
+``chaos`` -- multi-neighbour pull; ``overlapped`` -- chaos-hvdrun (the joiner pulls while the job
+trains).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from bench.bench_scale_out import REPO
+from bench.bench_scale_out import run as run_once
+
+from .stats import spread
+
+# experiment name -> bench_scale_out variant
+VARIANT = {"broadcast": "torch", "single": "single", "checkpoint": "checkpoint",
+           "chaos": "chaos", "overlapped": "overlapped"}
+FULL = {"models": ("resnet18",), "strategies": tuple(VARIANT)}
+QUICK = {"models": ("medium",), "strategies": ("checkpoint", "overlapped")}
+TOPOLOGY = os.path.join(REPO, "topologies", "baseline-6.yaml")
+JOIN_STEP = 3
+PHASES = ("join_to_joiner_sync_start_s", "discovery_s", "standby_ready_s", "checkpoint_write_s",
+          "switch_transfer_s", "switch_sync_total_s")
+
+
+def run(quick: bool = False, reps: int = 3, timeout_s: float = 900) -> list[dict]:
+    grid = QUICK if quick else FULL
+    rows = []
+    for model in grid["models"]:
+        for strategy in grid["strategies"]:
+            runs, failed = [], []
+            for rep in range(reps):
+                try:
+                    runs.append(run_once(VARIANT[strategy], TOPOLOGY, model, JOIN_STEP,
+                                         timeout_s))
+                    print(f"scale_out {model} {strategy} {rep + 1}/{reps}: worst idle "
+                          f"{runs[-1]['worst_stall_s']:.1f} s, {runs[-1]['wall_s']:.0f} s run",
+                          file=sys.stderr, flush=True)
+                except RuntimeError as e:     # one bad run must not lose the others' figures
+                    print(f"scale_out {strategy} {model}: {e}", file=sys.stderr)
+                    failed.append(str(e))
+            if runs:
+                rows.append(dict(row(strategy, model, runs), failed_runs=len(failed)))
+            else:
+                raise RuntimeError(f"scale_out {strategy} {model}: every run failed: {failed}")
+    return rows
+
+
+def row(strategy: str, model: str, runs: list[dict]) -> dict:
+    values = {"worst_idle_s": [r["worst_stall_s"] for r in runs],
+              "mean_idle_s": [r["mean_stall_s"] for r in runs],
+              "joiner_training_s": [r["join_to_joiner_training_s"] for r in runs],
+              "all_at_new_size_s": [r["join_to_all_at_new_size_s"] for r in runs]}
+    out = {"experiment": "scale_out", "topology": "baseline-6", "model": model,
+           "strategy": strategy}
+    for key, vs in values.items():
+        s = spread(vs)
+        out.update({f"{key}_median": round(s["median"], 2), f"{key}_min": round(s["min"], 2),
+                    f"{key}_max": round(s["max"], 2)})
+    for phase in PHASES:     # medians of the phases a strategy has (others stay empty)
+        got = [r["phases"][phase] for r in runs if r["phases"].get(phase) is not None]
+        out[phase] = round(spread(got)["median"], 2) if got else None
+    out["cpu_percent"] = round(spread(r["cpu_percent"] for r in runs)["median"])
+    out["digests_equal"] = all(r["digests_equal"] for r in runs)
+    out["no_step_lost"] = all(r["no_step_lost"] for r in runs)
+    out["reps"] = len(runs)
+    return out
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """chaos and overlapped against every other strategy, per model: idle and scale-out delay."""
+    out = []
+    for model in sorted({r["model"] for r in rows}):
+        mine = {r["strategy"]: r for r in rows if r["model"] == model}
+        for ours in ("chaos", "overlapped"):
+            if ours not in mine:
+                continue
+            for other, r in mine.items():
+                if other in ("chaos", "overlapped"):
+                    continue
+                out.append({"model": model, "ours": ours, "versus": other,
+                            "idle_x": _ratio(mine[ours]["worst_idle_s_median"],
+                                             r["worst_idle_s_median"]),
+                            "delay_x": _ratio(mine[ours]["all_at_new_size_s_median"],
+                                              r["all_at_new_size_s_median"])})
+    return out
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b > 0 else None
