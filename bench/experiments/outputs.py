@@ -35,6 +35,12 @@ def _cell(v) -> str:
     return "" if v is None else str(v)
 
 
+def _save(fig, path: str) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _median_bars(ax, xs, rows: Sequence[dict], key: str, label: str, width: float = 0.4) -> None:
     """Bars at the medians of `key` with min-max error bars."""
     med = [r[f"{key}_median"] for r in rows]
@@ -65,9 +71,7 @@ def plot_scheduler(rows: Sequence[dict], path: str) -> None:
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_sync(rows: Sequence[dict], path: str) -> None:
@@ -89,9 +93,7 @@ def plot_sync(rows: Sequence[dict], path: str) -> None:
            title=f"State sync to a joiner on {rows[0]['topology']}")
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_scale_out(rows: Sequence[dict], path: str) -> None:
@@ -113,9 +115,7 @@ def plot_scale_out(rows: Sequence[dict], path: str) -> None:
         ax.set(ylabel=ylabel, title=f"{title} ({rows[0]['topology']}, {rows[0]['model']})")
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_transfer(rows: Sequence[dict], path: str) -> None:
@@ -142,9 +142,7 @@ def plot_transfer(rows: Sequence[dict], path: str) -> None:
           title=f"Whole-state transfer to a joiner ({rows[0]['topology']})")
     b.set(ylabel="transfer / bound", ylim=(0.9, max(1.3, max(r["x_bound"] for r in rows) + 0.05)),
           title="Against S / min(ingress, sum of egress)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def ensure_dir(path: str) -> str:

@@ -23,8 +23,8 @@ Algorithms (all return a Plan with the predicted makespan of *that* plan and the
 ``optimal``   fractional split that minimises the makespan exactly under the model: bisection on the
               finish time ``T`` with a max-flow feasibility test over the intervals between ready times
               (source-interval -> joiner-interval edges carry pair rates, node capacities carry egress
-              and ingress caps; a pair's edge is also held to its max-min fair share of a capped
-              ingress, the split TCP settles at), then rounding to chunks.
+              and ingress caps; with one joiner a pair's edge is also held to its max-min fair
+              share of a capped ingress, the split TCP settles at), then rounding to chunks.
 
 The predicted makespan of any plan is evaluated by a linear program over the same intervals
 (:func:`evaluate`), so all algorithms are judged by one yardstick. :func:`lower_bound` relaxes the
@@ -437,16 +437,20 @@ def fair_level(rates: Sequence[float], cap: float | None) -> float:
     return math.inf
 
 
-def _feasible_flows(p: Problem, horizon: float):
+def _feasible_flows(p: Problem, horizon: float, fair: bool = True):
     """Max-flow test: can every joiner get size_bytes by `horizon`? Returns per-pair bytes or None.
 
-    A pair's flow is also held to its max-min fair share of the joiner's ingress: a split that
-    needs one source to outpace its fair share of a shared bottleneck is not what TCP delivers."""
+    With one joiner (and `fair`), a pair's flow is also held to its max-min fair share of the
+    joiner's capped ingress: a split that needs one source to outpace its fair share of a shared
+    bottleneck is not what TCP delivers. With several joiners the sources' egress is shared too
+    and per-joiner levels would be too strict, so the plain model stays."""
+    fair = fair and len(p.joiners) == 1
     g = nx.DiGraph()
     intervals = _breakpoints(p, horizon)
     for ii, iv in enumerate(intervals):
         active = [(u, length) for u in p.sources if (length := _active_len(u, iv)) > 0]
-        level = {j.name: fair_level([p.pair_rate(u, j) for u, _ in active], j.ingress_bytes_per_s)
+        level = {j.name: fair_level([p.pair_rate(u, j) for u, _ in active],
+                                    j.ingress_bytes_per_s if fair else None)
                  for j in p.joiners}      # among the sources sending in this interval
         for u, length in active:
             g.add_edge("S", ("u", u.name, ii), capacity=int(u.egress_bytes_per_s * length))
@@ -476,21 +480,21 @@ def _feasible_flows(p: Problem, horizon: float):
     return per_pair
 
 
-def _bisect(p: Problem) -> tuple[float, dict[tuple[str, str], int]]:
+def _bisect(p: Problem, fair: bool = True) -> tuple[float, dict[tuple[str, str], int]]:
     """Smallest horizon (to a relative 1e-6) at which the max-flow test passes, with its flows."""
     lo = lower_bound(p)
     hi = max(s.ready_s for s in p.sources) + p.size_bytes * len(p.joiners) / min(
         p.pair_rate(s, j) for s in p.sources for j in p.joiners)
     hi = max(hi, lo) * 1.01 + 1e-9
-    flows = _feasible_flows(p, hi)
+    flows = _feasible_flows(p, hi, fair)
     while flows is None:  # integer capacities may need a hair more than the fluid bound
         hi *= 2
-        flows = _feasible_flows(p, hi)
+        flows = _feasible_flows(p, hi, fair)
     for _ in range(100):
         if hi - lo <= _REL_TOL * hi:
             break
         mid = (lo + hi) / 2
-        f = _feasible_flows(p, mid)
+        f = _feasible_flows(p, mid, fair)
         if f is None:
             lo = mid
         else:
@@ -509,8 +513,9 @@ def plan_optimal(p: Problem) -> Plan:
 
 
 def optimal_fluid_makespan(p: Problem) -> float:
-    """The optimum before rounding to chunks (for tests and diagnostics)."""
-    return _bisect(p)[0]
+    """The optimum of the fluid model before rounding to chunks, the yardstick every plan is
+    evaluated against (without the fair-share rule, which only steers the optimal planner)."""
+    return _bisect(p, fair=False)[0]
 
 
 _PLANNERS = {Algorithm.OPTIMAL: lambda p, **_: plan_optimal(p), Algorithm.GREEDY: plan_greedy,
