@@ -1,6 +1,6 @@
 """Scale-out per strategy inside a real elastic job on the testbed (root): the existing workers'
-idle time per join, join -> the joiner's first step, join -> every rank at the new size, and the
-phases of each.
+idle time per join, join -> the joiner training, join -> every rank training at the new size
+(each process's resumed record), and the phases of each.
 
 Each run is ``bench.bench_scale_out``'s: ``topologies/baseline-6.yaml`` (five workers at 33-137
 Mbit/s egress, the joiner h6, a storage host nas on Fast Ethernet), h6 made discoverable at
