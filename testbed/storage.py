@@ -20,8 +20,10 @@ import hmac
 import http.server
 import logging
 import os
+import socket
 import sys
 import threading
+import time
 
 from chaos_hvd.state.checkpoint_store import NAME
 
@@ -32,6 +34,10 @@ IDLE_TIMEOUT_S = 30.0
 MAX_FILE_BYTES = 8 << 30
 MAX_TOTAL_BYTES = 16 << 30
 _BLOCK = 1 << 20
+# A refused PUT's body is read and dropped up to this much / this long ("lingering close"), so the
+# client gets to read the refusal instead of a reset in the middle of its upload.
+LINGER_BYTES = 16 << 20
+LINGER_S = 2.0
 
 
 class StorageServer(http.server.ThreadingHTTPServer):
@@ -106,12 +112,30 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return None
         return int(length)
 
+    def _linger(self) -> None:
+        """After refusing a PUT: drop what the client still sends (bounded), then close."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(LINGER_S)
+            deadline, left = time.monotonic() + LINGER_S, LINGER_BYTES
+            while left > 0 and time.monotonic() < deadline:
+                block = self.rfile.read1(min(left, _BLOCK))
+                if not block:
+                    break
+                left -= len(block)
+        except OSError:
+            pass
+        self.close_connection = True
+
     def do_PUT(self) -> None:
         path, length = self._path(), None
         if path is None or (length := self._length()) is None:
+            self._linger()
             return
         if length > self.server.max_file_bytes:
             self._reply(413, f"over {self.server.max_file_bytes} bytes")
+            self._linger()
             return
         tmp = f"{path}.{threading.get_ident()}.part"
         try:

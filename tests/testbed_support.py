@@ -3,6 +3,7 @@
 import os
 import re
 import subprocess
+import warnings
 
 import psutil
 import pytest
@@ -29,8 +30,14 @@ def require_testbed(sshd=False):
 
 
 def leftovers() -> list[str]:
-    """Everything of ours still on the machine: interfaces, namespaces, nftables tables,
-    iptables chains, instance directories, sshd / delayer / worker processes."""
+    """What the tests left on the machine: our interfaces, namespaces, nftables tables, iptables
+    chains, instance directories, sshd / delayer / worker processes -- except those already there
+    when the test session started (an earlier run's, killed before its teardown: not ours to judge,
+    and ``chaos-testbed clean`` is the user's call)."""
+    return [x for x in _scan() if x not in _BEFORE]
+
+
+def _scan() -> list[str]:
     found = []
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     found += [f"link {m}" for m in re.findall(r"^\d+: ([^:@]+)", links, re.M) if NAME_RE.match(m)]
@@ -48,3 +55,8 @@ def leftovers() -> list[str]:
         if RUN_ROOT in cmd or "testbed.nfdelay" in cmd or "mininet:ctb" in cmd:
             found.append(f"process {p.pid}: {cmd[:80]}")
     return found
+
+
+_BEFORE = frozenset(_scan()) if os.geteuid() == 0 else frozenset()
+if _BEFORE:
+    warnings.warn(f"testbed leftovers from before this test session, ignored: {sorted(_BEFORE)}")

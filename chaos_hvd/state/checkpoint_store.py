@@ -104,6 +104,17 @@ class DirectoryStore:
             raise TransferError(f"checkpoint {self._path(name)}: {e}") from e
 
 
+def _early_refusal(conn: http.client.HTTPConnection) -> str | None:
+    """The status a server sent before it stopped reading our body (e.g. 413), if one arrived."""
+    if conn.sock is None:          # never connected
+        return None
+    try:
+        resp = conn.getresponse()
+    except (OSError, http.client.HTTPException):
+        return None
+    return f"HTTP {resp.status} {resp.reason[:80]}"
+
+
 class HttpStore:
     """One HTTP/1.1 request per call (no keep-alive: a checkpoint is a few large requests)."""
 
@@ -127,9 +138,10 @@ class HttpStore:
                     conn.send(view[i:i + _BLOCK])
             return conn.getresponse(), conn
         except (OSError, http.client.HTTPException) as e:
+            why = _early_refusal(conn) or repr(e)
             conn.close()
             raise TransferError(f"checkpoint store {self.host}:{self.port} {method} {name}: "
-                                f"{e!r}") from e
+                                f"{why}") from e
 
     def _expect(self, resp, conn, method, name, ok: tuple[int, ...]) -> None:
         if resp.status not in ok:
