@@ -54,24 +54,26 @@ VARIANTS = {"torch": ("horovodrun", "torch", {}),
             "overlapped": ("chaos-hvdrun", "chaos", {"CHAOS_SYNC_STRATEGY": "chaos"})}
 
 
-def joiner_of(topology: str) -> str:
+def roles_of(topology: str) -> tuple[str, int]:
+    """The topology's one standby worker (the joiner) and how many workers train before it."""
     from testbed.topology import load_topology
-    standby = [n.name for n in load_topology(topology).nodes if n.standby]
+    workers = load_topology(topology).workers
+    standby = [n.name for n in workers if n.standby]
     if len(standby) != 1:
         raise SystemExit(f"{topology}: expected one standby node (the joiner), found {standby}")
-    return standby[0]
+    return standby[0], len(workers) - 1
 
 
 def run(variant: str, topology: str, model: str, join_step: int, timeout_s: float) -> dict:
     launcher, state, env = VARIANTS[variant]
+    joiner, n = roles_of(topology)
     out = tempfile.mkdtemp(prefix=f"scale-out-{variant}-")
     faults = os.path.join(out, "join.yaml")
     with open(faults, "w") as f:
-        f.write(f"actions:\n  - {{at_step: {join_step}, action: join, "
-                f"node: {joiner_of(topology)}}}\n")
+        f.write(f"actions:\n  - {{at_step: {join_step}, action: join, node: {joiner}}}\n")
     cmd = [sys.executable, "-m", "testbed.cli", "run", topology, "--faults", faults,
            "--out", out, "--", "env", *(f"{k}={v}" for k, v in env.items()),
-           launcher, "-np", "5", "--min-np", "5", "--max-np", "6",
+           launcher, "-np", str(n), "--min-np", str(n), "--max-np", str(n + 1),
            "--host-discovery-script", "{discovery}", "--network-interface", "eth0",
            "--gloo-timeout-seconds", "900", "python",
            os.path.join(REPO, "examples", "train_elastic.py"), "--state", state,
@@ -87,11 +89,11 @@ def run(variant: str, topology: str, model: str, join_step: int, timeout_s: floa
         while time.monotonic() - t0 < timeout_s and proc.poll() is None:
             time.sleep(1)
             if os.path.exists(path):
-                at6 = {}
+                at_new = {}
                 for e in read_events(path, ev.Step):
-                    if e.size == 6:
-                        at6[e.pid] = at6.get(e.pid, 0) + 1
-                if len(at6) == 6 and min(at6.values()) >= STEPS_AT_NEW_SIZE:
+                    if e.size == n + 1:
+                        at_new[e.pid] = at_new.get(e.pid, 0) + 1
+                if len(at_new) == n + 1 and min(at_new.values()) >= STEPS_AT_NEW_SIZE:
                     done = True
                     break
     finally:
@@ -101,31 +103,35 @@ def run(variant: str, topology: str, model: str, join_step: int, timeout_s: floa
             proc.wait(180)
         log.close()
     if not done:
-        raise RuntimeError(f"{variant}: six ranks did not train at size 6 in {timeout_s} s; {out}")
-    result = measure(out)
+        raise RuntimeError(f"{variant}: {n + 1} ranks did not train at size {n + 1} in "
+                           f"{timeout_s} s; {out}")
+    result = measure(out, n)
     result.update(out=out, cpu_percent=cpu, wall_s=time.monotonic() - t0)
     return result
 
 
-def measure(out: str) -> dict:
+def measure(out: str, n: int = 5) -> dict:
+    """Figures of one run whose `n` workers were joined by one more."""
     events = read_events(os.path.join(out, "events.jsonl"))
     timeline = read_events(os.path.join(out, "timeline.jsonl"), ev.Fault)
     t_join = next(f.t_mono for f in timeline if f.action == "join")
     steps = [e for e in events if isinstance(e, ev.Step)]
-    old = sorted({e.pid for e in steps if e.size == 5})
-    new = sorted({e.pid for e in steps if e.size == 6} - set(old))
-    stalls = []
+    old = sorted({e.pid for e in steps if e.size == n})
+    new = sorted({e.pid for e in steps if e.size == n + 1} - set(old))
+    stalls, intervals = [], []
     for pid in old:
         ts = [e.t_mono for e in steps if e.pid == pid]
         before = [b - a for a, b in zip(ts, ts[1:]) if b < t_join]
         after = [b - a for a, b in zip(ts, ts[1:]) if b > t_join]
         stalls.append(max(after) - statistics.median(before))
+        intervals += before[1:]     # the first follows the world's start-up
+    commits = [e.seconds for e in events if isinstance(e, ev.Committed) and e.size == n]
     # training-ready at size 6 (the first step there begins): each process's Resumed
     first6 = {pid: min(e.t_mono for e in events if isinstance(e, ev.Resumed) and e.pid == pid
-                       and e.size == 6) for pid in old + new}
-    syncs6 = [e for e in events if type(e) is ev.Sync and e.size == 6]
-    resumed6 = [e for e in events if isinstance(e, ev.Resumed) and e.size == 6]
-    last_commit = max(e.step for e in events if isinstance(e, ev.Commit) and e.size == 5)
+                       and e.size == n + 1) for pid in old + new}
+    syncs6 = [e for e in events if type(e) is ev.Sync and e.size == n + 1]
+    resumed6 = [e for e in events if isinstance(e, ev.Resumed) and e.size == n + 1]
+    last_commit = max(e.step for e in events if isinstance(e, ev.Commit) and e.size == n)
     joiner_sync = next((s for s in syncs6 if s.pid in new), None)
     digests = {s.digest for s in syncs6} if syncs6 else {r.digest for r in resumed6}
     phases = {}
@@ -151,6 +157,9 @@ def measure(out: str) -> dict:
             "join_to_joiner_training_s": min(first6[p] for p in new) - t_join,
             "join_to_all_at_new_size_s": max(first6.values()) - t_join,
             "phases": phases, "digests_equal": len(digests) == 1,
+            # steady state before the join: step to step (compute, allreduce, commit) and commit
+            "step_s": statistics.median(intervals) if intervals else None,
+            "commit_s": statistics.median(commits) if commits else None,
             "no_step_lost": bool(resumed6) and all(r.step == last_commit for r in resumed6)}
 
 
@@ -168,7 +177,7 @@ def main():
                for v in args.variants.split(",")}
     for v, r in results.items():
         print(f"{v:11} worst stall {r['worst_stall_s']:6.2f} s  join->joiner trains "
-              f"{r['join_to_joiner_training_s']:6.2f} s  join->all at 6 "
+              f"{r['join_to_joiner_training_s']:6.2f} s  join->all at new size "
               f"{r['join_to_all_at_new_size_s']:6.2f} s  digests equal {r['digests_equal']}  "
               f"no step lost {r['no_step_lost']}  cpu {r['cpu_percent']:.0f}%")
     summary = {}

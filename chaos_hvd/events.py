@@ -212,7 +212,14 @@ class Step(TrainingEvent, tag="step"):
 
 
 class Commit(TrainingEvent, tag="commit"):
-    pass
+    """About to commit this step (written first: a commit that raises a hosts-updated interrupt
+    has still saved the state)."""
+
+
+class Committed(TrainingEvent, tag="committed"):
+    """A commit that returned: how long ``state.commit()`` took."""
+
+    seconds: float
 
 
 class Final(TrainingEvent, tag="final"):
@@ -384,7 +391,7 @@ class FaultError(TimelineEvent, tag="fault_error"):
 AnyEvent = Union[
     Sync, SyncFailed, PeerDead, Diverged, ShardRequestRejected, StandbyPull, StandbySwitch,
     StandbyStarted, StandbyReady, StandbySwitched, StandbyJoined, StandbyDropped, SlotLost,
-    Resumed, Step, Commit, Final,
+    Resumed, Step, Commit, Committed, Final,
     AgentStarted, AgentStopped, Install, Suspect, Removed, JoinRequest, Lease, Leave,
     LeaveTimeout, LinkDown, LinkUp, Probe, Rejected, SendFailed,
     Capability, Up, Down, AgentStart, AgentsUp, CommandStart, CommandTimeout, CommandExit,

@@ -131,13 +131,18 @@ def main() -> None:
                 if args.step_sleep:
                     time.sleep(args.step_sleep)
                 if state.step % args.commit_every == 0:
-                    log.write(events.Commit(rank=hvd.rank(), size=hvd.size(), step=state.step))
-                    state.commit()
+                    commit(state)
                     check_deadline(args.deadline_unix)
             state.epoch += 1
             state.train_sampler.set_epoch(state.epoch)
-            log.write(events.Commit(rank=hvd.rank(), size=hvd.size(), step=state.step))
-            state.commit()
+            commit(state)
+
+    def commit(state):
+        log.write(events.Commit(rank=hvd.rank(), size=hvd.size(), step=state.step))
+        t = time.perf_counter()
+        state.commit()
+        log.write(events.Committed(rank=hvd.rank(), size=hvd.size(), step=state.step,
+                                   seconds=time.perf_counter() - t))
 
     t0 = time.time()
     try:

@@ -9,11 +9,12 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from testbed_support import leftovers, require_testbed
 
-from bench.experiments import scale_out
+from bench.experiments import events as events_experiment
+from bench.experiments import scale_out, scaling
 from bench.experiments.__main__ import sync_ratios
 from bench.experiments.stats import spread
 from chaos_hvd import events as ev
@@ -156,6 +157,43 @@ def test_quick_scale_out_experiment_on_the_testbed(tmp_path):
     assert leftovers() == []
 
 
+@pytest.mark.horovod
+def test_quick_scaling_experiment_on_the_testbed(tmp_path):
+    """A join into a 2-worker star under Horovod's TorchState and under chaos-hvdrun: the overlapped
+    join idles the workers less, both end identical, and the steady state is measured for both."""
+    require_testbed(sshd=True)
+    summary = _run(tmp_path, "--only", "scaling")
+    rows = {r["strategy"]: r for r in _rows(tmp_path / "scaling.csv")}
+    assert set(rows) == {"broadcast", "overlapped"} and rows["broadcast"]["hosts"] == "3"
+    for r in rows.values():
+        assert r["digests_equal"] == "True" and r["no_step_lost"] == "True"
+        assert 0 < float(r["commit_s_median"]) < float(r["step_s_median"])
+    assert float(rows["overlapped"]["worst_idle_s_median"]) < \
+        float(rows["broadcast"]["worst_idle_s_median"])
+    assert [r["state"] for r in summary["steady"]] == ["TorchState", "ChaosState"]
+    assert (tmp_path / "star-3.yaml").exists() and (tmp_path / "scaling.png").stat().st_size > 10_000
+    assert leftovers() == []
+
+
+@pytest.mark.horovod
+def test_quick_events_experiment_on_the_testbed(tmp_path):
+    """Scale-in, a silent link loss, the link's return and a crash inside one real job with the
+    agents: training resumes at the expected size after each, quickly after the crash, and the
+    agents' handling latency is measured beside the UDP floor."""
+    require_testbed(sshd=True)
+    summary = _run(tmp_path, "--only", "events")
+    rows = {r["event"]: r for r in _rows(tmp_path / "events.csv")}
+    assert {e: r["resumed_sizes"] for e, r in rows.items()} == {
+        "scale-in": "[4]", "link-down": "[3]", "link-up": "[4]", "crash": "[3]"}
+    assert float(rows["crash"]["to_training_s_median"]) < 8          # not Gloo's 20 s timeout
+    assert float(rows["link-down"]["to_training_s_median"]) < 15     # suspicion (3 s) + reset
+    for r in rows.values():
+        assert float(r["handled_ms_median"]) > 0 and r["view_first_s_median"] != ""
+    assert summary["events"]["udp_floor"]["p50_ms"] > 0
+    assert (tmp_path / "events.png").stat().st_size > 10_000
+    assert leftovers() == []
+
+
 def _step(t, pid, size, step):
     return ev.Step(rank=0, size=size, step=step, epoch=0, loss=1.0, lr=0.1, t_mono=t, pid=pid)
 
@@ -179,3 +217,64 @@ def test_demo_summary_reads_join_crash_and_flap_from_the_records():
     assert got == {"join_to_new_size_s": 6.0, "running_worker_pause_s": 5.0,
                    "crash_to_training_s": 3.5, "flap_pause_s": 6.0, "identical_final": True}
     assert summarize([], [])["join_to_new_size_s"] is None
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 12))
+def test_scaling_topologies_have_the_asked_size_and_one_joiner(hosts):
+    from testbed.topology import parse_topology
+    topo = parse_topology(scaling.topology_yaml(hosts), f"star-{hosts}")
+    assert len(topo.workers) == hosts
+    assert [n.name for n in topo.workers if n.standby] == [f"w{hosts}"]
+    assert topo.name == f"star-{hosts}" and topo.launcher is not None
+
+
+def test_steady_rows_compare_chaos_state_with_torch_state():
+    rows = [dict(scale_out.row("broadcast", "m", [dict(_run_result(5, 9, 9), step_s=0.2,
+                                                       commit_s=0.01)], topology="star-3")),
+            dict(scale_out.row("overlapped", "m", [dict(_run_result(1, 9, 9), step_s=0.25,
+                                                        commit_s=0.02)], topology="star-3")),
+            dict(scale_out.row("chaos", "m", [_run_result(2, 9, 9)], topology="star-5"))]
+    got = scaling.steady_rows(rows)
+    assert [(r["state"], r["step_x_torch"], r["commit_x_torch"]) for r in got] == [
+        ("TorchState", None, None), ("ChaosState", 1.25, 2.0)]   # star-5 measured no steps
+
+
+def test_event_latencies_are_read_from_the_records():
+    ip = {"w3": "10.0.0.3", "w4": "10.0.0.4", "w5": "10.0.0.5"}
+    timeline = [ev.Fault(action="leave", target="w5", applied_ms=1, t_mono=10.0),
+                ev.Fault(action="link_down", target="w4-sw", applied_ms=1, t_mono=20.0),
+                ev.Fault(action="link_up", target="w4-sw", applied_ms=1, t_mono=30.0),
+                ev.Fault(action="crash", target="w3", applied_ms=1, t_mono=40.0)]
+    events = [ev.Resumed(rank=0, size=s, step=1, epoch=0, lr=0.1, digest="d", t_mono=t)
+              for s, t in ((5, 1.0), (4, 12.5), (3, 26.0), (4, 38.0), (3, 41.0))]
+
+    def install(agent, t, added=(), removed=(), handled=1.0):
+        return ev.Install(agent=agent, members=[], coordinator=None, added=list(added),
+                          removed=list(removed), links_up=[], links_down=[], slots={},
+                          handled_ms={"x": handled}, latency_ms=None, in_view=True, t_mono=t)
+    agents = [install("a1", 10.2, removed=["10.0.0.5"], handled=2.0),
+              install("a2", 10.4, removed=["10.0.0.5"], handled=4.0),
+              install("a1", 23.0, removed=["10.0.0.4"]),
+              install("a1", 31.0, added=["10.0.0.4"]),
+              install("a1", 40.5, removed=["10.0.0.3"])]
+    got = events_experiment.measure(timeline, events, agents, ip)
+    assert got["scale-in"]["to_training_s"] == pytest.approx(2.5)
+    assert got["scale-in"]["resumed_size"] == 4
+    assert got["scale-in"]["view_first_s"] == pytest.approx(0.2)
+    assert got["scale-in"]["view_all_s"] == pytest.approx(0.4)
+    assert sorted(got["scale-in"]["handled_ms"]) == [2.0, 4.0]
+    assert (got["link-down"]["to_training_s"], got["link-down"]["resumed_size"]) == (6.0, 3)
+    assert got["link-up"]["view_first_s"] == pytest.approx(1.0)
+    assert (got["crash"]["to_training_s"], got["crash"]["resumed_size"]) == (1.0, 3)
+
+
+def test_event_experiment_writes_a_valid_suite(tmp_path):
+    from ci.suite import load_suite
+    from testbed.faults import load_schedule
+    from testbed.topology import load_topology
+    suite = load_suite(events_experiment.write_suite(str(tmp_path)))
+    topo = load_topology(suite.topology)
+    assert [a.action for a in load_schedule(suite.faults, topo).actions] == [
+        "leave", "link_down", "link_up", "crash"]
+    assert suite.launcher == "chaos-hvdrun" and suite.agents == {}

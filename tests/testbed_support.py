@@ -59,4 +59,5 @@ def _scan() -> list[str]:
 
 _BEFORE = frozenset(_scan()) if os.geteuid() == 0 else frozenset()
 if _BEFORE:
-    warnings.warn(f"testbed leftovers from before this test session, ignored: {sorted(_BEFORE)}")
+    warnings.warn(f"{len(_BEFORE)} testbed leftovers from before this test session, ignored: "
+                  f"{sorted(_BEFORE)[:8]}")

@@ -1,9 +1,9 @@
-"""``python -m bench.experiments [--quick] [--only scheduler,transfer,sync,scale_out] [--reps N] [--out DIR]``.
+"""``python -m bench.experiments [--quick] [--only scheduler,transfer,sync,scale_out,scaling,events] [--reps N] [--out DIR]``.
 
 Runs the chosen experiments, writes ``<experiment>.csv`` for each, one ``results.md`` with every
 table and the ratios the README quotes, and PNG plots into the output directory, then prints one
-JSON line. ``transfer``, ``sync`` and ``scale_out`` need root (they run the testbed);
-``scheduler`` runs anywhere.
+JSON line. Every experiment but ``scheduler`` needs root (they run the testbed). The steady-state table (step and commit time, ChaosState
+against TorchState) comes from the scale_out and scaling runs' steps before the join.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import time
 
 from . import outputs
 
-EXPERIMENTS = ("scheduler", "transfer", "sync", "scale_out")
-ON_TESTBED = ("transfer", "sync", "scale_out")
+EXPERIMENTS = ("scheduler", "transfer", "sync", "scale_out", "scaling", "events")
+ON_TESTBED = ("transfer", "sync", "scale_out", "scaling", "events")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SCHEDULER_COLUMNS = ("sources", "chunks", "joiners", "algorithm", "plan_ms_median", "plan_ms_min",
@@ -34,6 +34,15 @@ SCALE_OUT_COLUMNS = ("model", "strategy", "worst_idle_s_median", "worst_idle_s_m
                      "join_to_joiner_sync_start_s", "discovery_s", "standby_ready_s",
                      "checkpoint_write_s", "switch_transfer_s", "switch_sync_total_s",
                      "cpu_percent", "digests_equal", "no_step_lost")
+SCALING_COLUMNS = ("hosts", "strategy", "worst_idle_s_median", "worst_idle_s_min",
+                   "worst_idle_s_max", "mean_idle_s_median", "all_at_new_size_s_median",
+                   "step_s_median", "commit_s_median", "cpu_percent", "digests_equal",
+                   "no_step_lost")
+EVENT_COLUMNS = ("event", "to_training_s_median", "to_training_s_min", "to_training_s_max",
+                 "resumed_sizes", "view_first_s_median", "view_all_s_median", "handled_ms_median",
+                 "handled_ms_max", "reps")
+STEADY_COLUMNS = ("topology", "model", "strategy", "state", "step_s", "commit_s", "step_x_torch",
+                  "commit_x_torch", "cpu_percent")
 
 
 def sync_ratios(rows: list[dict]) -> list[dict]:
@@ -85,6 +94,7 @@ def main(argv=None) -> int:
           ""]
     summary: dict = {"bench": "experiments", "quick": args.quick, "reps": reps, "out": out}
     t0 = time.monotonic()
+    steady: list[dict] = []      # runs whose steps before the join give the steady state
     if "scheduler" in chosen:
         from . import scheduler
         rows = scheduler.run(quick=args.quick, reps=reps)
@@ -130,6 +140,38 @@ def main(argv=None) -> int:
                outputs.markdown(ratios, ("model", "ours", "versus", "idle_x", "delay_x")), "",
                "![scale-out](scale_out.png)", ""]
         summary["scale_out"] = {"ratios": ratios}
+        steady += rows
+    if "scaling" in chosen:
+        from . import scaling
+        rows = scaling.run(out, quick=args.quick, reps=reps)
+        outputs.write_csv(rows, os.path.join(out, "scaling.csv"))
+        outputs.plot_scaling(rows, os.path.join(out, "scaling.png"))
+        md += ["## Idle time per join as the cluster grows (star topologies, 2 MB CNN)", "",
+               outputs.markdown(rows, SCALING_COLUMNS), "", "![scaling](scaling.png)", ""]
+        summary["scaling"] = {f"{r['strategy']}@{r['hosts']}": r["worst_idle_s_median"]
+                              for r in rows}
+        steady += rows
+    if "events" in chosen:
+        from . import events
+        rows, floor = events.run(out, reps=reps)
+        outputs.write_csv(rows, os.path.join(out, "events.csv"))
+        outputs.plot_events(rows, floor, os.path.join(out, "events.png"))
+        md += ["## Event latency inside training (5 workers, agents, chaos-hvdrun)", "",
+               outputs.markdown(rows, EVENT_COLUMNS), "",
+               f"UDP fan-out floor to {floor['peers']} Python processes, same run: p50 "
+               f"{floor['p50_ms']} ms, p99 {floor['p99_ms']} ms", "", "![events](events.png)", ""]
+        summary["events"] = {"to_training_s": {r["event"]: r["to_training_s_median"]
+                                               for r in rows},
+                             "handled_ms_median": {r["event"]: r["handled_ms_median"]
+                                                   for r in rows},
+                             "udp_floor": floor}
+    if steady:
+        from .scaling import steady_rows
+        rows = steady_rows(steady)
+        outputs.write_csv(rows, os.path.join(out, "steady.csv"))
+        md += ["## Steady state before the join: step and commit time", "",
+               outputs.markdown(rows, STEADY_COLUMNS), ""]
+        summary["steady"] = rows
     summary["seconds"] = round(time.monotonic() - t0, 1)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write("\n".join(md))

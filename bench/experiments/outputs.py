@@ -118,6 +118,60 @@ def plot_scale_out(rows: Sequence[dict], path: str) -> None:
     _save(fig, path)
 
 
+def plot_scaling(rows: Sequence[dict], path: str) -> None:
+    """Against the cluster size (hosts after the join), per strategy: the existing workers' worst
+    idle time per join (median, min-max bars), and the steady-state step and commit time."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for strategy in dict.fromkeys(r["strategy"] for r in rows):
+        sel = sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: r["hosts"])
+        xs = [r["hosts"] for r in sel]
+        med = [r["worst_idle_s_median"] for r in sel]
+        a.errorbar(xs, med, yerr=[[m - r["worst_idle_s_min"] for m, r in zip(med, sel)],
+                                  [r["worst_idle_s_max"] - m for m, r in zip(med, sel)]],
+                   marker="o", capsize=3, label=strategy)
+        if all(r.get("step_s_median") is not None for r in sel):
+            line = b.plot(xs, [r["step_s_median"] for r in sel], marker="o",
+                          label=f"{strategy}: step")[0]
+            if all(r.get("commit_s_median") is not None for r in sel):
+                b.plot(xs, [r["commit_s_median"] for r in sel], marker="x", linestyle="--",
+                       color=line.get_color(), label=f"{strategy}: commit")
+    a.set(xlabel="hosts training after the join", ylabel="worst idle time per join (s)",
+          title=f"Existing workers stand idle ({rows[0]['model']})")
+    b.set(xlabel="hosts after the join (measured before it: one fewer)", ylabel="seconds (log)",
+          yscale="log",
+          title="Steady state: step and commit time")
+    for ax in (a, b):
+        ax.set_xticks(sorted({r["hosts"] for r in rows}))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_events(rows: Sequence[dict], floor: dict, path: str) -> None:
+    """Per event: the time to training at the new configuration and to the agents' views
+    (median, min-max bars); and the agents' own handling latency next to the UDP floor."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    xs = range(len(rows))
+    _median_bars(a, [x - 0.2 for x in xs], rows, "to_training_s", "training at the new size")
+    _median_bars(a, [x + 0.2 for x in xs],
+                 [r if r["view_first_s_median"] is not None else
+                  dict(r, view_first_s_median=0, view_first_s_min=0, view_first_s_max=0)
+                  for r in rows], "view_first_s", "first agent's new view")
+    a.set(ylabel="seconds after the event", title="Event -> training at the new configuration")
+    b.bar([x - 0.2 for x in xs], [r["handled_ms_median"] or 0 for r in rows], width=0.4,
+          label="agents: arrival -> installed (median)")
+    b.bar([x + 0.2 for x in xs], [r["handled_ms_max"] or 0 for r in rows], width=0.4,
+          label="agents: maximum")
+    b.axhline(floor["p50_ms"], color="k", linestyle="--", linewidth=1,
+              label=f"UDP fan-out floor p50 ({floor['peers']} peers)")
+    b.set(ylabel="milliseconds", title="Agents' view-change latency")
+    for ax in (a, b):
+        ax.set_xticks(list(xs), [r["event"] for r in rows])
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    _save(fig, path)
+
+
 def plot_transfer(rows: Sequence[dict], path: str) -> None:
     """Per model: the joiner's transfer against the bound (seconds), uncapped and with the
     joiner's ingress capped; and transfer / bound with the 1.10x target."""

@@ -34,33 +34,38 @@ PHASES = ("join_to_joiner_sync_start_s", "discovery_s", "standby_ready_s", "chec
 
 def run(quick: bool = False, reps: int = 3, timeout_s: float = 900) -> list[dict]:
     grid = QUICK if quick else FULL
-    rows = []
-    for model in grid["models"]:
-        for strategy in grid["strategies"]:
-            runs, failed = [], []
-            for rep in range(reps):
-                try:
-                    runs.append(run_once(VARIANT[strategy], TOPOLOGY, model, JOIN_STEP,
-                                         timeout_s))
-                    print(f"scale_out {model} {strategy} {rep + 1}/{reps}: worst idle "
-                          f"{runs[-1]['worst_stall_s']:.1f} s, {runs[-1]['wall_s']:.0f} s run",
-                          file=sys.stderr, flush=True)
-                except RuntimeError as e:     # one bad run must not lose the others' figures
-                    print(f"scale_out {strategy} {model}: {e}", file=sys.stderr)
-                    failed.append(str(e))
-            if runs:
-                rows.append(dict(row(strategy, model, runs), failed_runs=len(failed)))
-            else:
-                raise RuntimeError(f"scale_out {strategy} {model}: every run failed: {failed}")
-    return rows
+    return [row(strategy, model, repeat(strategy, TOPOLOGY, model, JOIN_STEP, reps, timeout_s))
+            for model in grid["models"] for strategy in grid["strategies"]]
 
 
-def row(strategy: str, model: str, runs: list[dict]) -> dict:
+def repeat(strategy: str, topology: str, model: str, join_step: int, reps: int,
+           timeout_s: float) -> list[dict]:
+    """`reps` runs of one strategy; a failed run is reported and left out (RuntimeError if all
+    fail), so one bad run does not lose the others' figures."""
+    runs, failed = [], []
+    name = os.path.splitext(os.path.basename(topology))[0]
+    for rep in range(reps):
+        try:
+            runs.append(run_once(VARIANT[strategy], topology, model, join_step, timeout_s))
+            print(f"scale_out {name} {model} {strategy} {rep + 1}/{reps}: worst idle "
+                  f"{runs[-1]['worst_stall_s']:.1f} s, {runs[-1]['wall_s']:.0f} s run",
+                  file=sys.stderr, flush=True)
+        except RuntimeError as e:
+            print(f"scale_out {name} {strategy} {model}: {e}", file=sys.stderr)
+            failed.append(str(e))
+    if not runs:
+        raise RuntimeError(f"scale_out {name} {strategy} {model}: every run failed: {failed}")
+    for r in runs:
+        r["failed_runs"] = len(failed)
+    return runs
+
+
+def row(strategy: str, model: str, runs: list[dict], topology: str = "baseline-6") -> dict:
     values = {"worst_idle_s": [r["worst_stall_s"] for r in runs],
               "mean_idle_s": [r["mean_stall_s"] for r in runs],
               "joiner_training_s": [r["join_to_joiner_training_s"] for r in runs],
               "all_at_new_size_s": [r["join_to_all_at_new_size_s"] for r in runs]}
-    out = {"experiment": "scale_out", "topology": "baseline-6", "model": model,
+    out = {"experiment": "scale_out", "topology": topology, "model": model,
            "strategy": strategy}
     for key, vs in values.items():
         s = spread(vs)
@@ -69,10 +74,14 @@ def row(strategy: str, model: str, runs: list[dict]) -> dict:
     for phase in PHASES:     # medians of the phases a strategy has (others stay empty)
         got = [r["phases"][phase] for r in runs if r["phases"].get(phase) is not None]
         out[phase] = round(spread(got)["median"], 2) if got else None
+    for key in ("step_s", "commit_s"):   # steady state before the join
+        got = [r[key] for r in runs if r.get(key) is not None]
+        out[f"{key}_median"] = round(spread(got)["median"], 4) if got else None
     out["cpu_percent"] = round(spread(r["cpu_percent"] for r in runs)["median"])
     out["digests_equal"] = all(r["digests_equal"] for r in runs)
     out["no_step_lost"] = all(r["no_step_lost"] for r in runs)
     out["reps"] = len(runs)
+    out["failed_runs"] = runs[0].get("failed_runs", 0)
     return out
 
 
