@@ -102,9 +102,11 @@ while True:
 """
 
 
-def udp_floor(peers: int = 7, reps: int = 300) -> dict:
+def udp_floor(peers: int = 7, reps: int = 300, stop=None) -> dict:
     """Context for the latency figures: one UDP datagram to each of 7 Python processes and all
-    replies back, nothing else -- the cost of one fan-out round trip on this machine."""
+    replies back, nothing else -- the cost of one fan-out round trip on this machine. With
+    `stop` (a threading.Event), samples every 50 ms until it is set instead of `reps` times
+    (to measure beside a run, under the same CPU load)."""
     import socket
     import subprocess
     procs = [subprocess.Popen([sys.executable, "-c", _ECHO], stdout=subprocess.PIPE, text=True)
@@ -113,15 +115,16 @@ def udp_floor(peers: int = 7, reps: int = 300) -> dict:
         ports = [int(p.stdout.readline()) for p in procs]
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("127.0.0.1", 0))
+        s.settimeout(5.0)
         rtts = []
-        for _ in range(reps):
+        while (len(rtts) < reps) if stop is None else not stop.is_set():
             t = time.perf_counter()
             for port in ports:
                 s.sendto(b"x" * 200, ("127.0.0.1", port))
             for _ in ports:
                 s.recvfrom(65536)
             rtts.append((time.perf_counter() - t) * 1e3)
-            time.sleep(0.005)
+            time.sleep(0.005 if stop is None else 0.05)
         return {"peers": peers, **summary(rtts)}
     finally:
         for p in procs:

@@ -216,3 +216,62 @@ def test_capped_ingress_plan_keeps_each_source_to_its_fair_share():
         rate = min(p.sources[int(src[1:])].egress_bytes_per_s, level)
         assert nbytes / rate <= plan.bound_s * 1.01 + p.chunk_bytes / rate, src
     assert plan.makespan_s <= plan.bound_s * 1.01
+
+
+def _flow_plan_makespan(p):
+    """The optimal plan built the general way (max-flow bisection), for comparison."""
+    from chaos_hvd.state import scheduler as sch
+    _, flows = sch._bisect(p)
+    j = p.joiners[0]
+    counts = sch._round_chunks([float(flows.get((s.name, j.name), 0)) for s in p.sources],
+                               p.n_chunks)
+    return sch.evaluate(p, sch._contiguous(p, j.name, [(s.name, n) for s, n in
+                                                       zip(p.sources, counts)]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(problems(max_sources=8, max_joiners=1, ready=False))
+def test_one_joiner_closed_forms_match_the_flow_and_lp_solutions(p):
+    """With one joiner and sources ready together, the planner skips the max-flow bisection and
+    the plan's evaluation skips the LP: both closed forms agree with the general solutions."""
+    from chaos_hvd.state import scheduler as sch
+    closed, flow = optimal_fluid_makespan(p), sch._bisect(p, fair=False)[0]
+    # the max-flow works in whole bytes: each edge may lose one to truncation
+    slack = 2 * len(p.sources) / min(p.pair_rate(s, p.joiners[0]) for s in p.sources)
+    assert closed * (1 - 1e-9) <= flow <= closed * (1 + 1e-5) + slack
+    plan = make_plan(p, "optimal")
+    amount = {}
+    for a in plan.assignments:
+        u = next(i for i, s in enumerate(p.sources) if s.name == a.source)
+        amount[(u, 0)] = amount.get((u, 0), 0.0) + a.nbytes
+    assert plan.makespan_s == pytest.approx(sch._lp_segment(p, amount, [0.0], 0.0, math.inf),
+                                            rel=1e-6)
+    assert plan.makespan_s <= _flow_plan_makespan(p) * (1 + 1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(5, 1000), min_size=1, max_size=12), st.integers(1, 300),
+       st.sampled_from([1024, 65536]))
+def test_optimal_plan_is_the_best_whole_chunk_plan(rates, chunks, chunk):
+    p = Problem(chunks * chunk, tuple(Source(f"s{i}", r * MB) for i, r in enumerate(rates)),
+                (Joiner("j"),), chunk_bytes=chunk)
+    from chaos_hvd.state.scheduler import chunk_optimal_makespan
+    best = chunk_optimal_makespan(p)
+    assert make_plan(p, "optimal").makespan_s == pytest.approx(best, rel=1e-6)
+    for algorithm in ("greedy", "even", "single"):
+        assert make_plan(p, algorithm).makespan_s >= best * (1 - 1e-6)
+    assert best >= optimal_fluid_makespan(p) * (1 - 1e-9)
+
+
+def test_a_thousand_sources_are_planned_in_milliseconds():
+    import random
+    import time
+    rng = random.Random(3)
+    p = Problem(10_000 * 262_144, tuple(Source(f"h{i}", rng.uniform(30, 150) * MB)
+                                        for i in range(1000)), (Joiner("j"),), chunk_bytes=262_144)
+    t = time.perf_counter()
+    plan = make_plan(p, "optimal")
+    assert time.perf_counter() - t < 0.5       # ~10 ms here; loose for a busy CI runner
+    covers_exactly_once(p, plan)
+    from chaos_hvd.state.scheduler import chunk_optimal_makespan
+    assert plan.makespan_s == pytest.approx(chunk_optimal_makespan(p), rel=1e-6)

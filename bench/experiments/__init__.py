@@ -16,6 +16,12 @@ Modules:
                   (root): transfer and whole-sync time against the bound
     scale_out  -- a join inside a real elastic job on the testbed, per strategy (root): the
                   existing workers' idle time and the scale-out delay, with phases
+    scaling    -- the same join on stars of 3, 5 and 8 hosts (root): idle time as the cluster
+                  grows, and the steady state before the join (step and commit time,
+                  ChaosState against TorchState)
+    events     -- scale-in, a silent link loss, the link's return and a crash inside one real
+                  job with the cluster agents (root): time to training at the new size, the
+                  agents' view latency beside the UDP fan-out floor
     outputs    -- CSV, markdown and matplotlib plots of the rows (no measuring)
     stats      -- median / min / max over repetitions (pure)
 """

@@ -17,7 +17,8 @@ standby: 4), w3 crashes (SIGKILL: 3). Per event:
   latency, comparable with the floor): median and maximum over the agents.
 
 The floor: one UDP datagram to each of as many Python echo processes as there are other agents
-and every reply back, on this machine right after the run (``bench.bench_agents.udp_floor``).
+and every reply back, sampled every 50 ms on this machine while the run goes on, so under the same
+CPU load as the agents (``bench.bench_agents.udp_floor``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+import threading
 
 from chaos_hvd import events as ev
 
@@ -113,10 +115,18 @@ def run(out_dir: str, reps: int = 3) -> tuple[list[dict], dict]:
     ip = {n.name: n.ip for n in load_topology(os.path.join(out_dir, "events-topology.yaml")).nodes}
     runs, floors, failed = [], [], []
     for rep in range(reps):
-        failures, result = run_suite(suite, os.path.join(out_dir, f"events-run{rep + 1}"))
+        stop, floor = threading.Event(), {}
+        sampler = threading.Thread(target=lambda: floor.update(udp_floor(len(WORKERS) - 1,
+                                                                         stop=stop)))
+        sampler.start()
+        try:
+            failures, result = run_suite(suite, os.path.join(out_dir, f"events-run{rep + 1}"))
+        finally:
+            stop.set()
+            sampler.join()
+        floors.append(floor)
         agents_path = os.path.join(result["out"], "agents.jsonl")
         agent_events = ev.read_events(agents_path) if os.path.exists(agents_path) else []
-        floors.append(udp_floor(peers=len(WORKERS) - 1))
         if failures:
             print(f"events {rep + 1}/{reps}: checks failed: {failures}", file=sys.stderr)
             failed.append(failures)
@@ -143,7 +153,7 @@ def run(out_dir: str, reps: int = 3) -> tuple[list[dict], dict]:
                                        if r[name]["resumed_size"] is not None})
         row["reps"], row["failed_runs"] = len(runs), len(failed)
         rows.append(row)
-    floor = {"peers": floors[0]["peers"],
+    floor = {"peers": floors[0]["peers"], "samples": sum(f["n"] for f in floors),
              "p50_ms": round(statistics.median(f["p50_ms"] for f in floors), 3),
              "p99_ms": round(max(f["p99_ms"] for f in floors), 3)}
     return rows, floor

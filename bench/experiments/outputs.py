@@ -163,7 +163,8 @@ def plot_events(rows: Sequence[dict], floor: dict, path: str) -> None:
     b.bar([x + 0.2 for x in xs], [r["handled_ms_max"] or 0 for r in rows], width=0.4,
           label="agents: maximum")
     b.axhline(floor["p50_ms"], color="k", linestyle="--", linewidth=1,
-              label=f"UDP fan-out floor p50 ({floor['peers']} peers)")
+              label=f"UDP fan-out floor p50 ({floor['peers']} peers, same load)")
+    b.axhline(floor["p99_ms"], color="k", linestyle=":", linewidth=1, label="UDP floor p99")
     b.set(ylabel="milliseconds", title="Agents' view-change latency")
     for ax in (a, b):
         ax.set_xticks(list(xs), [r["event"] for r in rows])
