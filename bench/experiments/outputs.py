@@ -41,11 +41,16 @@ def _save(fig, path: str) -> None:
     plt.close(fig)
 
 
+def _medians(rows: Sequence[dict], key: str) -> tuple[list, list[list]]:
+    """The medians of `key` and their min-max distances, as matplotlib's yerr wants them."""
+    med = [r[f"{key}_median"] for r in rows]
+    return med, [[m - r[f"{key}_min"] for m, r in zip(med, rows)],
+                 [r[f"{key}_max"] - m for m, r in zip(med, rows)]]
+
+
 def _median_bars(ax, xs, rows: Sequence[dict], key: str, label: str, width: float = 0.4) -> None:
     """Bars at the medians of `key` with min-max error bars."""
-    med = [r[f"{key}_median"] for r in rows]
-    err = [[m - r[f"{key}_min"] for m, r in zip(med, rows)],
-           [r[f"{key}_max"] - m for m, r in zip(med, rows)]]
+    med, err = _medians(rows, key)
     ax.bar(list(xs), med, width=width, yerr=err, capsize=3, label=label)
 
 
@@ -125,10 +130,8 @@ def plot_scaling(rows: Sequence[dict], path: str) -> None:
     for strategy in dict.fromkeys(r["strategy"] for r in rows):
         sel = sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: r["hosts"])
         xs = [r["hosts"] for r in sel]
-        med = [r["worst_idle_s_median"] for r in sel]
-        a.errorbar(xs, med, yerr=[[m - r["worst_idle_s_min"] for m, r in zip(med, sel)],
-                                  [r["worst_idle_s_max"] - m for m, r in zip(med, sel)]],
-                   marker="o", capsize=3, label=strategy)
+        med, err = _medians(sel, "worst_idle_s")
+        a.errorbar(xs, med, yerr=err, marker="o", capsize=3, label=strategy)
         if all(r.get("step_s_median") is not None for r in sel):
             line = b.plot(xs, [r["step_s_median"] for r in sel], marker="o",
                           label=f"{strategy}: step")[0]

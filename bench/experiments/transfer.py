@@ -84,9 +84,9 @@ def _start_sources(tb, model: str, out: str, timeout_s: float):
     wait_until(lambda: all(os.path.exists(i) for _, i in sources)
                or any(p.poll() is not None for p, _ in sources),
                timeout_s, f"{model} sources ready", interval_s=0.2)
-    dead = [p.args for p, _ in sources if p.poll() is not None]
+    dead = [os.path.basename(info) for p, info in sources if p.poll() is not None]
     if dead:
-        raise RuntimeError(f"{model}: a source exited; see {out}/{model}-*.log")
+        raise RuntimeError(f"{model}: source(s) {dead} exited; see {out}/{model}-*.log")
     return sources
 
 
