@@ -13,7 +13,7 @@ names = st.lists(st.sampled_from([f"n{i:02d}" for i in range(24)]), min_size=0, 
                  unique=True)
 
 
-@settings(max_examples=200, deadline=None, derandomize=True)
+@settings(max_examples=200, deadline=None)
 @given(names, st.data())
 def test_rounds_are_matchings_covering_every_edge_once(members, data):
     edges = data.draw(st.lists(st.sampled_from(list(combinations(sorted(members), 2)) or
@@ -44,7 +44,7 @@ def test_joiner_measured_first_and_leaders_are_lower_ids():
     assert sorted(p for _, p in my_probes(rounds, "a")) == ["b", "c", "d"]
 
 
-@settings(max_examples=200, deadline=None, derandomize=True)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(0.0, 0.5), min_size=1, max_size=60))
 def test_link_watch_hysteresis(gaps):
     down_after, up_after = 0.3, 0.2

@@ -4,7 +4,6 @@ the pure matcher, and real processes."""
 import os
 import subprocess
 import sys
-import time
 
 import psutil
 from hypothesis import given, strategies as st
@@ -44,8 +43,12 @@ def test_this_standbys_own_tree_is_never_stale():
 
 
 def _sleeper(env):
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
-                            env={**os.environ, **env})
+    """A process with `env` as its initial environment, returned once it runs: Popen returns
+    when exec has begun, before the kernel has set up /proc/PID/environ."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; print(flush=True); time.sleep(60)"],
+                            env={**os.environ, **env}, stdout=subprocess.PIPE)
+    proc.stdout.readline()
+    return proc
 
 
 def test_end_stale_workers_kills_only_the_slots_old_processes():
@@ -54,7 +57,6 @@ def test_end_stale_workers_kills_only_the_slots_old_processes():
     other_job = _sleeper({**OLD_WORKER, "CHAOS_JOB_SECRET": "cd" * 32})
     mine = _sleeper({**OLD_WORKER, "CHAOS_STANDBY_ID": "me"})
     try:
-        time.sleep(0.3)
         ended = end_stale_workers(**JOB)
         assert ended == [stale.pid]
         assert stale.wait(timeout=5) is not None and not psutil.pid_exists(stale.pid)
@@ -63,3 +65,4 @@ def test_end_stale_workers_kills_only_the_slots_old_processes():
         for p in (stale, other_slot, other_job, mine):
             p.kill()
             p.wait()
+            p.stdout.close()

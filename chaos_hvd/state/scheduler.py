@@ -544,7 +544,12 @@ def plan_optimal(p: Problem) -> Plan:
     out: list[Assignment] = []
     for j in p.joiners:
         counts = _round_chunks(weights[j.name], p.n_chunks)
-        out += _contiguous(p, j.name, [(s.name, n) for s, n in zip(p.sources, counts)])
+        share = [(s.name, n) for s, n in zip(p.sources, counts)]
+        if p.size_bytes % p.chunk_bytes:   # the short last chunk goes to the latest finisher
+            last = max(range(len(share)), key=lambda i: (counts[i] / weights[j.name][i]
+                                                         if counts[i] else -1.0))
+            share.append(share.pop(last))
+        out += _contiguous(p, j.name, share)
     return _finish(p, Algorithm.OPTIMAL, out)
 
 
