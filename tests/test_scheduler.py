@@ -242,6 +242,12 @@ def _flow_plan_makespan(p):
                            Source("s4", 625000.0), Source("s5", 55750000.0)),
                    (Joiner("j0", 200750000.0),), {("s1", "j0"): 625000.0, ("s4", "j0"): 625000.0},
                    chunk_bytes=1024))                      # capped: the roundings differ
+@example(p=Problem(2048, (Source("s0", 20875000.0), Source("s1", 14250000.0),
+                          Source("s2", 20875000.0), *(Source(f"s{i}", 625000.0) for i in range(3, 7))),
+                   (Joiner("j0", 45000000.0),), chunk_bytes=1024))  # fair-level ties, 2 chunks
+@example(p=Problem(5170789, (Source("s0", 5125000.0), Source("s1", 625000.0),
+                             Source("s2", 625000.0)), (Joiner("j0", 6250000.0),),
+                   {("s2", "j0"): 625000.0}, chunk_bytes=65536))   # capped: a slow source's chunk
 def test_one_joiner_closed_forms_match_the_flow_and_lp_solutions(p):
     """With one joiner and sources ready together, the planner skips the max-flow bisection and
     the plan's evaluation skips the LP: both closed forms agree with the general solutions."""
@@ -257,10 +263,16 @@ def test_one_joiner_closed_forms_match_the_flow_and_lp_solutions(p):
         amount[(u, 0)] = amount.get((u, 0), 0.0) + a.nbytes
     assert plan.makespan_s == pytest.approx(sch._lp_segment(p, amount, [0.0], 0.0, math.inf),
                                             rel=1e-6)
-    # uncapped, the rounding of the closed form is the best whole-chunk plan; with a capped
-    # ingress both roundings are heuristics, a chunk through the ingress apart at most
-    cap = p.joiners[0].ingress_bytes_per_s
-    slack = p.chunk_bytes / cap if cap else 0.0
+    # uncapped, the rounding of the closed form is the best whole-chunk plan. With a capped
+    # ingress both roundings are heuristics: each source takes at most one chunk over its fluid
+    # share and sends at >= its fair share, and no plan beats the fluid optimum
+    j = p.joiners[0]
+    slack = 0.0
+    if j.ingress_bytes_per_s:
+        rate = {s.name: p.pair_rate(s, j) for s in p.sources}
+        level = fair_level(list(rate.values()), j.ingress_bytes_per_s)
+        slack = max(p.chunk_bytes / min(rate[u], level) for u in plan.bytes_by_source())
+        assert plan.makespan_s <= closed * (1 + 1e-6) + slack
     assert plan.makespan_s <= _flow_plan_makespan(p) * (1 + 1e-6) + slack
 
 

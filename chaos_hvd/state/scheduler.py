@@ -341,9 +341,12 @@ def _contiguous(p: Problem, joiner: Name, share: Sequence[tuple[Name, int]]) -> 
     return out
 
 
-def _round_chunks(weights: Sequence[float], total: int) -> list[int]:
+def _round_chunks(weights: Sequence[float], total: int,
+                  prefer: Sequence[float] | None = None) -> list[int]:
     """Round non-negative weights (a fluid plan's bytes per source) to chunk counts summing to
-    total, keeping the largest count / weight as small as possible.
+    total, keeping the largest count / weight as small as possible; among equal candidates a
+    chunk goes to the largest `prefer` (a source's own rate: sources held to one fair level
+    tie, and with few chunks not all of them send, so the level rises for those that do).
 
     Each chunk left over after flooring goes to the source whose time grows least by taking it
     (smallest (count + 1) / weight): when the weights are a fluid optimum, count / weight is the
@@ -355,12 +358,13 @@ def _round_chunks(weights: Sequence[float], total: int) -> list[int]:
         raise SchedulerInputError("no source can send anything")
     exact = [w * total / s for w in weights]
     base = [int(math.floor(e)) for e in exact]
-    heap = [((base[i] + 1) / e, i) for i, e in enumerate(exact) if e > 0]
+    tie = [-x for x in prefer] if prefer is not None else [0.0] * len(weights)
+    heap = [((base[i] + 1) / e, tie[i], i) for i, e in enumerate(exact) if e > 0]
     heapq.heapify(heap)
     for _ in range(total - sum(base)):
-        _, i = heapq.heappop(heap)
+        _, _, i = heapq.heappop(heap)
         base[i] += 1
-        heapq.heappush(heap, ((base[i] + 1) / exact[i], i))
+        heapq.heappush(heap, ((base[i] + 1) / exact[i], tie[i], i))
     return base
 
 
@@ -543,7 +547,8 @@ def plan_optimal(p: Problem) -> Plan:
                    for j in p.joiners}
     out: list[Assignment] = []
     for j in p.joiners:
-        counts = _round_chunks(weights[j.name], p.n_chunks)
+        counts = _round_chunks(weights[j.name], p.n_chunks,
+                               prefer=[p.pair_rate(s, j) for s in p.sources])
         share = [(s.name, n) for s, n in zip(p.sources, counts)]
         if p.size_bytes % p.chunk_bytes:   # the short last chunk goes to the latest finisher
             last = max(range(len(share)), key=lambda i: (counts[i] / weights[j.name][i]
