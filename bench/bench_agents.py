@@ -88,9 +88,14 @@ def latency_run(workdir: str, reps: int) -> dict:
             c.wait(lambda: handled(c, t, f"link_up {lo} {hi}"), 5, "link_up installed")
             c.wait(lambda: full(c, c.ids), 5, "full view again")
             out["link_up"] += handled(c, t, f"link_up {lo} {hi}")[:1]
-        counters = {x: request(c.socket(x), {"op": "status"})["counters"] for x in c.ids}
+        status = {x: request(c.socket(x), {"op": "status"}) for x in c.ids}
+    # the agents' own ping -> pong round trip (each agent's moving average per peer): two hops
+    # between these processes, as a member-observed change needs four (to the coordinator,
+    # accept, accepted, commit)
+    rtts = [r for s in status.values() for r in s["rtt_ms"].values() if r is not None]
     return {k: summary(v) for k, v in out.items()} | {
-        "rejected_total": sum(v["rejected"] for v in counters.values())}
+        "rejected_total": sum(s["counters"]["rejected"] for s in status.values()),
+        "ping_rtt_ms": summary(rtts)}
 
 
 _ECHO = """
@@ -102,11 +107,13 @@ while True:
 """
 
 
-def udp_floor(peers: int = 7, reps: int = 300, stop=None) -> dict:
+def udp_floor(peers: int = 7, reps: int = 300, stop=None, gap_s: float = 0.005) -> dict:
     """Context for the latency figures: one UDP datagram to each of 7 Python processes and all
-    replies back, nothing else -- the cost of one fan-out round trip on this machine. With
-    `stop` (a threading.Event), samples every 50 ms until it is set instead of `reps` times
-    (to measure beside a run, under the same CPU load)."""
+    replies back, nothing else -- the cost of one fan-out round trip on this machine, sampled
+    every `gap_s`. Close samples find the CPUs awake; samples as far apart as the bench's view
+    changes find them idle, and on a VM waking an idle vCPU costs a few hundred microseconds per
+    hop. With `stop` (a threading.Event), samples every 50 ms until it is set instead of `reps`
+    times (to measure beside a run, under the same CPU load)."""
     import socket
     import subprocess
     procs = [subprocess.Popen([sys.executable, "-c", _ECHO], stdout=subprocess.PIPE, text=True)
@@ -124,7 +131,7 @@ def udp_floor(peers: int = 7, reps: int = 300, stop=None) -> dict:
             for _ in ports:
                 s.recvfrom(65536)
             rtts.append((time.perf_counter() - t) * 1e3)
-            time.sleep(0.005 if stop is None else 0.05)
+            time.sleep(gap_s if stop is None else 0.05)
         return {"peers": peers, **summary(rtts)}
     finally:
         for p in procs:
@@ -171,9 +178,14 @@ def main() -> int:
         s = lat[k]
         print(f"{k:<10} n={s['n']:<3} p50 {s['p50_ms']} ms  p99 {s['p99_ms']} ms  "
               f"max {s['max_ms']} ms")
+    print(f"the agents' own ping round trip (moving average per pair): p50 "
+          f"{lat['ping_rtt_ms']['p50_ms']} ms over {lat['ping_rtt_ms']['n']} pairs")
     floor = udp_floor()
+    idle_floor = udp_floor(reps=100, gap_s=0.1)
     print(f"floor: raw UDP fan-out round trip to 7 Python processes p50 {floor['p50_ms']} ms, "
-          f"p99 {floor['p99_ms']} ms (a view change needs at least one, then the commit)")
+          f"p99 {floor['p99_ms']} ms every 5 ms; p50 {idle_floor['p50_ms']} ms, p99 "
+          f"{idle_floor['p99_ms']} ms every 100 ms, from idle CPUs (a view change needs one at "
+          f"the coordinator, two at a member that observed it)")
     det = []
     for hb in (float(x) for x in args.heartbeats.split(",")):
         d = detection_run(os.path.join(base, f"detect-{hb}"), hb)
@@ -181,7 +193,7 @@ def main() -> int:
         print(f"heartbeat {hb:.2f} s (suspect {d['suspect_after_s']:.1f} s): detection "
               f"{d['detect_s']} s, view without it {d['view_s']} s ({d['victims']})")
     print(json.dumps({"bench": "agents", "agents": 8, "reps": args.reps, "latency": lat,
-                      "udp_fanout_floor": floor,
+                      "udp_fanout_floor": floor, "udp_fanout_floor_from_idle": idle_floor,
                       "detection": det, "median_detect_s": {str(d["heartbeat_s"]): statistics.median(
                           d["detect_s"]) for d in det}, "wall_s": round(time.time() - t0, 1),
                       "out": base}))

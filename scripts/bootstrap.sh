@@ -104,7 +104,7 @@ if [ -d /usr/lib/python3/dist-packages/mininet ] && ! "$VPY" -c "import mininet"
   echo "$VENV/debian-mininet" >"$SITE/debian-mininet.pth"
 fi
 
-if ! "$VPY" -c "import chaos_hvd, testbed, yaml, msgspec, pyroute2, hypothesis, scipy, netfilterqueue, matplotlib, rich" 2>/dev/null \
+if ! "$VPY" -c "import chaos_hvd, testbed, yaml, msgspec, pyroute2, hypothesis, scipy, netfilterqueue, matplotlib, rich, uvloop" 2>/dev/null \
    || ! [ -x "$VENV/bin/chaos-testbed" ]; then
   log "installing chaos-hvd (editable) with test and testbed extras"
   pip_q -e "$REPO[test,testbed]"

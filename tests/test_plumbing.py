@@ -2,6 +2,7 @@
 CI suite files and the CLIs' argument checks."""
 
 import glob
+import json
 import math
 import os
 import socket
@@ -115,6 +116,40 @@ def test_bad_macs_are_forged_not_tracebacks(mac):
 def test_bad_request_lines_are_typed_errors(line):
     with pytest.raises(RequestError):
         jsonline.decode(line)
+
+
+def _walk_depth(obj):
+    """The plain definition, to check the fast one against."""
+    if isinstance(obj, dict):
+        return 1 + max(map(_walk_depth, obj.values()), default=0)
+    if isinstance(obj, list):
+        return 1 + max(map(_walk_depth, obj), default=0)
+    return 0
+
+
+_json = st.recursive(st.none() | st.integers() | st.text(alphabet='[]{}"\\ab\n', max_size=4)
+                     | st.text(max_size=3),
+                     lambda kids: st.lists(kids, max_size=3)
+                     | st.dictionaries(st.text(max_size=3), kids, max_size=3), max_leaves=40)
+
+
+@given(_json, st.integers(1, 8))
+def test_text_depth_is_the_nesting_depth_up_to_the_limit(obj, limit):
+    """Strings full of brackets, quotes and escapes must not count."""
+    text = json.dumps(obj).encode()
+    assert jsonline.text_depth(text, limit) == min(_walk_depth(obj), limit + 1)
+
+
+@pytest.mark.parametrize("depth", [jsonline.MAX_DEPTH, jsonline.MAX_DEPTH + 1])
+def test_nesting_at_the_limit_passes_one_more_is_refused(depth):
+    line = (b'{"a":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}")
+    wide = b'{"b":[' + b",".join([b"[1]"] * 50) + b"],"  # many opens, shallow: walked
+    for text in (line, wide + line[1:]):
+        if depth <= jsonline.MAX_DEPTH:
+            assert jsonline.decode(text)
+        else:
+            with pytest.raises(RequestError, match="nested deeper"):
+                jsonline.decode(text)
 
 
 def test_request_round_trip_and_error_envelope(tmp_path):
