@@ -243,7 +243,8 @@ def test_steady_rows_compare_chaos_state_with_torch_state():
 
 def test_event_latencies_are_read_from_the_records():
     ip = {"w3": "10.0.0.3", "w4": "10.0.0.4", "w5": "10.0.0.5"}
-    timeline = [ev.Fault(action="leave", target="w5", applied_ms=1, t_mono=10.0),
+    # the leave took 30 ms to apply; its view came 10 ms after it began (before the record)
+    timeline = [ev.Fault(action="leave", target="w5", applied_ms=30, t_mono=10.03),
                 ev.Fault(action="link_down", target="w4-sw", applied_ms=1, t_mono=20.0),
                 ev.Fault(action="link_up", target="w4-sw", applied_ms=1, t_mono=30.0),
                 ev.Fault(action="crash", target="w3", applied_ms=1, t_mono=40.0)]
@@ -254,7 +255,7 @@ def test_event_latencies_are_read_from_the_records():
         return ev.Install(agent=agent, members=[], coordinator=None, added=list(added),
                           removed=list(removed), links_up=[], links_down=[], slots={},
                           handled_ms={"x": handled}, latency_ms=None, in_view=True, t_mono=t)
-    agents = [install("a1", 10.2, removed=["10.0.0.5"], handled=2.0),
+    agents = [install("a1", 10.01, removed=["10.0.0.5"], handled=2.0),
               install("a2", 10.4, removed=["10.0.0.5"], handled=4.0),
               install("a1", 23.0, removed=["10.0.0.4"]),
               install("a1", 31.0, added=["10.0.0.4"]),
@@ -262,12 +263,14 @@ def test_event_latencies_are_read_from_the_records():
     got = events_experiment.measure(timeline, events, agents, ip)
     assert got["scale-in"]["to_training_s"] == pytest.approx(2.5)
     assert got["scale-in"]["resumed_size"] == 4
-    assert got["scale-in"]["view_first_s"] == pytest.approx(0.2)
+    assert got["scale-in"]["view_first_s"] == pytest.approx(0.01)
     assert got["scale-in"]["view_all_s"] == pytest.approx(0.4)
     assert sorted(got["scale-in"]["handled_ms"]) == [2.0, 4.0]
-    assert (got["link-down"]["to_training_s"], got["link-down"]["resumed_size"]) == (6.0, 3)
-    assert got["link-up"]["view_first_s"] == pytest.approx(1.0)
-    assert (got["crash"]["to_training_s"], got["crash"]["resumed_size"]) == (1.0, 3)
+    assert got["link-down"]["to_training_s"] == pytest.approx(6.001)
+    assert got["link-down"]["resumed_size"] == 3
+    assert got["link-up"]["view_first_s"] == pytest.approx(1.001)
+    assert got["crash"]["to_training_s"] == pytest.approx(1.001)
+    assert got["crash"]["resumed_size"] == 3
 
 
 def test_event_experiment_writes_a_valid_suite(tmp_path):

@@ -89,18 +89,21 @@ def measure(timeline: list, events: list, agent_events: list, ip: dict[str, str]
     out = {}
     for name, action, target, change in EVENTS:
         fault = next(f for f in faults if f.action == action and f.target == target)
-        after = [r for r in resumed if r.t_mono > fault.t_mono]
+        # the record is written once the action is applied: it began applied_ms earlier (a
+        # leaving agent's view can be installed everywhere before the SIGTERMs all went out)
+        start = fault.t_mono - fault.applied_ms / 1e3
+        after = [r for r in resumed if r.t_mono > start]
         addr = ip[target.split("-")[0]]
-        seen = [i for i in installs if i.t_mono > fault.t_mono and addr in getattr(i, change)]
+        seen = [i for i in installs if i.t_mono > start and addr in getattr(i, change)]
         first_per_agent = {}
         for i in seen:
             first_per_agent.setdefault(i.agent, i)
         handled = [v for i in first_per_agent.values() for v in i.handled_ms.values()]
-        out[name] = {"to_training_s": after[0].t_mono - fault.t_mono if after else None,
+        out[name] = {"to_training_s": after[0].t_mono - start if after else None,
                      "resumed_size": after[0].size if after else None,
-                     "view_first_s": seen[0].t_mono - fault.t_mono if seen else None,
+                     "view_first_s": seen[0].t_mono - start if seen else None,
                      "view_all_s": (max(i.t_mono for i in first_per_agent.values())
-                                    - fault.t_mono) if seen else None,
+                                    - start) if seen else None,
                      "handled_ms": handled}
     return out
 
