@@ -19,6 +19,8 @@ and is stopped once every rank trained at the new size. From the run's own event
 
 * stall of each running worker: its longest gap between steps after the join, minus its median
   step time before the join (the target: <= bound + 2 s, and <= 0.1x torch's)
+* idle of each running worker (what ``bench.experiments`` reports; needs no step at the new
+  size): from its last step at the old size to its resumed record at the new size
 * join -> the joiner training (its first step at the new size begins), join -> every rank
   training at the new size
 * phases: discovery (join -> standby started), standby start-up + background pull, switch sync of
@@ -66,7 +68,10 @@ def roles_of(topology: str) -> tuple[str, int]:
     return standby[0], len(workers) - 1
 
 
-def run(variant: str, topology: str, model: str, join_step: int, timeout_s: float) -> dict:
+def run(variant: str, topology: str, model: str, join_step: int, timeout_s: float,
+        steps_at_new_size: int = STEPS_AT_NEW_SIZE, train_args: tuple[str, ...] = ()) -> dict:
+    """One run of `variant`, stopped once every rank trained `steps_at_new_size` steps at the new
+    size (0: once every rank resumed there); `train_args` go to the training script."""
     launcher, state, env = VARIANTS[variant]
     joiner, n = roles_of(topology)
     out = tempfile.mkdtemp(prefix=f"scale-out-{variant}-")
@@ -80,7 +85,7 @@ def run(variant: str, topology: str, model: str, join_step: int, timeout_s: floa
            "--gloo-timeout-seconds", "900", "python",
            os.path.join(REPO, "examples", "train_elastic.py"), "--state", state,
            "--model", model, "--same-init", "--epochs", "100", "--samples", "400",
-           "--batch-size", "8", "--commit-every", "1"]
+           "--batch-size", "8", "--commit-every", "1", *train_args]
     log = open(os.path.join(out, "testbed.log"), "wb")
     psutil.cpu_percent()
     t0 = time.monotonic()
@@ -90,14 +95,9 @@ def run(variant: str, topology: str, model: str, join_step: int, timeout_s: floa
     try:
         while time.monotonic() - t0 < timeout_s and proc.poll() is None:
             time.sleep(1)
-            if os.path.exists(path):
-                at_new = {}
-                for e in read_events(path, ev.Step):
-                    if e.size == n + 1:
-                        at_new[e.pid] = at_new.get(e.pid, 0) + 1
-                if len(at_new) == n + 1 and min(at_new.values()) >= STEPS_AT_NEW_SIZE:
-                    done = True
-                    break
+            if os.path.exists(path) and _trained_at(path, n + 1, steps_at_new_size):
+                done = True
+                break
     finally:
         cpu = psutil.cpu_percent()
         if proc.poll() is None:
@@ -112,6 +112,17 @@ def run(variant: str, topology: str, model: str, join_step: int, timeout_s: floa
     return result
 
 
+def _trained_at(path: str, size: int, steps: int) -> bool:
+    """Whether `size` processes resumed at `size` and (steps > 0) each trained `steps` there."""
+    if steps == 0:
+        return len({e.pid for e in read_events(path, ev.Resumed) if e.size == size}) == size
+    at_new: dict[int, int] = {}
+    for e in read_events(path, ev.Step):
+        if e.size == size:
+            at_new[e.pid] = at_new.get(e.pid, 0) + 1
+    return len(at_new) == size and min(at_new.values()) >= steps
+
+
 def measure(out: str, n: int = 5) -> dict:
     """Figures of one run whose `n` workers were joined by one more."""
     events = read_events(os.path.join(out, "events.jsonl"))
@@ -119,18 +130,22 @@ def measure(out: str, n: int = 5) -> dict:
     t_join = next(f.t_mono for f in timeline if f.action == "join")
     steps = [e for e in events if isinstance(e, ev.Step)]
     old = sorted({e.pid for e in steps if e.size == n})
-    new = sorted({e.pid for e in steps if e.size == n + 1} - set(old))
-    stalls, intervals = [], []
-    for pid in old:
-        ts = [e.t_mono for e in steps if e.pid == pid]
-        before = [b - a for a, b in zip(ts, ts[1:]) if b < t_join]
-        after = [b - a for a, b in zip(ts, ts[1:]) if b > t_join]
-        stalls.append(max(after) - statistics.median(before))
-        intervals += before[1:]     # the first follows the world's start-up
+    new = sorted({e.pid for e in events if isinstance(e, ev.Resumed) and e.size == n + 1}
+                 - set(old))
     commits = [e.seconds for e in events if isinstance(e, ev.Committed) and e.size == n]
     # training-ready at the new size (the first step there begins): each process's Resumed
     first_new = {pid: min(e.t_mono for e in events if isinstance(e, ev.Resumed) and e.pid == pid
                        and e.size == n + 1) for pid in old + new}
+    stalls, idles, intervals = [], [], []
+    for pid in old:
+        ts = [e.t_mono for e in steps if e.pid == pid]
+        before = [b - a for a, b in zip(ts, ts[1:]) if b < t_join]
+        after = [b - a for a, b in zip(ts, ts[1:]) if b > t_join]
+        if after and max(ts) > first_new[pid]:     # a step at the new size closed the gap
+            stalls.append(max(after) - statistics.median(before))
+        # idle: from its last step at the old size to training again at the new size
+        idles.append(first_new[pid] - max(t for t in ts if t < first_new[pid]))
+        intervals += before[1:]     # the first follows the world's start-up
     syncs_new = [e for e in events if type(e) is ev.Sync and e.size == n + 1]
     resumed_new = [e for e in events if isinstance(e, ev.Resumed) and e.size == n + 1]
     last_commit = max(e.step for e in events if isinstance(e, ev.Commit) and e.size == n)
@@ -146,19 +161,33 @@ def measure(out: str, n: int = 5) -> dict:
                       background_pull_s=pull[-1].total_s if pull else None,
                       background_transfer_s=pull[-1].transfer_s if pull else None,
                       ready_to_switch_s=switched.t_mono - ready.t_mono)
-    else:
-        phases["join_to_joiner_sync_start_s"] = (
-            joiner_sync.t_mono - joiner_sync.total_s - t_join if joiner_sync else None)
+    torch_sync = next((e for e in events if isinstance(e, ev.TorchSynced) and e.pid in new
+                       and e.size == n + 1 and not e.skipped), None)
+    sync = None      # the joiner's sync into the new world, as the job waited on it
+    if joiner_sync:
+        used = sorted(r for r, b in joiner_sync.bytes_per_source.items() if b)
+        sync = {"transfer_s": joiner_sync.transfer_s, "total_s": joiner_sync.total_s,
+                "bound_s": joiner_sync.bound_s, "sources_used": len(used),
+                "state_bytes": joiner_sync.state_bytes}
+    elif torch_sync:     # Horovod's broadcast: the whole sync moves the state
+        sync = {"transfer_s": torch_sync.seconds, "total_s": torch_sync.seconds, "bound_s": None,
+                "sources_used": 1, "state_bytes": None}
+    if not started:
+        start = joiner_sync or torch_sync
+        seconds = joiner_sync.total_s if joiner_sync else torch_sync.seconds if torch_sync else 0
+        phases["join_to_joiner_sync_start_s"] = start.t_mono - seconds - t_join if start else None
     if joiner_sync:
         phases.update(checkpoint_write_s=joiner_sync.checkpoint_write_s,
                       switch_plan_s=joiner_sync.plan_s, switch_transfer_s=joiner_sync.transfer_s,
                       switch_load_s=joiner_sync.load_s, switch_sync_total_s=joiner_sync.total_s,
                       switch_needed_bytes=joiner_sync.needed_bytes, state_bytes=joiner_sync.state_bytes)
-    return {"worst_stall_s": max(stalls), "mean_stall_s": statistics.fmean(stalls),
-            "stalls_s": stalls,
+    return {"worst_stall_s": max(stalls) if len(stalls) == len(old) else None,
+            "mean_stall_s": statistics.fmean(stalls) if len(stalls) == len(old) else None,
+            "stalls_s": stalls, "worst_idle_s": max(idles), "mean_idle_s": statistics.fmean(idles),
+            "idles_s": idles,
             "join_to_joiner_training_s": min(first_new[p] for p in new) - t_join,
             "join_to_all_at_new_size_s": max(first_new.values()) - t_join,
-            "phases": phases, "digests_equal": len(digests) == 1,
+            "phases": phases, "joiner_sync": sync, "digests_equal": len(digests) == 1,
             # steady state before the join: step to step (compute, allreduce, commit) and commit
             "step_s": statistics.median(intervals) if intervals else None,
             "commit_s": statistics.median(commits) if commits else None,

@@ -222,6 +222,12 @@ class Committed(TrainingEvent, tag="committed"):
     seconds: float
 
 
+class TorchSynced(TrainingEvent, tag="torch_synced"):
+    """Horovod's own TorchState finished a sync (the examples' baseline, timed for the benches)."""
+    seconds: float
+    skipped: bool = False           # nothing moved: no rank had trained and all started equal
+
+
 class Final(TrainingEvent, tag="final"):
     digest: str
     seconds: float
@@ -391,7 +397,7 @@ class FaultError(TimelineEvent, tag="fault_error"):
 AnyEvent = Union[
     Sync, SyncFailed, PeerDead, Diverged, ShardRequestRejected, StandbyPull, StandbySwitch,
     StandbyStarted, StandbyReady, StandbySwitched, StandbyJoined, StandbyDropped, SlotLost,
-    Resumed, Step, Commit, Committed, Final,
+    Resumed, Step, Commit, Committed, TorchSynced, Final,
     AgentStarted, AgentStopped, Install, Suspect, Removed, JoinRequest, Lease, Leave,
     LeaveTimeout, LinkDown, LinkUp, Probe, Rejected, SendFailed,
     Capability, Up, Down, AgentStart, AgentsUp, CommandStart, CommandTimeout, CommandExit,

@@ -61,6 +61,29 @@ def check_deadline(deadline: float | None) -> None:
         raise Deadline()
 
 
+class TimedTorchState(hvd.elastic.TorchState):
+    """Horovod's TorchState with each sync timed (a `torch_synced` record: the baseline's sync
+    time in the benches) and, with --same-init, no start-up broadcast while no rank has trained:
+    every rank built the same state, and over slow links that broadcast alone takes minutes of a
+    bench that measures joins. Every later sync (a join, a restore) is Horovod's own."""
+
+    log: events.EventLog | None = None
+    skip_untrained = False
+
+    def sync(self):
+        t = time.perf_counter()
+        skip = False
+        if self.skip_untrained:
+            trained = hvd.allreduce(torch.tensor([float(self.step)]), op=hvd.Max,
+                                    name="train_elastic.trained")
+            skip = trained.item() == 0
+        if not skip:
+            super().sync()
+        if self.log:
+            self.log.write(events.TorchSynced(rank=hvd.rank(), size=hvd.size(), step=self.step,
+                                              seconds=time.perf_counter() - t, skipped=skip))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=["resnet18", "medium", "small"], default="resnet18",
@@ -80,7 +103,11 @@ def main() -> None:
                     help="tests only: a joiner nudges one weight after its first sync, like a "
                          "broken sync would (the CI checks must catch it)")
     ap.add_argument("--same-init", action="store_true",
-                    help="same initial weights on every rank (benches: the first sync moves nothing)")
+                    help="same initial weights on every rank (benches: the first sync moves "
+                         "nothing; with --state torch it is skipped while no rank has trained)")
+    ap.add_argument("--fp16-allreduce", action="store_true",
+                    help="all-reduce gradients as float16 (Horovod's Compression.fp16): half "
+                         "the bytes per step on slow links")
     args = ap.parse_args()
 
     hvd.init()
@@ -94,11 +121,14 @@ def main() -> None:
     model = {"resnet18": lambda: resnet18(10), "medium": lambda: SmallCNN(10, width=32, hidden=512),
              "small": lambda: SmallCNN(10)}[args.model]()
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
-    optimizer = hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
+    compression = hvd.Compression.fp16 if args.fp16_allreduce else hvd.Compression.none
+    optimizer = hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
+                                         compression=compression)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.8)
     sampler = hvd.elastic.ElasticSampler(dataset, shuffle=True, seed=args.seed)
 
-    StateClass = chaos_hvd.ChaosState if args.state == "chaos" else hvd.elastic.TorchState
+    TimedTorchState.log, TimedTorchState.skip_untrained = log, args.same_init
+    StateClass = chaos_hvd.ChaosState if args.state == "chaos" else TimedTorchState
     state = StateClass(model, optimizer, lr_scheduler=scheduler,  # <- the one-line change
                        train_sampler=sampler, epoch=0, step=0)
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -118,21 +119,33 @@ def test_quick_transfer_experiment_on_the_testbed(tmp_path):
     assert leftovers() == []
 
 
-def _run_result(stall, joiner, all_at_6, **phases):
-    return {"worst_stall_s": stall, "mean_stall_s": stall - 1, "join_to_joiner_training_s": joiner,
-            "join_to_all_at_new_size_s": all_at_6, "phases": phases, "cpu_percent": 99.0,
-            "digests_equal": True, "no_step_lost": True}
+def _run_result(idle, joiner, all_at_6, sync=None, **phases):
+    return {"worst_idle_s": idle, "mean_idle_s": idle - 1, "join_to_joiner_training_s": joiner,
+            "join_to_all_at_new_size_s": all_at_6, "phases": phases, "joiner_sync": sync,
+            "cpu_percent": 99.0, "digests_equal": True, "no_step_lost": True}
+
+
+def _sync(transfer, total, bound=None, sources=1):
+    return {"transfer_s": transfer, "total_s": total, "bound_s": bound, "sources_used": sources,
+            "state_bytes": 100}
 
 
 def test_scale_out_rows_and_ratios():
-    rows = [scale_out.row("broadcast", "m", [_run_result(40, 60, 61), _run_result(50, 70, 72),
+    rows = [scale_out.row("broadcast", "m", [_run_result(40, 60, 61, _sync(50, 50)),
+                                             _run_result(50, 70, 72, _sync(60, 60)),
                                              _run_result(45, 65, 66)]),
-            scale_out.row("chaos", "m", [_run_result(10, 30, 30, switch_transfer_s=2.0)]),
+            scale_out.row("chaos", "m", [_run_result(10, 30, 30, _sync(2.0, 4.0, 1.8, 5),
+                                                     switch_transfer_s=2.0)]),
             scale_out.row("overlapped", "m", [_run_result(4, 33, 33, standby_ready_s=9.0)])]
-    b = rows[0]
+    b, c, o = rows
     assert (b["worst_idle_s_median"], b["worst_idle_s_min"], b["worst_idle_s_max"]) == (45, 40, 50)
-    assert b["switch_transfer_s"] is None and rows[1]["switch_transfer_s"] == 2.0
+    assert b["switch_transfer_s"] is None and c["switch_transfer_s"] == 2.0
     assert b["reps"] == 3 and b["digests_equal"] and b["no_step_lost"]
+    # the joiner's sync, where a run recorded one
+    assert (b["transfer_s_median"], b["transfer_s_min"], b["transfer_s_max"]) == (55, 50, 60)
+    assert b["bound_s"] is None and b["sources_used"] == 1
+    assert (c["total_s_median"], c["bound_s"], c["sources_used"]) == (4.0, 1.8, 5)
+    assert o["transfer_s_median"] is None and o["sources_used"] is None
     got = {(r["ours"], r["versus"]): (r["idle_x"], r["delay_x"]) for r in scale_out.ratios(rows)}
     assert got == {("chaos", "broadcast"): (round(10 / 45, 3), round(30 / 66, 3)),
                    ("overlapped", "broadcast"): (round(4 / 45, 3), round(33 / 66, 3))}
@@ -282,3 +295,38 @@ def test_event_experiment_writes_a_valid_suite(tmp_path):
     assert [a.action for a in load_schedule(suite.faults, topo).actions] == [
         "leave", "link_down", "link_up", "crash"]
     assert suite.launcher == "chaos-hvdrun" and suite.agents == {}
+
+
+def test_scale_out_idle_and_the_joiners_sync_are_read_from_the_records(tmp_path):
+    """Two workers step every 2 s; the join at t=5; they reset after their step at t=6 and resume
+    at size 3 at t=20 with the joiner, whose Horovod broadcast took 9 s: idle 14 s each, and the
+    joiner's sync is TorchState's (the skipped start-up sync is not it)."""
+    from bench.bench_scale_out import measure
+
+    class Log(list):                      # records as written, with their own times and pids
+        def write(self, record):
+            self.append(record)
+
+    log = Log()
+    for pid in (1, 2):
+        log.write(ev.TorchSynced(rank=pid - 1, size=2, step=0, seconds=0.1, skipped=True,
+                                 t_mono=0.1, pid=pid))
+        for t in (0, 2, 4, 6):
+            log.write(_step(t + 0.01 * pid, pid, 2, t // 2 + 1))
+            log.write(ev.Committed(rank=pid - 1, size=2, step=t // 2 + 1, seconds=0.05,
+                                   t_mono=t + 0.1, pid=pid))
+        log.write(ev.Commit(rank=pid - 1, size=2, step=4, t_mono=6.05, pid=pid))
+    log.write(ev.TorchSynced(rank=2, size=3, step=4, seconds=9.0, t_mono=19.9, pid=3))
+    for pid in (1, 2, 3):
+        log.write(ev.Resumed(rank=pid - 1, size=3, step=4, epoch=0, lr=0.1, digest="d",
+                             t_mono=20.0, pid=pid))
+    (tmp_path / "events.jsonl").write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in log))
+    (tmp_path / "timeline.jsonl").write_bytes(msgspec.json.encode(
+        ev.Fault(action="join", target="w3", applied_ms=1, t_mono=5.0)) + b"\n")
+    got = measure(str(tmp_path), n=2)
+    assert got["worst_idle_s"] == pytest.approx(14.0 - 0.01) and got["worst_stall_s"] is None
+    assert got["join_to_joiner_training_s"] == got["join_to_all_at_new_size_s"] == 15.0
+    assert got["joiner_sync"]["transfer_s"] == 9.0 and got["joiner_sync"]["sources_used"] == 1
+    assert got["phases"]["join_to_joiner_sync_start_s"] == pytest.approx(5.9)
+    assert got["step_s"] == pytest.approx(2.0) and got["commit_s"] == 0.05
+    assert got["digests_equal"] and got["no_step_lost"]

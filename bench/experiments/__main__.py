@@ -1,9 +1,12 @@
-"""``python -m bench.experiments [--quick] [--only scheduler,transfer,sync,scale_out,scaling,events] [--reps N] [--out DIR]``.
+"""``python -m bench.experiments [--quick] [--only scheduler,transfer,scale_out,scaling,events,sync] [--reps N] [--out DIR]``.
 
-Runs the chosen experiments, writes ``<experiment>.csv`` for each, one ``results.md`` with every
-table and the ratios the README quotes, and PNG plots into the output directory, then prints one
-JSON line. Every experiment but ``scheduler`` needs root (they run the testbed). The steady-state table (step and commit time, ChaosState
-against TorchState) comes from the scale_out and scaling runs' steps before the join.
+Runs the chosen experiments (by default all but ``sync``), writes ``<experiment>.csv`` for each,
+one ``results.md`` with every table and the ratios the README quotes, and PNG plots into the
+output directory, then prints one JSON line. Every experiment but ``scheduler`` needs root (they
+run the testbed). Two tables come from other experiments' runs: the joiner's sync per strategy
+(``join_sync``) from the scale_out runs, and the steady state (step and commit time, ChaosState
+against TorchState) from the scale_out and scaling runs' steps before the join. ``sync`` (the
+same sync in separate, shorter jobs, also with the 2 MB CNN) runs only when named.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from . import outputs
 
 EXPERIMENTS = ("scheduler", "transfer", "sync", "scale_out", "scaling", "events")
+DEFAULT = ("scheduler", "transfer", "scale_out", "scaling", "events")
 ON_TESTBED = ("transfer", "sync", "scale_out", "scaling", "events")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,6 +33,9 @@ TRANSFER_COLUMNS = ("model", "params", "state_bytes", "ingress_cap_mbit", "trans
 SYNC_COLUMNS = ("model", "strategy", "state_bytes", "transfer_s_median", "transfer_s_min",
                 "transfer_s_max", "total_s_median", "total_s_min", "total_s_max", "bound_s",
                 "x_bound", "sources_used")
+JOIN_SYNC_COLUMNS = ("model", "strategy", "state_bytes", "transfer_s_median", "transfer_s_min",
+                     "transfer_s_max", "total_s_median", "total_s_min", "total_s_max", "bound_s",
+                     "x_bound", "sources_used")
 SCALE_OUT_COLUMNS = ("model", "strategy", "worst_idle_s_median", "worst_idle_s_min",
                      "worst_idle_s_max", "mean_idle_s_median", "joiner_training_s_median",
                      "all_at_new_size_s_median", "all_at_new_size_s_min", "all_at_new_size_s_max",
@@ -53,9 +60,10 @@ def sync_ratios(rows: list[dict]) -> list[dict]:
     for model in sorted({r["model"] for r in rows}):
         mine = [r for r in rows if r["model"] == model]
         chaos = next((r for r in mine if r["strategy"] == "chaos"), None)
-        bound = chaos["bound_s"] if chaos else None
         for r in mine:
-            r["bound_s"] = bound
+            if chaos:
+                r["bound_s"] = chaos["bound_s"]
+            bound = r.get("bound_s")
             r["x_bound"] = round(r["transfer_s_median"] / bound, 3) if bound else None
         if chaos:
             for r in mine:
@@ -72,8 +80,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="small grid, one repetition: a sanity run (minutes), not the figures")
-    ap.add_argument("--only", default=",".join(EXPERIMENTS),
-                    help=f"comma-separated subset of {', '.join(EXPERIMENTS)}")
+    ap.add_argument("--only", default=",".join(DEFAULT),
+                    help=f"comma-separated subset of {', '.join(EXPERIMENTS)} (default: all "
+                         "but sync, whose figures the scale_out runs give)")
     ap.add_argument("--reps", type=int, help="repetitions (default 3; 1 with --quick)")
     ap.add_argument("--out", help="output directory (default results/experiments-<time>)")
     args = ap.parse_args(argv)
@@ -142,6 +151,21 @@ def main(argv=None) -> int:
                "![scale-out](scale_out.png)", ""]
         summary["scale_out"] = {"ratios": ratios}
         steady += rows
+        # the joiner's sync per strategy, from the same runs (TorchState's: its whole broadcast)
+        joins = [{k: r[k] for k in ("topology", "model", "strategy", "state_bytes",
+                                    "transfer_s_median",
+                                    "transfer_s_min", "transfer_s_max", "total_s_median",
+                                    "total_s_min", "total_s_max", "bound_s", "sources_used")}
+                 for r in rows if r.get("transfer_s_median") is not None]
+        ratios = sync_ratios(joins)
+        outputs.write_csv(joins, os.path.join(out, "join_sync.csv"))
+        md += ["## The joiner's sync in those runs (baseline-6)", "",
+               outputs.markdown(joins, JOIN_SYNC_COLUMNS), "",
+               outputs.markdown(ratios, ("model", "versus", "transfer_x", "sync_x")), "",
+               "![join sync](join_sync.png)", ""]
+        if joins:
+            outputs.plot_sync(joins, os.path.join(out, "join_sync.png"))
+        summary["join_sync"] = {"ratios": ratios}
     if "scaling" in chosen:
         from . import scaling
         rows = scaling.run(out, quick=args.quick, reps=reps)
