@@ -12,10 +12,11 @@ Modules:
                   testbed hosts to a joiner, against the bound, uncapped and with the joiner's
                   ingress capped (root)
     transfer_peer -- one host's side of it (a shard server, or the pulling joiner)
-    sync       -- state sync to a joiner inside a real elastic job on the testbed, per strategy
-                  (root): transfer and whole-sync time against the bound
+    sync       -- state sync to a joiner inside shorter real elastic jobs, per ChaosState
+                  strategy (root; only when named): transfer and whole-sync time against the bound
     scale_out  -- a join inside a real elastic job on the testbed, per strategy (root): the
-                  existing workers' idle time and the scale-out delay, with phases
+                  existing workers' idle time and the scale-out delay, with phases, and the
+                  joiner's sync (TorchState's broadcast timed by the training script)
     scaling    -- the same join on stars of 3, 5 and 8 hosts (root): idle time as the cluster
                   grows, and the steady state before the join (step and commit time,
                   ChaosState against TorchState)
