@@ -174,8 +174,8 @@ def measure(out: str, n: int = 5) -> dict:
                 "sources_used": 1, "state_bytes": None}
     if not started:
         start = joiner_sync or torch_sync
-        seconds = joiner_sync.total_s if joiner_sync else torch_sync.seconds if torch_sync else 0
-        phases["join_to_joiner_sync_start_s"] = start.t_mono - seconds - t_join if start else None
+        phases["join_to_joiner_sync_start_s"] = (start.t_mono - sync["total_s"] - t_join
+                                                 if start else None)
     if joiner_sync:
         phases.update(checkpoint_write_s=joiner_sync.checkpoint_write_s,
                       switch_plan_s=joiner_sync.plan_s, switch_transfer_s=joiner_sync.transfer_s,

@@ -33,9 +33,6 @@ TRANSFER_COLUMNS = ("model", "params", "state_bytes", "ingress_cap_mbit", "trans
 SYNC_COLUMNS = ("model", "strategy", "state_bytes", "transfer_s_median", "transfer_s_min",
                 "transfer_s_max", "total_s_median", "total_s_min", "total_s_max", "bound_s",
                 "x_bound", "sources_used")
-JOIN_SYNC_COLUMNS = ("model", "strategy", "state_bytes", "transfer_s_median", "transfer_s_min",
-                     "transfer_s_max", "total_s_median", "total_s_min", "total_s_max", "bound_s",
-                     "x_bound", "sources_used")
 SCALE_OUT_COLUMNS = ("model", "strategy", "worst_idle_s_median", "worst_idle_s_min",
                      "worst_idle_s_max", "mean_idle_s_median", "joiner_training_s_median",
                      "all_at_new_size_s_median", "all_at_new_size_s_min", "all_at_new_size_s_max",
@@ -54,8 +51,8 @@ STEADY_COLUMNS = ("topology", "model", "strategy", "state", "step_s", "commit_s"
 
 
 def sync_ratios(rows: list[dict]) -> list[dict]:
-    """Fill each row's bound from its model's chaos run (other strategies make no plan) and add
-    transfer / bound; return chaos-vs-other ratios per model."""
+    """Fill each row's bound from its model's chaos run, where there is one (other strategies
+    may make no plan), and add transfer / bound; return chaos-vs-other ratios per model."""
     ratios = []
     for model in sorted({r["model"] for r in rows}):
         mine = [r for r in rows if r["model"] == model]
@@ -152,19 +149,16 @@ def main(argv=None) -> int:
         summary["scale_out"] = {"ratios": ratios}
         steady += rows
         # the joiner's sync per strategy, from the same runs (TorchState's: its whole broadcast)
-        joins = [{k: r[k] for k in ("topology", "model", "strategy", "state_bytes",
-                                    "transfer_s_median",
-                                    "transfer_s_min", "transfer_s_max", "total_s_median",
-                                    "total_s_min", "total_s_max", "bound_s", "sources_used")}
-                 for r in rows if r.get("transfer_s_median") is not None]
+        keys = ("topology",) + tuple(c for c in SYNC_COLUMNS if c != "x_bound")
+        joins = [{k: r[k] for k in keys} for r in rows if r.get("transfer_s_median") is not None]
         ratios = sync_ratios(joins)
         outputs.write_csv(joins, os.path.join(out, "join_sync.csv"))
         md += ["## The joiner's sync in those runs (baseline-6)", "",
-               outputs.markdown(joins, JOIN_SYNC_COLUMNS), "",
-               outputs.markdown(ratios, ("model", "versus", "transfer_x", "sync_x")), "",
-               "![join sync](join_sync.png)", ""]
+               outputs.markdown(joins, SYNC_COLUMNS), "",
+               outputs.markdown(ratios, ("model", "versus", "transfer_x", "sync_x")), ""]
         if joins:
             outputs.plot_sync(joins, os.path.join(out, "join_sync.png"))
+            md += ["![join sync](join_sync.png)", ""]
         summary["join_sync"] = {"ratios": ratios}
     if "scaling" in chosen:
         from . import scaling
