@@ -6,7 +6,8 @@
 #   * a venv (default: <repo>/.venv, override with CHAOS_VENV) with torch==2.13.0 (CPU) -- pinned,
 #     because an unpinned torch pulls a multi-GB CUDA build
 #   * Horovod 0.28.1 built from the PyPI sdist with Gloo + PyTorch and C++17 forced (torch >= 2.1
-#     headers need it; horovod#3996), its vendored Gloo patched (scripts/horovod-patches/). The
+#     headers need it; horovod#3996), patched (scripts/horovod-patches/: Gloo wakes every waiter of a
+#     failed connection; a world that fails to form makes hvd.init() fail, not abort). The
 #     built wheel is cached in CHAOS_WHEEL_CACHE (default ~/.cache/chaos-hvd/wheels) so a second
 #     run -- or a fresh clone on the same host -- does not rebuild it (~2 min on 2 cores).
 #   * this project in editable mode, with its test extras.
@@ -53,7 +54,7 @@ if ! "$VPY" -c "import torch,sys; sys.exit(torch.__version__.split('+')[0] != '$
   pip_q "torch==$TORCH_VERSION" ${CHAOS_TORCH_INDEX:+--extra-index-url "$CHAOS_TORCH_INDEX"}
 fi
 
-# Horovod's vendored Gloo, patched (scripts/horovod-patches/, docs/horovod-elastic-internals.md):
+# Horovod, patched (scripts/horovod-patches/, docs/horovod-elastic-internals.md):
 # the patch set's hash names the cached wheel and is written next to the installed package, so
 # a venv with an older build is rebuilt/reinstalled when the patches change.
 PATCHES="$REPO/scripts/horovod-patches"
