@@ -217,7 +217,6 @@ class ChaosState(State):
         self._peer_ports: set[int] = set()
         self._rank = -1
         self._synced = False
-        self._arm_at_commit = False
         self._job_secret = wire.secret_from_hex(os.environ.get(wire.SECRET_ENV))
         standby = _standby_identity(self._job_secret)
         self._standby = StandbyJoin(standby, self._replica, self._log) if standby else None
@@ -238,11 +237,6 @@ class ChaosState(State):
         self._replica.capture(self._replica.version + 1)
         if self._feed is not None:
             self._feed.after_commit(hvd.rank())
-        if self._arm_at_commit:
-            # A reset that Horovod follows with no sync (a pure scale-in): commit is collective
-            # (check_host_updates broadcasts right after), so every rank arms here together.
-            self._arm_at_commit = False
-            self._arm_watch(None, None, "chaos.arm")
 
     def restore(self) -> None:
         self._watch.disarm()
@@ -251,14 +245,20 @@ class ChaosState(State):
 
     def reset(self) -> None:
         self._watch.disarm()
-        self._arm_at_commit = self._replica.config.peer_watch   # sync() clears it
 
     def check_host_updates(self) -> None:
         try:
             super().check_host_updates()
-        except HostsUpdatedInterrupt:
+        except HostsUpdatedInterrupt as e:
             self._watch.disarm()  # peers may now leave on purpose: not a crash
             self._replica.snapshot.prehash()   # while Horovod re-forms the group
+            if e.skip_sync:
+                # Horovod skips the sync when the update only removed hosts, but the world the
+                # driver forms at that reset can still take in a new member (a host added
+                # meanwhile; under chaos-hvdrun, any standby that is ready), which waits in its
+                # first sync: the others must sync too. Only chunks that differ move (per-rank
+                # BatchNorm statistics, say), and the sync arms the crash watch.
+                raise HostsUpdatedInterrupt(False) from None
             raise
 
     def sync(self) -> None:
@@ -297,9 +297,8 @@ class ChaosState(State):
         self._log.write(record)
         self._synced = True
         log.debug("sync done: rank %d, %s, %.3f s", rank, record.role, record.total_s)
-        self._arm_at_commit = False
         if cfg.peer_watch:
-            self._arm_watch([peer_of(i) for i in infos], {i.rank: i.host for i in infos}, tag)
+            self._arm_watch([peer_of(i) for i in infos], {i.rank: i.host for i in infos})
         if self._feed is None and self._job_secret is not None:
             rendezvous = _rendezvous()
             if rendezvous is not None:
@@ -338,22 +337,11 @@ class ChaosState(State):
                                              waited_s=time.monotonic() - ready))
         raise HostsUpdatedInterrupt(False)
 
-    def _arm_watch(self, peers: list[transfer.Peer] | None, hosts: dict[int, str] | None,
-                   tag: str) -> None:
+    def _arm_watch(self, peers: list[transfer.Peer], hosts: dict[int, str]) -> None:
         """Watch every other rank's shard server (and, with a cluster agent, its host's
-        membership); `peers` None: exchange the addresses first."""
+        membership)."""
         rank = hvd.rank()
         replica = self._replica
-        if peers is None:
-            server = replica.server(advertise_addr(replica.config), self._on_rejected_request)
-            token = transfer.new_token()
-            server.watch_with(token)
-            me = {"rank": rank, "addr": advertise_addr(replica.config), "port": server.port,
-                  "token": token.hex(), "host": _my_host()}
-            everyone = allgather_json(me, f"{tag}.watch")
-            peers = [transfer.Peer(int(d["rank"]), str(d["addr"]), int(d["port"]),
-                                   bytes.fromhex(d["token"])) for d in everyone]
-            hosts = {int(d["rank"]): str(d["host"]) for d in everyone}
         self._rank = rank
         self._peer_ports = {p.port for p in peers}
         path = agent_client.socket_for_host(replica.config.agent_socket, _my_host())

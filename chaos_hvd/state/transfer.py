@@ -176,11 +176,6 @@ class ShardServer:
         with self._cond:
             return self._offer_active == 0 and time.monotonic() - self._offer_last >= quiet_s
 
-    def watch_with(self, token: bytes) -> None:
-        """Accept crash-watch connections authenticated with `token` (no data is published)."""
-        with self._cond:
-            self._watch_pub = _Publication(-1, b"", memoryview(b""), token)
-
     def retract(self) -> None:
         """Stop serving and wait until no send reads the buffer (call before overwriting it).
 
