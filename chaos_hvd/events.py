@@ -21,8 +21,9 @@ cluster agent             ``start``, ``stop``, ``install`` (a new view), ``suspe
                           ``removed``, ``join_request``, ``lease``, ``leave``, ``leave_timeout``,
                           ``link_down`` / ``link_up`` (a ping observation), ``probe``, ``rejected``,
                           ``send_failed``
-standby joiner            ``standby_pull`` (a background pull of the running workers' state),
-                          ``standby_switch`` (told to join: it resets into the job)
+standby joiner            ``standby_pulling`` / ``standby_pull`` (a background pull of the running
+                          workers' state starts / ended), ``standby_switch`` (told to join: it
+                          resets into the job)
 chaos-hvdrun launcher     ``standby_started``, ``standby_ready``, ``standby_switched``,
                           ``standby_joined``, ``standby_dropped``
 testbed timeline          ``capability``, ``up``, ``down``, ``agent_start``, ``agents_up``,
@@ -138,6 +139,16 @@ class StandbyPull(Event, tag="standby_pull"):
     bytes_per_source: dict[Rank, int] = {}   # may differ: idle sources steal from slow ones
     failed_sources: dict[Rank, str] = {}
     error: str = ""
+
+
+class StandbyPulling(Event, tag="standby_pulling"):
+    """A standby joiner starts a background pull (written before its bytes move)."""
+
+    host: str
+    slot: int
+    attempt: int
+    version: int
+    sources: list[Rank] = []
 
 
 class StandbySwitch(Event, tag="standby_switch"):
@@ -380,6 +391,7 @@ class Fault(TimelineEvent, tag="fault"):
     applied_ms: float
     at_step: int | None = None
     at_size: int | None = None      # the step trigger waited for this world size
+    at_record: str | None = None    # the trigger waited for the job's first record of this kind
     step_seen: int | None = None    # highest training step seen when it fired
     late_ms: float | None = None
     injected: bool = False          # by `chaos-testbed inject`, not the schedule
@@ -395,7 +407,8 @@ class FaultError(TimelineEvent, tag="fault_error"):
 
 
 AnyEvent = Union[
-    Sync, SyncFailed, PeerDead, Diverged, ShardRequestRejected, StandbyPull, StandbySwitch,
+    Sync, SyncFailed, PeerDead, Diverged, ShardRequestRejected, StandbyPulling, StandbyPull,
+    StandbySwitch,
     StandbyStarted, StandbyReady, StandbySwitched, StandbyJoined, StandbyDropped, SlotLost,
     Resumed, Step, Commit, Committed, TorchSynced, Final,
     AgentStarted, AgentStopped, Install, Suspect, Removed, JoinRequest, Lease, Leave,

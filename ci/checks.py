@@ -218,6 +218,23 @@ def check_standbys(events: list[ev.Event], joined: int, min_sources: int = 1) ->
     return errors
 
 
+def check_source_lost_mid_pull(timeline: list[ev.Event], events: list[ev.Event]) -> list[str]:
+    """A crash landed while a standby's background pull ran (between an attempt's
+    ``standby_pulling`` and its ``standby_pull``), and that pull saw a source fail."""
+    crashes = [f.t_mono for f in timeline if isinstance(f, ev.Fault) and f.action == "crash"]
+    started = {(e.host, e.slot, e.attempt): e.t_mono for e in events
+               if isinstance(e, ev.StandbyPulling)}
+    hit = [p for p in events if isinstance(p, ev.StandbyPull)
+           and (p.host, p.slot, p.attempt) in started
+           and any(started[p.host, p.slot, p.attempt] <= c <= p.t_mono for c in crashes)]
+    if not hit:
+        return ["no crash landed while a standby's pull ran"]
+    if not any(p.failed_sources or p.error for p in hit):
+        return [f"a crash landed during standby pull(s) {[(p.host, p.attempt) for p in hit]} "
+                "but none of them saw a source fail"]
+    return []
+
+
 def running_worker_stalls(events: list[ev.Event]) -> dict[int, float]:
     """For each worker that trained in the first world: its longest gap between steps minus its
     median step time (seconds), up to its first step after the first standby joined."""
@@ -265,6 +282,8 @@ def check_run(timeline: list[ev.Event], events: list[ev.Event], expect: dict,
     if "standbys_joined" in expect:
         errors += check_standbys(events, expect["standbys_joined"],
                                  expect.get("standby_min_sources", 1))
+    if expect.get("source_lost_mid_pull"):
+        errors += check_source_lost_mid_pull(timeline, events)
     if "max_recovery_s" in expect:
         errors += check_recovery(timeline, events, expect["max_recovery_s"],
                                  tuple(expect.get("recovery_from", ["crash"])))

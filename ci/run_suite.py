@@ -17,7 +17,7 @@ import time
 from chaos_hvd.events import read_events
 
 from . import checks
-from .suite import Suite, load_suite
+from .suite import Suite, SuiteError, load_suite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,8 +63,12 @@ def main(argv=None) -> int:
     ap.add_argument("suite")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
+    try:
+        suite = load_suite(args.suite)
+    except SuiteError as e:
+        print(f"ci.run_suite: {e}", file=sys.stderr)
+        return 2
     failures, result = run(args.suite, args.out)
-    suite = load_suite(args.suite)
     kinds = tuple(suite.expect.get("recovery_from", ["crash"]))
     recovered = checks.recovery_times(result["timeline"], result["events"], kinds)
     summary = {"suite": args.suite, "ok": not failures, "failures": failures,

@@ -30,7 +30,9 @@ class SuiteError(InputError):
 EXPECT_KEYS = ("faults", "world_sizes", "joiner_min_sources", "joiner_bandwidth_known",
                "joiner_bandwidth_source", "identical_final", "agent_views", "standbys_joined",
                "max_stall_s", "max_recovery_s", "standby_min_sources", "recovery_from",
-               "max_abort_after_view_s", "no_false_alarm")
+               "max_abort_after_view_s", "no_false_alarm", "source_lost_mid_pull")
+FLAG_KEYS = ("joiner_bandwidth_known", "identical_final", "no_false_alarm",
+             "source_lost_mid_pull")
 LAUNCHERS = ("horovodrun", "chaos-hvdrun")
 RECOVERY_KINDS = ("crash", "link_down", "partition", "pause")   # faults that stop a worker
 
@@ -99,6 +101,9 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
     expect = top.child("expect") if top.get("expect") is not None else \
         Reader({}, "expect", source, SuiteError)
     expect.check_keys(EXPECT_KEYS)
+    for key in FLAG_KEYS:
+        if key in expect.data and not isinstance(expect.data[key], bool):
+            expect.fail(f"must be true or false, got {expect.data[key]!r}", key)
     for key in ("standbys_joined", "standby_min_sources"):
         if key in expect.data:
             _positive_int(expect, key, 1)

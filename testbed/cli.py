@@ -80,6 +80,7 @@ def _progress(entry: dict) -> None:
     if isinstance(entry, events.Fault):
         extra = f" at step {entry.step_seen}" if entry.at_step is not None else ""
         extra += f" (size {entry.at_size})" if entry.at_size is not None else ""
+        extra += f" on {entry.at_record}" if entry.at_record is not None else ""
         _say(f"[{entry.t_rel:8.2f}s] {entry.action} {entry.target}{extra} "
              f"(applied in {entry.applied_ms:.1f} ms)")
     elif isinstance(entry, events.FaultError):
@@ -124,9 +125,13 @@ def cmd_check(args) -> int:
          f"{len(topo.links)} links: OK")
     if args.faults or args.chaos_seed is not None:
         for a in schedule.expand():
-            when = f"{a.at_s + a.offset_s:.3f}s" if a.at_s is not None else \
-                f"step {a.at_step}{'' if a.at_size is None else f'@size {a.at_size}'}" \
-                f"+{a.offset_s:g}s"
+            if a.at_s is not None:
+                when = f"{a.at_s + a.offset_s:.3f}s"
+            elif a.at_record is not None:
+                when = f"{a.at_record}+{a.offset_s:g}s"
+            else:
+                when = f"step {a.at_step}{'' if a.at_size is None else f'@size {a.at_size}'}" \
+                    f"+{a.offset_s:g}s"
             print(f"{when:>14}  {a.action:<10} {a.target}")
     return 0
 

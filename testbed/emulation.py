@@ -217,7 +217,8 @@ class Testbed:
         detail = handler(self, a) or {}
         applied_ms = (time.perf_counter() - t) * 1e3
         return events.Fault(action=a.action, target=a.target, applied_ms=round(applied_ms, 3),
-                            at_step=a.at_step, at_size=a.at_size, **detail)
+                            at_step=a.at_step, at_size=a.at_size, at_record=a.at_record,
+                            **detail)
 
     def _signal(self, a: Action) -> dict:
         signalled = getattr(self.hosts, a.action)(a.node)   # crash, leave, pause, resume

@@ -1,9 +1,10 @@
-"""Apply a fault schedule to a running testbed, on time or on training step.
+"""Apply a fault schedule to a running testbed, on time, on training step or on a record.
 
 A background thread polls every POLL_S: time triggers fire at ``t0 + at + offset``; step
 triggers fire ``offset`` after the first :class:`chaos_hvd.events.Step` with ``step >= at_step``
 (and, with ``at_size``, logged at that world size) in the run's event log (the plugin's
-``CHAOS_EVENT_LOG``; examples/train_elastic.py writes these).
+``CHAOS_EVENT_LOG``; examples/train_elastic.py writes these); record triggers fire ``offset``
+after the first record of kind ``at_record`` there (``standby_pulling``, say).
 Every action, applied or failed, is one JSON line in the testbed's timeline with its monotonic
 time, how late it fired and how long applying it took.
 """
@@ -35,12 +36,13 @@ def raise_priority(pid: int | None = None) -> None:
 
 
 class StepWatcher:
-    """Highest training step seen so far in an event log, overall and per world size (read
-    incrementally)."""
+    """Highest training step seen so far in an event log, overall and per world size, and when
+    each kind of record was first seen (read incrementally)."""
 
     def __init__(self, path: str | None):
         self.path, self.offset, self.step = path, 0, -1
         self.step_at_size: dict[int, int] = {}
+        self.first_seen: dict[str, float] = {}   # record kind -> monotonic time of the poll
         self._partial = b""
 
     def poll(self) -> int:
@@ -48,7 +50,9 @@ class StepWatcher:
             return self.step
         records, self.offset, self._partial = events.tail_events(self.path, self.offset,
                                                                  self._partial)
+        now = time.monotonic()
         for rec in records:
+            self.first_seen.setdefault(rec.__struct_config__.tag, now)
             if isinstance(rec, events.Step):
                 self.step = max(self.step, rec.step)
                 self.step_at_size[rec.size] = max(self.step_at_size.get(rec.size, -1), rec.step)
@@ -90,6 +94,11 @@ class Executor:
         """Monotonic time the action was due, or None if not yet."""
         if a.at_s is not None:
             due = self.t0 + a.at_s + a.offset_s
+        elif a.at_record is not None:
+            seen = self.steps.first_seen.get(a.at_record)
+            if seen is None:
+                return None
+            due = seen + a.offset_s
         else:
             if not self.steps.reached(a.at_step, a.at_size):
                 return None

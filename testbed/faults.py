@@ -7,6 +7,8 @@ File shape::
       - {at_step: 40, action: crash, node: h3}          # when any rank logs training step >= 40
       - {at_size: 5, at_step: 30, action: leave, node: h2}  # ... step >= 30 at world size 5
       - {at_step: 8, after: 1.5s, action: crash, node: h1}  # 1.5 s after step 8 was logged
+      - {at_record: standby_pulling, after: 1s, action: crash, node: h2}  # 1 s after the job
+                                                   # first logged a record of that kind
       - {at: 20s, action: flap, link: h2-s1, period: 2s, count: 3}
       - {at: 30s, action: partition, groups: [[h1, h2], [h3, h4]]}
       - {at: 36s, action: heal}
@@ -29,9 +31,11 @@ from __future__ import annotations
 
 import difflib
 import random
+import typing
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from chaos_hvd import events
 from chaos_hvd.units import parse_duration_s
 from chaos_hvd.yamldoc import Reader, load_yaml, read_text
 
@@ -64,19 +68,26 @@ MAX_FLAPS = 10_000
 MAX_PERIOD_S = 3600.0
 MAX_CHAOS_S = 7 * 24 * 3600.0
 MAX_CHAOS_ACTIONS = 100_000
+# Record kinds an ``at_record`` trigger may wait for: those the job's processes (workers, standbys,
+# the launcher) write to its event log; agents and the testbed keep logs of their own.
+JOB_RECORD_KINDS = tuple(sorted(
+    c.__struct_config__.tag for c in typing.get_args(events.AnyEvent)
+    if not issubclass(c, (events.AgentEvent, events.TimelineEvent))))
 PRIMITIVE = NODE_ACTIONS + (Kind.LINK_DOWN, Kind.LINK_UP, Kind.DEGRADE, Kind.RESTORE) + NET_ACTIONS
 CHAOS_KINDS = (Kind.CRASH, Kind.LEAVE, Kind.PAUSE, Kind.FLAP, Kind.DEGRADE, Kind.PARTITION)
 
 
 @dataclass(frozen=True)
 class Action:
-    """One scheduled action: on time (``at_s``) or on training progress (``at_step``, optionally
-    only once a step was logged at world size ``at_size``; ``at_size`` alone means step >= 0)."""
+    """One scheduled action: on time (``at_s``), on training progress (``at_step``, optionally
+    only once a step was logged at world size ``at_size``; ``at_size`` alone means step >= 0),
+    or once the job logged its first record of kind ``at_record``."""
 
     action: Kind
     at_s: float | None = None
     at_step: int | None = None
     at_size: int | None = None
+    at_record: str | None = None
     node: str | None = None
     link: str | None = None
     direction: str = "both"
@@ -91,8 +102,11 @@ class Action:
         return self.node or self.link or " | ".join(",".join(g) for g in self.groups) or "-"
 
     def trigger_key(self) -> tuple:
-        return (0, self.at_s + self.offset_s) if self.at_s is not None else \
-            (1, self.at_step, self.at_size or 0, self.offset_s)
+        if self.at_s is not None:
+            return (0, self.at_s + self.offset_s)
+        if self.at_record is not None:
+            return (2, self.at_record, self.offset_s)
+        return (1, self.at_step, self.at_size or 0, self.offset_s)
 
 
 @dataclass(frozen=True)
@@ -102,7 +116,7 @@ class Schedule:
 
     def expand(self) -> list[Action]:
         """Primitive actions (flap unrolled), time-triggered ones first in time order, then
-        step-triggered ones in step order; ties keep file order."""
+        step-triggered ones in step order, then record-triggered ones; ties keep file order."""
         out: list[Action] = []
         for a in self.actions:
             if a.action == Kind.FLAP:
@@ -118,8 +132,8 @@ class Schedule:
 # ---------------------------------------------------------------- parsing
 
 def _parse_action(r: Reader, topo: Topology) -> Action:
-    r.check_keys(("at", "at_step", "at_size", "after", "action", "node", "link", "direction",
-                  "groups", "period", "count") + DIRECTION_KEYS)
+    r.check_keys(("at", "at_step", "at_size", "at_record", "after", "action", "node", "link",
+                  "direction", "groups", "period", "count") + DIRECTION_KEYS)
     kind = r.require("action")
     if not isinstance(kind, str) or kind not in ACTIONS:
         hint = difflib.get_close_matches(str(kind), [str(a) for a in ACTIONS], n=1)
@@ -127,9 +141,9 @@ def _parse_action(r: Reader, topo: Topology) -> Action:
                + f"; known: {', '.join(ACTIONS)}", "action")
     kind = Kind(kind)
     on_progress = "at_step" in r.data or "at_size" in r.data
-    if ("at" in r.data) == on_progress:
-        r.fail("give exactly one trigger: 'at' (time) or 'at_step'/'at_size' (training step, "
-               "world size)")
+    if ("at" in r.data) + on_progress + ("at_record" in r.data) != 1:
+        r.fail("give exactly one trigger: 'at' (time), 'at_step'/'at_size' (training step, "
+               "world size) or 'at_record' (a kind of record in the job's event log)")
     at_s = r.parse("at", parse_duration_s)
     at_step = r.get("at_step")
     if at_step is not None and (isinstance(at_step, bool) or not isinstance(at_step, int)
@@ -143,12 +157,19 @@ def _parse_action(r: Reader, topo: Topology) -> Action:
                f"got {at_size!r}", "at_size")
     if at_size is not None and at_step is None:
         at_step = 0
+    at_record = r.get("at_record")
+    if at_record is not None and (not isinstance(at_record, str)
+                                  or at_record not in JOB_RECORD_KINDS):
+        hint = difflib.get_close_matches(str(at_record), JOB_RECORD_KINDS, n=1)
+        r.fail(f"at_record must name a kind of record the job logs, got {at_record!r}"
+               + (f" (did you mean {hint[0]!r}?)" if hint else "")
+               + f"; known: {', '.join(JOB_RECORD_KINDS)}", "at_record")
     after = r.parse("after", parse_duration_s, 0.0)
-    if "after" in r.data and (at_step is None or not 0 <= after <= MAX_PERIOD_S):
-        r.fail(f"after (a delay after a step trigger) must be in [0, {MAX_PERIOD_S:g}] seconds "
-               "and needs at_step or at_size", "after")
+    if "after" in r.data and (at_s is not None or not 0 <= after <= MAX_PERIOD_S):
+        r.fail(f"after (a delay after a step or record trigger) must be in "
+               f"[0, {MAX_PERIOD_S:g}] seconds and needs at_step, at_size or at_record", "after")
     kw: dict = {"action": kind, "at_s": at_s, "at_step": at_step, "at_size": at_size,
-                "offset_s": after}
+                "at_record": at_record, "offset_s": after}
     workers = {n.name for n in topo.workers}
 
     if kind in NODE_ACTIONS:
@@ -253,8 +274,9 @@ def _check_consistency(actions: list[Action], topo: Topology, source: str) -> No
     """Reject schedules that cannot mean anything: joining a host twice, crashing a crashed
     host, resuming one that is not paused, healing without a partition.
 
-    Actions are ordered by their triggers; time and step triggers cannot be ordered against each
-    other, so a host (or the partition) acted on by both kinds is only checked for double joins."""
+    Actions are ordered by their triggers; triggers of different kinds (time, step, record)
+    cannot be ordered against each other, so a host (or the partition) acted on by more than one
+    kind is only checked for double joins."""
     joined: set[str] = set()
     for a in sorted(actions, key=Action.trigger_key):
         if a.action == Kind.JOIN:

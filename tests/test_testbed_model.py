@@ -234,7 +234,11 @@ BAD_SCHEDULES = {
     "size_too_big": ("{at_step: 10,", "{at_step: 10, at_size: 5,", r"actions\[1\].at_size: at_size must be a world size in 1..4"),
     "size_bool": ("{at_step: 10,", "{at_size: true,", r"at_size must be a world size"),
     "size_and_time": ("{at_step: 10,", "{at: 1, at_size: 2,", r"exactly one trigger"),
-    "after_on_time": ("{at: 1s, action: join", "{at: 1s, after: 2s, action: join", r"actions\[0\].after: .*needs at_step or at_size"),
+    "after_on_time": ("{at: 1s, action: join", "{at: 1s, after: 2s, action: join", r"actions\[0\].after: .*needs at_step, at_size or at_record"),
+    "record_unknown": ("{at_step: 10,", "{at_record: standby_pulled,", r"actions\[1\].at_record: .*'standby_pulled' \(did you mean 'standby_pull'\?\)"),
+    "record_of_an_agent": ("{at_step: 10,", "{at_record: install,", r"at_record must name a kind of record the job logs"),
+    "record_not_a_string": ("{at_step: 10,", "{at_record: [step],", r"at_record must name"),
+    "record_and_step": ("{at_step: 10,", "{at_record: step, at_step: 10,", r"exactly one trigger"),
     "after_nan": ("{at_step: 10,", "{at_step: 10, after: .nan,", r"actions\[1\].after"),
 }
 
@@ -279,6 +283,23 @@ def test_a_step_trigger_can_wait_for_a_world_size(tmp_path):
     log.write(ev.Step(rank=1, size=3, step=10, epoch=0, loss=1.0, lr=0.1))
     watch.poll()
     assert watch.reached(0, 3) and watch.reached(10, 3)
+
+
+def test_a_record_trigger_fires_on_the_first_record_of_its_kind(tmp_path):
+    doc = ("actions:\n  - {at_record: standby_ready, action: crash, node: h1}\n"
+           "  - {at_record: standby_pulling, after: 1.5s, action: crash, node: h2}\n"
+           "  - {at: 1s, action: join, node: h3}\n")
+    s = parse_schedule(doc, topo(), "f.yaml")
+    assert [(a.target, a.at_record, a.offset_s) for a in s.expand()] == [
+        ("h3", None, 0.0), ("h2", "standby_pulling", 1.5), ("h1", "standby_ready", 0.0)]
+    log = ev.EventLog(str(tmp_path / "events.jsonl"))
+    watch = StepWatcher(log.path)
+    log.write(ev.StandbyPulling(host="h3", slot=0, attempt=1, version=4, sources=[0, 1]))
+    watch.poll()
+    first = watch.first_seen["standby_pulling"]
+    log.write(ev.StandbyPulling(host="h3", slot=0, attempt=2, version=8, sources=[0]))
+    watch.poll()
+    assert watch.first_seen["standby_pulling"] == first and "standby_ready" not in watch.first_seen
 
 
 @pytest.mark.parametrize("chaos,match", [("{seed: 1, duration: .nan}", "finite"),
@@ -439,6 +460,26 @@ def test_standby_and_stall_checks():
     assert checks.check_standbys(smooth + [pull], 1, min_sources=2)     # planned over one
     pull.planned_bytes_per_source = {0: 4, 1: 6}                        # stealing is fine
     assert checks.check_standbys(smooth + [pull], 1, min_sources=2) == []
+
+
+def test_source_lost_mid_pull_check():
+    crash = ev.Fault(t_mono=10, action="crash", target="w2", applied_ms=1.0)
+    pulling = ev.StandbyPulling(t_mono=8.5, host="w4", slot=0, attempt=1, version=4,
+                                sources=[0, 1, 2])
+    lost = ev.StandbyPull(t_mono=14, host="w4", slot=0, attempt=1, version=4,
+                          failed_sources={1: "connection reset"})
+    assert checks.check_source_lost_mid_pull([crash], [pulling, lost]) == []
+    failed = ev.StandbyPull(t_mono=14, host="w4", slot=0, attempt=1, error="version withdrawn")
+    assert checks.check_source_lost_mid_pull([crash], [pulling, failed]) == []
+    clean = ev.StandbyPull(t_mono=14, host="w4", slot=0, attempt=1, version=4)
+    assert "none of them saw a source fail" in checks.check_source_lost_mid_pull(
+        [crash], [pulling, clean])[0]
+    early = ev.StandbyPull(t_mono=9.5, host="w4", slot=0, attempt=1, version=4,
+                           failed_sources={1: "x"})
+    assert checks.check_source_lost_mid_pull([crash], [pulling, early])     # ended before it
+    other = ev.StandbyPull(t_mono=14, host="w4", slot=0, attempt=2, version=4,
+                           failed_sources={1: "x"})
+    assert checks.check_source_lost_mid_pull([crash], [pulling, other])     # not that attempt
 
 
 def _install(epoch, agent, t, added=(), removed=(), up=(), down=(), members=(), slots=None):

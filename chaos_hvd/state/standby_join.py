@@ -136,6 +136,10 @@ class StandbyJoin:
         record = events.StandbyPull(host=self.who.host, slot=self.who.slot, attempt=attempt,
                                     version=roles.version, state_bytes=roles.size_bytes)
         if STANDBY in roles.needs and roles.needs[STANDBY]:
+            sources = {r for c in roles.needs[STANDBY] for r in roles.holders[c]} - {STANDBY}
+            self._log.write(events.StandbyPulling(host=self.who.host, slot=self.who.slot,
+                                                  attempt=attempt, version=roles.version,
+                                                  sources=sorted(sources)))
             got = self._pull.pull(self.target, roles, infos + [me], STANDBY)
             record.needed_bytes = roles.needed_bytes(STANDBY)
             record.planned_bytes_per_source = got.plan.bytes_by_source(roles)
