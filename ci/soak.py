@@ -95,6 +95,8 @@ def summarize(out: str, rc: int) -> dict:
     errors = [f for f in timeline if isinstance(f, ev.FaultError)]
     lost = soak_stats.committed_steps_lost(events)
     kinds = soak_stats.recovery_by_kind(timeline, events)
+    gap_at, gap_s = soak_stats.longest_gap(events)
+    start = next((r.t_mono for r in timeline if isinstance(r, ev.CommandStart)), gap_at)
     identical = checks.check_identical_final(events)
     finals = [e for e in events if isinstance(e, ev.Final)]
     report = None
@@ -110,13 +112,15 @@ def summarize(out: str, rc: int) -> dict:
             "identical_final": not identical, "final_step": max((e.step for e in finals),
                                                                  default=None),
             "recovery": [k.summary() for k in sorted(kinds.values(), key=lambda k: k.kind)],
+            "longest_gap_s": round(gap_s, 1), "longest_gap_at_s": round(gap_at - start, 1),
             "timeline_png": report}
 
 
 def render(s: dict) -> str:
     lines = [f"soak: {s['faults_applied']} fault actions applied, job rc {s['rc']}, "
              f"committed steps lost {s['committed_steps_lost']}, identical final "
-             f"{s['identical_final']}, final step {s['final_step']}",
+             f"{s['identical_final']}, final step {s['final_step']}, longest time without "
+             f"a step {s['longest_gap_s']} s (at {s['longest_gap_at_s']} s)",
              f"{'kind':<10} {'count':>5} {'resumed med/max s':>18} {'restored med/max s':>19} "
              f"{'unaffected':>10} {'not recovered':>14}"]
     for k in s["recovery"]:

@@ -41,6 +41,13 @@ def committed_steps_lost(events: list[ev.Event]) -> list[tuple[float, int]]:
     return lost
 
 
+def longest_gap(events: list[ev.Event]) -> tuple[float, float]:
+    """(start, seconds) of the longest time without a training step on any rank: a stalled job
+    shows here even when it ends well."""
+    ts = sorted(e.t_mono for e in events if isinstance(e, ev.Step))
+    return max(((a, b - a) for a, b in zip(ts, ts[1:])), key=lambda g: g[1], default=(0.0, 0.0))
+
+
 @dataclass
 class KindStats:
     kind: str
@@ -82,7 +89,8 @@ def recovery_by_kind(timeline: list[ev.Event], events: list[ev.Event]) -> dict[s
         st.count += 1
         nxt = next((g.t_mono for _, g in starts[n + 1:]
                     if g.target != f.target or g.t_mono - f.t_mono >= 3.0), float("inf"))
-        size_before = max((r.size for r in resumed if r.t_mono < f.t_mono), default=None)
+        # the world's size when the fault hit: its latest resume before it
+        size_before = next((r.size for r in reversed(resumed) if r.t_mono < f.t_mono), None)
         if size_before is None:
             continue
         shrunk = [r for r in resumed if f.t_mono < r.t_mono < nxt and r.size < size_before]

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from chaos_hvd import events as ev
 from ci.soak_schedule import KINDS, REJOIN_S, soak_actions
-from ci.soak_stats import committed_steps_lost, recovery_by_kind
+from ci.soak_stats import committed_steps_lost, longest_gap, recovery_by_kind
 from testbed.faults import parse_schedule
 from testbed.run_timeline import build
 from testbed.topology import load_topology
@@ -85,6 +85,22 @@ def test_recovery_by_kind():
     assert stats["crash"].resumed_s == [1.5] and stats["crash"].restored_s == [8.0]
     assert stats["flap"].count == 1 and not stats["flap"].resumed_s   # no reset: no times
     assert stats["pause"].never == 1                        # no resume, no step after it
+
+
+def test_recovery_compares_with_the_size_at_the_fault_not_the_largest_ever():
+    # size 5, then 4 (a host left); then a host that is not in the job crashes and a later reset
+    # re-forms the job at 4: not a shrink, so the crash did not stop training
+    timeline = [ev.Fault(t_mono=10, action="crash", target="w5", applied_ms=1)]
+    events = [_resumed(1, 1, 0, 5), _resumed(5, 1, 4, 4), _resumed(20, 1, 9, 4),
+              _step(16, 1, 8, size=4)]
+    stats = recovery_by_kind(timeline, events)
+    assert stats["crash"].resumed_s == [] and stats["crash"].unaffected == 1
+
+
+def test_longest_gap_between_steps():
+    assert longest_gap([]) == (0.0, 0.0)
+    steps = [_step(t, 1, i) for i, t in enumerate([1, 2, 2.5, 9, 9.5])] + [_resumed(8, 1, 3, 2)]
+    assert longest_gap(steps) == (2.5, 6.5)
 
 
 def test_run_timeline_lanes_phases_idle_and_markers():
