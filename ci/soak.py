@@ -7,8 +7,8 @@ hosts join first) with the cluster agents and a real elastic ``chaos-hvdrun`` jo
 examples/train_elastic.py (ChaosState), under a schedule from :mod:`ci.soak_schedule`: crashes
 (the host rejoins), pauses, partitions, silent host losses, flaps and slow links, one at a time.
 Training stops at the first commit after the soak's time. Then it reports the faults survived,
-committed steps lost (must be 0), time to recover per fault kind, whether every rank ended
-identical, and draws the run's timeline (``chaos-testbed report``). Writes ``soak.json`` and
+committed steps lost (must be 0), time to recover per fault kind, the longest time without a
+training step, whether every rank ended identical, and draws the run's timeline (``chaos-testbed report``). Writes ``soak.json`` and
 ``timeline.png`` in the run directory; the last line printed is one JSON object.
 """
 
