@@ -7,7 +7,9 @@ Figures:
   local API, as the ping monitor would report it) and link-up (reported by the ping monitor
   itself when it sees pongs again) -- p50 / p99 over the repetitions;
 * failure detection vs heartbeat interval: SIGKILL an agent (a member, then the coordinator) and
-  time the first suspicion and the installed view without it.
+  time the first suspicion and the installed view without it;
+* floors measured in the same run: a UDP fan-out round trip to 7 bare Python processes, and the
+  datagrams of one member-observed view change between 8 of them (no parsing, no MAC).
 
     python -m bench.bench_agents [--reps 20] [--out DIR]
 
@@ -74,6 +76,8 @@ def latency_run(workdir: str, reps: int) -> dict:
             out["scale_in"] += handled(c, t, f"leave {node}", node)
             t = time.time()
             c.start(node, seeds=rest)
+            # the records first: polling 8 views wakes 8 agents, so only once the join is in
+            c.wait(lambda: handled(c, t, f"add {node}", coord), 10, "join installed")
             c.wait(lambda: full(c, c.ids), 10, "rejoined")
             out["scale_out"] += handled(c, t, f"add {node}", coord)
             # link down observed at a member (forwarded to the coordinator) or at the coordinator
@@ -139,6 +143,72 @@ def udp_floor(peers: int = 7, reps: int = 300, stop=None, gap_s: float = 0.005) 
             p.wait()
 
 
+_PATTERN_NODE = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+ports = [int(x) for x in sys.stdin.readline().split()]
+me, bench = int(sys.argv[1]), int(sys.argv[2])
+coord, quorum = ports[0], len(ports) // 2 + 1
+heard = t0 = 0
+while True:
+    d, _ = s.recvfrom(256)
+    k, origin = d[:1], int(d[1:])
+    if k == b"o":                                   # observed here: forward to the coordinator
+        t0, heard = time.monotonic(), 0
+        s.sendto(b"c%d" % me, ("127.0.0.1", coord))
+    elif k == b"c":                                 # coordinator: accept to every other
+        heard = 1                                   # member, the observer first, then its own
+        for p in [ports[origin]] + [p for p in ports[1:] if p != ports[origin]]:
+            s.sendto(b"a%d" % origin, ("127.0.0.1", p))
+        s.sendto(b"A%d" % origin, ("127.0.0.1", ports[origin]))     # accepted to the observer
+    elif k == b"a":                                 # acceptor: accepted to coordinator + observer
+        s.sendto(b"A%d" % origin, ("127.0.0.1", coord))
+        if origin != me:
+            s.sendto(b"A%d" % origin, ("127.0.0.1", ports[origin]))
+    if k in (b"a", b"A") and (k == b"A" or origin == me):
+        heard += 1
+        if heard == quorum and me == origin:        # the observer learnt it: report
+            s.sendto(b"%.9f" % (time.monotonic() - t0), ("127.0.0.1", bench))
+        elif heard == quorum and me == 0:           # the coordinator commits to everyone
+            for p in ports[1:]:
+                s.sendto(b"m%d" % origin, ("127.0.0.1", p))
+"""
+
+
+def view_change_floor(n: int = 8, reps: int = 100, gap_s: float = 0.1) -> dict:
+    """The floor under the member-observed figures: `n` bare Python processes exchanging the
+    datagrams of one view change as the agents do (observer -> coordinator, accept to the
+    other members, accepted back to the coordinator and the observer -- the coordinator's own
+    too --, commit to all) and nothing else: no parsing, no MAC, no event loop. Timed like `handled_ms`: from the
+    observation's arrival at the observer to the quorum of accepteds there; one every `gap_s`,
+    as sparse as the bench's events."""
+    import socket
+    import subprocess
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b.bind(("127.0.0.1", 0))
+    b.settimeout(5.0)
+    procs = [subprocess.Popen([sys.executable, "-c", _PATTERN_NODE, str(i),
+                               str(b.getsockname()[1])], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for i in range(n)]
+    try:
+        ports = [int(p.stdout.readline()) for p in procs]
+        for p in procs:
+            p.stdin.write(" ".join(map(str, ports)) + "\n")
+            p.stdin.flush()
+        lat = []
+        for r in range(reps):
+            observer = 1 + r % (n - 1)
+            b.sendto(b"o%d" % observer, ("127.0.0.1", ports[observer]))
+            lat.append(float(b.recvfrom(64)[0]) * 1e3)
+            time.sleep(gap_s)
+        return {"agents": n, **summary(lat)}
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
 def detection_run(workdir: str, hb: float) -> dict:
     lease, suspect = 4 * hb, 10 * hb
     args = ["--heartbeat", str(hb), "--lease", str(lease), "--suspect", str(suspect),
@@ -184,8 +254,11 @@ def main() -> int:
     idle_floor = udp_floor(reps=100, gap_s=0.1)
     print(f"floor: raw UDP fan-out round trip to 7 Python processes p50 {floor['p50_ms']} ms, "
           f"p99 {floor['p99_ms']} ms every 5 ms; p50 {idle_floor['p50_ms']} ms, p99 "
-          f"{idle_floor['p99_ms']} ms every 100 ms, from idle CPUs (a view change needs one at "
-          f"the coordinator, two at a member that observed it)")
+          f"{idle_floor['p99_ms']} ms every 100 ms, from idle CPUs")
+    pattern = view_change_floor()
+    print(f"floor: a member-observed view change's datagrams between 8 bare Python processes "
+          f"(no parsing, no MAC), every 100 ms: p50 {pattern['p50_ms']} ms, p99 "
+          f"{pattern['p99_ms']} ms")
     det = []
     for hb in (float(x) for x in args.heartbeats.split(",")):
         d = detection_run(os.path.join(base, f"detect-{hb}"), hb)
@@ -194,6 +267,7 @@ def main() -> int:
               f"{d['detect_s']} s, view without it {d['view_s']} s ({d['victims']})")
     print(json.dumps({"bench": "agents", "agents": 8, "reps": args.reps, "latency": lat,
                       "udp_fanout_floor": floor, "udp_fanout_floor_from_idle": idle_floor,
+                      "view_change_floor": pattern,
                       "detection": det, "median_detect_s": {str(d["heartbeat_s"]): statistics.median(
                           d["detect_s"]) for d in det}, "wall_s": round(time.time() - t0, 1),
                       "out": base}))

@@ -14,14 +14,16 @@ import json
 import re
 import socket
 
+import msgspec
+
 from .errors import RequestError, ServiceUnavailable
 
 MAX_LINE_BYTES = 64 * 1024
 MAX_REPLY_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 32
+_decode = msgspec.json.Decoder().decode
 
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _INNERMOST = re.compile(rb"[\[{][\]}]")
 _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 
@@ -29,8 +31,13 @@ _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 def text_depth(text: bytes, limit: int = MAX_DEPTH) -> int:
     """Nesting depth of valid JSON text, counting no further than limit + 1: strings dropped,
     then only brackets kept, then innermost pairs removed a layer per pass. A few C-level passes
-    instead of a walk over every value (the agents check one message per datagram)."""
-    rest = _STRING.sub(b"", text).translate(None, _NOT_BRACKETS)
+    instead of a walk over every value (the agents check one message per datagram).
+
+    Strings go without a regex: in valid JSON every backslash starts an escape, so dropping the
+    escaped backslashes (left to right), then the escaped quotes, leaves no quote inside a
+    string, and the text outside strings is every other piece between quotes."""
+    unescaped = text.replace(b"\\\\", b"").replace(b'\\"', b"")
+    rest = b"".join(unescaped.split(b'"')[::2]).translate(None, _NOT_BRACKETS)
     layers = 0
     while rest and layers <= limit:
         rest = _INNERMOST.sub(b"", rest)
@@ -45,14 +52,18 @@ def decode(line: bytes, limit: int = MAX_LINE_BYTES,
     if len(line) > limit:
         raise error(f"longer than {limit} bytes")
     try:
-        obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as e:
+        # msgspec: strict JSON (NaN, Infinity and out-of-range numbers are not JSON), UTF-8
+        # only, and several times faster than json.loads on every datagram the agents get
+        obj = _decode(line)
+    except msgspec.DecodeError as e:
         raise error(f"not JSON: {e}") from None
     except RecursionError:
         raise error(f"nested deeper than {MAX_DEPTH}") from None
     if not isinstance(obj, dict):
         raise error("not a JSON object")
-    if text_depth(line.encode() if isinstance(line, str) else line) > MAX_DEPTH:
+    raw = line.encode() if isinstance(line, str) else line
+    # no deeper than its brackets count, so most messages skip the exact measure
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and text_depth(raw) > MAX_DEPTH:
         raise error(f"nested deeper than {MAX_DEPTH}")
     return obj
 

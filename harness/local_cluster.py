@@ -16,7 +16,7 @@ import time
 from chaos_hvd import events as ev
 from chaos_hvd.cluster.client import agent_argv, request, wait_members, write_secret
 from chaos_hvd.errors import AgentUnavailable
-from chaos_hvd.events import read_events
+from chaos_hvd.events import tail_events
 from chaos_hvd.waiting import wait_until
 
 
@@ -47,6 +47,8 @@ class LocalCluster:
         self.agent_args = list(agent_args)
         self.ids = [f"127.0.0.1:{free_port()}" for _ in range(n)]
         self.procs: dict[str, subprocess.Popen] = {}
+        self._records: list[ev.Event] = []
+        self._offset, self._partial = 0, b""
 
     def socket(self, node: str) -> str:
         return os.path.join(self.dir, f"agent-{node.rsplit(':', 1)[1]}.sock")
@@ -103,4 +105,12 @@ class LocalCluster:
                             lease=lease)["epoch"]
 
     def events(self, *kinds: type[ev.Event]) -> list[ev.Event]:
-        return read_events(self.event_log, *kinds) if os.path.exists(self.event_log) else []
+        """The agents' records so far (of the given types). Reads only what was appended since
+        the last call: callers poll this while agents handle an event, and re-reading a long
+        log each time took a core from the agents being measured."""
+        if os.path.exists(self.event_log):
+            new, self._offset, self._partial = tail_events(self.event_log, self._offset,
+                                                           self._partial)
+            self._records += new
+        return [e for e in self._records if isinstance(e, kinds)] if kinds else \
+            list(self._records)

@@ -254,3 +254,77 @@ def test_install_outputs_name_previous_view():
     out = m.deliver("b", {"type": "commit", "view": View(1, frozenset("abc")).to_msg()}, 1.0)
     inst = [o for o in out if isinstance(o, Installed)]
     assert inst and inst[0].previous == View(0, frozenset("ab")) and link("b", "a") == ("a", "b")
+
+
+def test_an_observer_learns_its_change_from_a_quorum_of_accepteds_before_the_commit():
+    """A member that forwarded a change is named in the accept; the acceptors send it their
+    accepted too, and it installs the view once a quorum (itself included) accepted the ballot
+    it accepted -- one hop before the commit, which then changes nothing. Accepteds for a
+    ballot it did not accept teach it nothing. The commit goes to it first."""
+    ids = "abcde"
+    mesh = frozenset(link(x, y) for x in ids for y in ids if x < y)
+    m = {i: Member(i, View(1, frozenset(ids), mesh)) for i in ids}
+
+    def sends(out, kind):
+        return [o for o in out if not isinstance(o, Installed) and o.msg["type"] == kind]
+
+    fwd = m["c"].observe(("link_down", "c", "d"), 1.0)
+    assert [(o.dst, o.msg["type"]) for o in fwd] == [("a", "changes")]
+    out = m["a"].deliver("c", fwd[0].msg, 1.001)
+    accept = sends(out, "accept")[0].msg
+    assert accept["notify"] == ["c"] and {o.dst for o in sends(out, "accept")} == set("bcde")
+    # an outsider's accepteds before c accepted anything: nothing learnt
+    assert m["c"].deliver("b", {"type": "accepted", "epoch": 2, "ballot": [0, "a"]}, 1.002) == []
+    assert [o.dst for o in m["c"].deliver("a", accept, 1.003)] == ["a"]   # not to itself
+    replies = {x: sends(m[x].deliver("a", accept, 1.004), "accepted") for x in "bd"}
+    assert all(sorted(o.dst for o in r) == ["a", "c"] and r[0].msg is r[1].msg
+               for r in replies.values())                                  # one message, two
+    assert m["c"].deliver("b", replies["b"][0].msg, 1.005) == []          # c, b: no quorum yet
+    out = m["c"].deliver("d", replies["d"][0].msg, 1.006)                  # c, b, d: 3 of 5
+    installed = [o for o in out if isinstance(o, Installed)]
+    assert installed and installed[0].view.epoch == 2 and ("c", "d") not in installed[0].view.links
+    assert m["c"].view == installed[0].view
+    # the coordinator commits the same view, to the observer first; c ignores it
+    out = m["a"].deliver("b", replies["b"][0].msg, 1.007)
+    out += m["a"].deliver("d", replies["d"][0].msg, 1.008)
+    commits = sends(out, "commit")
+    assert commits and commits[0].dst == "c" and View.from_msg(commits[0].msg["view"]) == m["c"].view
+    assert m["c"].deliver("a", commits[0].msg, 1.009) == []
+
+
+def test_observations_of_one_period_go_to_the_coordinator_in_one_message():
+    mesh = frozenset(link(x, y) for x in "abcd" for y in "abcd" if x < y)
+    m = Member("c", View(1, frozenset("abcd"), mesh))
+    out = m.observe_all([("link_down", "c", "a"), ("link_down", "c", "b"),
+                         ("link_down", "c", "d"), ("link_up", "c", "d")], 1.0)
+    assert [(o.dst, sorted(map(tuple, o.msg["changes"]))) for o in out] == [
+        ("a", [("link_down", "c", "a"), ("link_down", "c", "b"), ("link_down", "c", "d")])]
+
+
+def test_a_joiner_asks_the_lowest_seed_first_then_every_seed():
+    j = Member("z", None, Config(), seeds=["c", "a", "b"])
+    first = j.tick(1.0)
+    again = j.tick(1.0 + 3 * Config().heartbeat_s)
+    assert [o.dst for o in first] == ["a"] and [o.dst for o in again] == ["a", "b", "c"]
+    assert all(o.msg["type"] == "join" for o in first + again)
+
+
+def test_a_member_that_missed_views_asks_the_sender_of_a_newer_heartbeat():
+    """Random-soak counterexample: after a partition healed, the minority's 7 members still held
+    the epoch before the one the majority installed (its commit was lost to them, and their own
+    coordinator had been removed), so they could not vote on the next epoch; the majority alone
+    was one short of a quorum and its proposers duelled for good. A member now answers a
+    heartbeat of a newer epoch with one of its own, and gets the newer view back."""
+    old, new = View(5, frozenset("abc")), View(6, frozenset("bc"))
+    lagging, coordinator = Member("c", old), Member("b", new)
+    ask = lagging.deliver("b", {"type": "heartbeat", "epoch": 6, "lease": True}, 1.0)
+    assert [(o.dst, o.msg) for o in ask] == [("b", {"type": "heartbeat", "epoch": 5})]
+    answer = coordinator.deliver("c", ask[0].msg, 1.001)
+    out = lagging.deliver("b", answer[0].msg, 1.002)
+    assert lagging.view == new and any(isinstance(o, Installed) for o in out)
+    side = ["n0000", "n0004", "n0011", "n0017", "n0003", "n0007", "n0002", "n0010"]
+    sim = _run(19, 822, 0.05, [
+        (3.965, ("link_up", "n0014", "n0007")), (6.531, ("crash", "n0009")),
+        (9.831, ("partition", [side, sorted({f"n{i:04d}" for i in range(19)} - set(side))])),
+        (12.568, ("heal",))], 15.568)
+    assert sim.settled()

@@ -31,6 +31,7 @@ VALID = [
      "accepted": {"ballot": [1, "a"], "view": VIEW}},
     {"type": "accept", "epoch": 4, "ballot": [1, "b"], "view": VIEW},
     {"type": "accept", "epoch": 4, "ballot": [1, "b"], "view": VIEW, "adopted": True},
+    {"type": "accept", "epoch": 4, "ballot": [0, "a"], "view": VIEW, "notify": ["c"]},
     {"type": "accepted", "epoch": 4, "ballot": [1, "b"]},
     {"type": "commit", "view": VIEW},
     {"type": "nack", "epoch": 4, "promised": [-1, ""]},
@@ -73,6 +74,18 @@ def test_forged_wrong_secret_tampered_or_redirected():
     assert g.last == {}                                  # nothing forged advanced the guard
 
 
+def test_a_fan_out_is_sealed_once_for_every_receiver_it_lists():
+    data = sealed({"type": "commit", "view": VIEW}, dst=["a", "c"])
+    for me in ("a", "c"):
+        assert wire.open_envelope(SECRET, me, data, wire.ReplayGuard(), time.time_ns())[0] == "b"
+    with pytest.raises(ForgedMessage):                   # not among the receivers
+        wire.open_envelope(SECRET, "d", data, wire.ReplayGuard(), time.time_ns())
+    for bad in ([], ["a", "c d"], ["a", 5], ["a"] * (wire.MAX_MEMBERS + 1)):
+        with pytest.raises(MalformedMessage):
+            wire.open_envelope(SECRET, "a", sealed({"type": "join"}, dst=bad), wire.ReplayGuard(),
+                               time.time_ns())
+
+
 def test_replayed_and_out_of_window():
     g = wire.ReplayGuard(window_s=30)
     data = sealed({"type": "join"})
@@ -106,6 +119,9 @@ BAD_BODIES = [
     {"type": "heartbeat", "epoch": 3, "lease": 1},
     {"type": "heartbeat", "epoch": 3, "back": "no"},
     {"type": "accept", "epoch": 4, "ballot": [1, "b"], "view": VIEW, "adopted": 1},
+    {"type": "accept", "epoch": 4, "ballot": [1, "b"], "view": VIEW, "notify": "c"},
+    {"type": "accept", "epoch": 4, "ballot": [1, "b"], "view": VIEW, "notify": ["c d"]},
+    {"type": "accept", "epoch": 4, "ballot": [1, "b"], "view": VIEW, "notify": ["c"] * 1025},
     {"type": "heartbeat", "epoch": 3, "extra": 1},
     {"type": "changes", "changes": []},
     {"type": "changes", "changes": [["explode", "a"]]},

@@ -145,15 +145,29 @@ class Agent:
             addr = self._addr[node] = info[0][4]
         return addr
 
-    def send(self, dst: str, body: dict) -> None:
-        if dst == self.me or self.transport is None:
+    def send(self, dst: str | list[str], body: dict) -> None:
+        """`body` to one peer, or to a list of peers in that order (sealed once: a fan-out)."""
+        dsts = [d for d in ([dst] if isinstance(dst, str) else dst) if d != self.me]
+        if not dsts or self.transport is None:
             return
         try:
-            data = wire.seal(self.o.secret, self.me, dst, self.seq.next(time.time_ns()), body)
-            self.transport.sendto(data, self._address(dst))
-            self.counters["sent"] += 1
-        except (OSError, PeerMessageError) as e:
-            self.log.write(ev.SendFailed(dst=dst, type=body.get("type"), error=str(e), epoch=self.epoch))
+            data = wire.seal(self.o.secret, self.me, dsts[0] if len(dsts) == 1 else dsts,
+                             self.seq.next(time.time_ns()), body)
+        except PeerMessageError as e:
+            if len(dsts) > 1:      # a receiver list too long for one datagram: one each
+                for d in dsts:
+                    self.send(d, body)
+                return
+            self.log.write(ev.SendFailed(dst=dsts[0], type=body.get("type"), error=str(e),
+                                         epoch=self.epoch))
+            return
+        for d in dsts:
+            try:
+                self.transport.sendto(data, self._address(d))
+                self.counters["sent"] += 1
+            except OSError as e:
+                self.log.write(ev.SendFailed(dst=d, type=body.get("type"), error=str(e),
+                                             epoch=self.epoch))
 
     def _rejected(self, reason: str, peer: str, detail: str) -> None:
         """Log a rejected message; at most one line per reason per second (a flood stays cheap)."""
@@ -180,9 +194,14 @@ class Agent:
                 if ch[0] == "remove" and ch[1] != self.me:
                     log.info("suspect %s (no heartbeat)", ch[1])
                     self.log.write(ev.Suspect(node=ch[1], epoch=self.epoch))
-        for out in outputs:
+        fanout: list[str] = []        # consecutive Sends of one message: sealed once
+        for i, out in enumerate(outputs):
             if isinstance(out, Send):
-                self.send(out.dst, out.msg)
+                fanout.append(out.dst)
+                after = outputs[i + 1] if i + 1 < len(outputs) else None
+                if not (isinstance(after, Send) and after.msg is out.msg):
+                    self.send(fanout, out.msg)
+                    fanout = []
             elif isinstance(out, Installed):
                 self._installed(out.view, out.previous, now)
         # a change the protocol dropped (a suspicion cleared by a heartbeat) starts afresh
@@ -270,11 +289,16 @@ class Agent:
         self.resources[src] = dict(body["resources"], at_unix=time.time())
 
     def observe(self, change: tuple, now: float | None = None) -> None:
+        self.observe_all([change], now)
+
+    def observe_all(self, changes: list[tuple], now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        change = tuple(change)
-        if change[0] in (Change.LINK_UP, Change.LINK_DOWN):   # one spelling: (kind, low, high)
-            change = (change[0], *link(change[1], change[2]))
-        self._run(self.member.observe(change, now), now)
+        spelt = []
+        for change in map(tuple, changes):
+            if change[0] in (Change.LINK_UP, Change.LINK_DOWN):   # one spelling: (kind, lo, hi)
+                change = (change[0], *link(change[1], change[2]))
+            spelt.append(change)
+        self._run(self.member.observe_all(spelt, now), now)
 
     # ------------------------------------------------------------ periodic work
     async def _ticker(self) -> None:
@@ -286,9 +310,10 @@ class Agent:
             if view is not None and self.me in view.members:
                 if now - last_ping >= self.o.ping_s:
                     last_ping = now
-                    for m in sorted(view.members - {self.me}):
+                    peers = sorted(view.members - {self.me})
+                    for m in peers:
                         self.watch.ping(m, now)
-                        self.send(m, {"type": Msg.PING, "t": time.monotonic_ns()})
+                    self.send(peers, {"type": Msg.PING, "t": time.monotonic_ns()})
                     self._reconcile_links(view, now)
                 if now - last_res >= self.o.resources_s:
                     last_res = now
@@ -304,7 +329,9 @@ class Agent:
             await asyncio.sleep(self.o.tick_s)
 
     def _reconcile_links(self, view: View, now: float) -> None:
-        """Tell the protocol where the view's links differ from what pings say (both ends do)."""
+        """Tell the protocol where the view's links differ from what pings say (both ends do),
+        all of this period's differences in one observation."""
+        changes = []
         for peer in sorted(view.members - {self.me}):
             state = self.watch.state(peer, now)
             ln = link(self.me, peer)
@@ -320,15 +347,16 @@ class Agent:
                                       epoch=view.epoch))
             self._reported = {c: t for c, t in self._reported.items() if c[1:] != ch[1:]}
             self._reported[ch] = now
-            self.observe(ch, now)
+            changes.append(ch)
+        if changes:
+            self.observe_all(changes, now)
 
     def _gossip_metrics(self, view: View, rows: list | None = None) -> None:
         res = self.res.sample()
         self.resources[self.me] = dict(res, at_unix=time.time())
         body = {"type": Msg.METRICS, "links": rows if rows is not None else
                 self.rates.rows(involving=self.me)[:2 * wire.MAX_MEMBERS], "resources": res}
-        for m in sorted(view.members - {self.me}):
-            self.send(m, body)
+        self.send(sorted(view.members - {self.me}), body)
 
     # ------------------------------------------------------------ probes
     def _restart_probes(self, first) -> None:

@@ -27,6 +27,13 @@ else and only once, so no value can have been accepted before it and its phase 1
 (accept -> accepted -> commit: one round trip to install a view). Every other attempt, the
 coordinator's retries included, runs the full two phases.
 
+**Observers learn first.** The members that observed a change and forwarded it (a leave, a link
+down) are named in the accept (``notify``); acceptors send them their accepted as well, and an
+observer installs the view once a quorum of the last view, itself included, accepted the ballot
+it accepted itself (a Paxos learner: one ballot carries one value, so it is the view the commit
+brings). That saves the observer the commit's hop; the commit still goes to everyone, to the
+observers first.
+
 Ballots are (round, proposer id); a proposer that loses adopts what was accepted, and its own
 changes go into the next epoch. A proposer adopts an accepted value only if it may have been
 chosen: its acceptors among the promises plus the members that did not answer reach a quorum
@@ -44,7 +51,10 @@ someone else is never acted on, so a cut-off node cannot get healthy ones remove
 *train* only while it holds a lease: the coordinator holds one while it heard heartbeats *of its
 epoch* from a majority of its view within ``lease_s`` (a node already in a newer view does not
 count, whatever it sends), and grants one in each heartbeat to every member it heard within
-``lease_s`` and is not removing. Acceptors refuse a view that removes themselves (unless leaving)
+``lease_s`` and is not removing. Heartbeats also carry catch-up: a heartbeat of an older epoch
+is answered with the receiver's view (a commit), and one of a newer epoch with a heartbeat of the
+receiver's own epoch, which draws that commit -- so a member whose commits were lost catches up
+even when its coordinator is gone. Acceptors refuse a view that removes themselves (unless leaving)
 or a node they watch and heard within ``lease_s`` (unless the value is adopted, above).
 
 **Guarantees.** (1) Agreement: at most one view per epoch (quorum intersection). (2) No split
@@ -209,6 +219,8 @@ class Member:
         self._withdrawn_at: float | None = None  # stopped backing leases this epoch (see _on_accept)
         self.lease_until = -1e9
         self.pending: dict[tuple, float] = {}  # change -> when first seen here
+        self.origin: dict[tuple, str] = {}     # pending change -> the member that forwarded it
+        self._learning: tuple | None = None    # (epoch, ballot, acceptors heard) of our accepted
         self.promised: tuple[int, tuple[int, str]] = (-1, (-1, ""))     # (epoch, ballot)
         self.accepted: tuple[int, tuple[int, str], View] | None = None  # (epoch, ballot, value)
         self.proposal: _Proposal | None = None
@@ -218,6 +230,7 @@ class Member:
         self.left = False
         self._last_heartbeat = -1e9
         self._backoff_until = -1e9
+        self._join_asks = 0                   # join requests sent since we last had no view
 
     # ------------------------------------------------------------ queries
     def coordinator(self) -> str | None:
@@ -276,13 +289,18 @@ class Member:
         """A local observation: ('add', n) for a join request, ('leave', self) to leave,
         ('remove', n) for a failure this node detected, ('link_up'|'link_down', a, b) from the
         monitor."""
+        return self.observe_all([change], now)
+
+    def observe_all(self, changes: Iterable[tuple], now: float) -> list:
+        """Several observations at once (a monitor's link changes of one period): one
+        message to the coordinator for all of them, not one per change."""
         self.now = now
-        change = tuple(change)
-        if change == (Change.LEAVE, self.id):
+        changes = [tuple(ch) for ch in changes]
+        if (Change.LEAVE, self.id) in changes:
             self.left = True          # stops training now; stays an acceptor until removed
         if self.view is None:
             return []
-        if pending_in(self.view, [change]):
+        for change in pending_in(self.view, changes):
             self.pending.setdefault(change, now)
         return self._forward_or_propose(now)
 
@@ -295,7 +313,10 @@ class Member:
             if now - self._last_heartbeat >= self.cfg.heartbeat_s * 3:
                 self._last_heartbeat = now
                 join = {"type": JOIN, **({"slots": self.slots} if self.slots else {})}
-                out += [Send(s, join) for s in self.seeds]
+                # the first request goes to the lowest seed alone (the coordinator, when the
+                # seeds are the members), so the members do not all forward it at once
+                out += [Send(s, join) for s in (self.seeds if self._join_asks else self.seeds[:1])]
+                self._join_asks += 1
             return out
         if now - self._last_heartbeat >= self.cfg.heartbeat_s and self.id in self.view.members:
             self._last_heartbeat = now
@@ -349,6 +370,12 @@ class Member:
             # help it catch up; a node removed without hearing of it learns so here and rejoins
             # (before, it waited for its own proposal turn: up to rank x propose_timeout_s)
             return [Send(src, {"type": COMMIT, "view": self.view.to_msg()})]
+        if msg["epoch"] > self.view.epoch:
+            # we missed views (their commits were lost, say in a partition) and our coordinator
+            # may be gone, so nobody else will tell us: our heartbeat of the old epoch makes
+            # the sender answer with its view (random soak: a lagging third of a view could not
+            # vote on the next epoch and the majority's proposers duelled for good)
+            return [Send(src, {"type": HEARTBEAT, "epoch": self.view.epoch})]
         if msg.get("lease") and msg["epoch"] == self.view.epoch and src == self.coordinator():
             self.lease_until = now + self.cfg.lease_s
         return []
@@ -371,10 +398,12 @@ class Member:
             # suspicions must not remove members we still hear
             if ch[0] != Change.REMOVE and pending_in(self.view, [ch]):
                 self.pending.setdefault(ch, now)
+                self.origin.setdefault(ch, src)
         return self._forward_or_propose(now)
 
     def _forward_or_propose(self, now: float) -> list:
         self.pending = {c: t for c, t in self.pending.items() if pending_in(self.view, [c])}
+        self.origin = {c: m for c, m in self.origin.items() if c in self.pending}
         if not self.pending or self.proposal is not None:
             return []
         coord = self.coordinator()
@@ -399,14 +428,29 @@ class Member:
             self.proposal = _Proposal(epoch, fast, now)
             self.proposal.value = apply_changes(self.view, self.pending)
             acc = {"type": ACCEPT, "epoch": epoch, "ballot": list(fast),
-                   "view": self.proposal.value.to_msg()}
-            return [Send(m, acc) for m in sorted(self.view.members) if m != self.id] + \
-                self._on_accept(self.id, acc, now)
+                   "view": self.proposal.value.to_msg(), **self._notify()}
+            return [Send(m, acc) for m in self._fan_out()] + self._on_accept(self.id, acc, now)
         self.round = max(self.round, self.promised[1][0]) + 1
         self.proposal = _Proposal(epoch, (self.round, self.id), now)
         msg = {"type": PREPARE, "epoch": epoch, "ballot": list(self.proposal.ballot)}
         return [Send(m, msg) for m in sorted(self.view.members) if m != self.id] + \
             self._on_prepare(self.id, msg, now)
+
+    def _observers(self) -> set[str]:
+        """Members that observed a pending change and forwarded it here: they wait on it."""
+        return {m for m in self.origin.values() if m != self.id and m in self.view.members}
+
+    def _fan_out(self, also: Iterable[str] = ()) -> list[str]:
+        """Everyone else in the view (and `also`), the observers first: they wait on the outcome,
+        and an observer must accept before it can learn."""
+        waiting = self._observers()
+        return sorted((self.view.members | set(also)) - {self.id},
+                      key=lambda m: (m not in waiting, m))
+
+    def _notify(self) -> dict:
+        """An accept names the observers: acceptors send them their accepted too, so they learn
+        the outcome from a quorum of accepteds, a hop before the commit (Paxos learners)."""
+        return {"notify": sorted(self._observers())} if self._observers() else {}
 
     def _ballot_ok(self, epoch: int, ballot: tuple) -> bool:
         return self.view is not None and epoch == self.view.epoch + 1 and \
@@ -452,9 +496,9 @@ class Member:
         else:
             p.value = apply_changes(self.view, self.pending)
         acc = {"type": ACCEPT, "epoch": p.epoch, "ballot": list(p.ballot),
-               "view": p.value.to_msg(), **({"adopted": True} if adopted else {})}
-        return [Send(m, acc) for m in sorted(self.view.members) if m != self.id] + \
-            self._on_accept(self.id, acc, now)
+               "view": p.value.to_msg(), **({"adopted": True} if adopted else {}),
+               **self._notify()}
+        return [Send(m, acc) for m in self._fan_out()] + self._on_accept(self.id, acc, now)
 
     def _on_accept(self, src, msg, now):
         epoch, ballot = msg["epoch"], tuple(msg["ballot"])
@@ -475,7 +519,11 @@ class Member:
                                      "promised": list(self.promised[1])}, now)
         self.promised = (epoch, ballot)
         self.accepted = (epoch, ballot, View.from_msg(msg["view"]))
-        return self._reply(src, {"type": ACCEPTED, "epoch": epoch, "ballot": list(ballot)}, now)
+        self._learning = (epoch, ballot, {self.id})
+        reply = {"type": ACCEPTED, "epoch": epoch, "ballot": list(ballot)}
+        learners = [m for m in msg.get("notify", ()) if m not in (src, self.id)
+                    and m in self.view.members]
+        return self._reply(src, reply, now) + [Send(m, reply) for m in learners]
 
     def _unjustified_removal(self, members: list, proposer: str, now: float) -> bool:
         """Would this value remove a node we have evidence is alive and staying? We refuse to
@@ -495,13 +543,27 @@ class Member:
         p = self.proposal
         if p is None or p.value is None or msg["epoch"] != p.epoch \
                 or tuple(msg["ballot"]) != p.ballot or src not in self.view.members:
-            return []
+            return self._learn(src, msg, now)
         p.accepts.add(src)
         if len(p.accepts) < self.view.quorum():
             return []
         commit = {"type": COMMIT, "view": p.value.to_msg()}
-        targets = sorted((self.view.members | p.value.members) - {self.id})
-        return [Send(m, commit) for m in targets] + self._install(p.value, now)
+        return [Send(m, commit) for m in self._fan_out(p.value.members)] + \
+            self._install(p.value, now)
+
+    def _learn(self, src, msg, now):
+        """An accepted sent to us as an observer: once a quorum of the view (us included)
+        accepted the ballot we accepted, its value is chosen -- install it without waiting for
+        the commit. One ballot carries one value, so this is the view the commit will bring."""
+        lr = self._learning
+        if lr is None or (msg["epoch"], tuple(msg["ballot"])) != lr[:2] or self.view is None \
+                or src not in self.view.members or self.accepted is None \
+                or self.accepted[:2] != lr[:2]:
+            return []
+        lr[2].add(src)
+        if len(lr[2]) < self.view.quorum():
+            return []
+        return self._install(self.accepted[2], now)
 
     def _on_commit(self, src, msg, now):
         view = View.from_msg(msg["view"])
@@ -525,6 +587,7 @@ class Member:
         previous = self.view
         self._set_view(view)
         self.proposal = None
+        self._learning = None
         if self.accepted is not None and self.accepted[0] <= view.epoch:
             self.accepted = None
         if self.promised[0] <= view.epoch:
@@ -549,5 +612,7 @@ class Member:
             self._set_view(None)
             self.seeds = sorted(view.members)
             self.pending.clear()
+            self.origin.clear()
+            self._join_asks = 0
             return out
         return out + self._forward_or_propose(now)

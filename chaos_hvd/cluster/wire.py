@@ -3,7 +3,11 @@
 One datagram carries one envelope::
 
     b"chv1" | HMAC-SHA256(secret, payload) (32 bytes) | payload
-    payload = JSON {"src": ID, "dst": ID, "seq": INT, "body": {"type": ..., ...}}
+    payload = JSON {"src": ID, "dst": ID or [ID, ...], "seq": INT, "body": {"type": ..., ...}}
+
+A fan-out (an accept or a commit to every member, the pings of a period) is sealed once with
+the list of its receivers as ``dst`` and the same bytes go to each of them: one encoding and one
+MAC instead of one per receiver, on the path of every view change.
 
 The MAC covers the payload bytes exactly as sent, so the receiver checks it *before* parsing
 anything: bytes from someone without the cluster secret never reach the JSON parser. Checks run
@@ -12,7 +16,7 @@ cheapest first and a failed one stops the rest:
 1. size (``MAX_DATAGRAM`` bytes) -> ``OversizedMessage``; magic and length -> ``MalformedMessage``;
 2. MAC -> ``ForgedMessage``;
 3. JSON object with the envelope's fields and types -> ``MalformedMessage``; ``dst`` is not us
-   (an authentic message redirected) -> ``ForgedMessage``;
+   and does not list us (an authentic message redirected) -> ``ForgedMessage``;
 4. replay: ``seq`` is the sender's clock in nanoseconds, made strictly increasing; a receiver
    keeps the highest ``seq`` per sender and refuses anything not above it, or further than
    ``window_s`` from its own clock (a capture replayed after the receiver restarted) ->
@@ -21,18 +25,19 @@ cheapest first and a failed one stops the rest:
 
 Only then does the protocol see the body, so a hostile or broken peer can make us drop its
 message and log it, never raise inside the state machine or allocate without bound. Nothing is
-ever unpickled: the only decoder is ``json.loads``. Stale-epoch checks need the current view and
-live in ``stale_reason``.
+ever unpickled: the only decoder is ``jsonline.decode`` (msgspec's strict JSON, bounded size and
+depth). Stale-epoch checks need the current view and live in ``stale_reason``.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Callable, Sequence
+
+import msgspec
 
 from .. import jsonline, signing
 from ..errors import ForgedMessage, MalformedMessage, OversizedMessage, ReplayedMessage
-from ..signing import canonical
 from .kinds import Change, Msg
 
 MAGIC = b"chv1"
@@ -56,10 +61,15 @@ def seal_payload(secret: bytes, payload: bytes) -> bytes:
     return MAGIC + signing.mac(secret, payload) + payload
 
 
-def seal(secret: bytes, src: str, dst: str, seq: int, body: dict) -> bytes:
-    data = seal_payload(secret, canonical({"src": src, "dst": dst, "seq": seq, "body": body}))
+_encode = msgspec.json.Encoder().encode   # the MAC covers the bytes sent: no canonical form needed
+
+
+def seal(secret: bytes, src: str, dst: str | Sequence[str], seq: int, body: dict) -> bytes:
+    """One envelope for `dst`: a receiver id, or the list of every receiver of a fan-out."""
+    to = dst if isinstance(dst, str) else list(dst)
+    data = seal_payload(secret, _encode({"src": src, "dst": to, "seq": seq, "body": body}))
     if len(data) > MAX_DATAGRAM:
-        raise OversizedMessage(f"{body.get('type')} to {dst} is {len(data)} bytes "
+        raise OversizedMessage(f"{body.get('type')} to {str(to)[:80]} is {len(data)} bytes "
                                f"(limit {MAX_DATAGRAM})")
     return data
 
@@ -105,12 +115,13 @@ def open_envelope(secret: bytes, me: str, data: bytes, guard: ReplayGuard,
     env = jsonline.decode(payload, MAX_DATAGRAM, MalformedMessage)
     if set(env) != {"src", "dst", "seq", "body"}:
         raise MalformedMessage("not an envelope {src, dst, seq, body}")
-    src = env["src"]
-    if not (is_id(src) and is_id(env["dst"]) and _is_int(env["seq"])
-            and isinstance(env["body"], dict)):
+    src, dst = env["src"], env["dst"]
+    if not (is_id(src) and _is_int(env["seq"]) and isinstance(env["body"], dict)
+            and (is_id(dst) or (type(dst) is list and 0 < len(dst) <= MAX_MEMBERS
+                                and all(is_id(d) for d in dst)))):
         raise MalformedMessage("envelope fields have the wrong types")
-    if env["dst"] != me:
-        raise ForgedMessage(f"message from {src} is addressed to {env['dst']}, not us")
+    if dst != me and (type(dst) is not list or me not in dst):
+        raise ForgedMessage(f"message from {src} is addressed to {str(dst)[:80]}, not us")
     guard.check(src, env["seq"], now_ns)
     validate_body(env["body"])
     return src, env["body"]
@@ -255,8 +266,11 @@ def _promise(body: dict) -> None:
 
 
 def _accept(body: dict) -> None:
-    _fields(body, "epoch", "ballot", "view", optional=("adopted",))
+    _fields(body, "epoch", "ballot", "view", optional=("adopted", "notify"))
     _need(isinstance(body.get("adopted", False), bool), "accept: adopted must be a bool")
+    notify = body.get("notify", [])
+    _need(type(notify) is list and len(notify) <= MAX_MEMBERS and all(is_id(m) for m in notify),
+          "accept: notify must be a list of ids")
     _need(_is_epoch(body["epoch"]), "accept: epoch")
     _ballot(body["ballot"], "accept")
     validate_view(body["view"])
