@@ -55,13 +55,18 @@ if ! "$VPY" -c "import torch,sys; sys.exit(torch.__version__.split('+')[0] != '$
 fi
 
 # Horovod, patched (scripts/horovod-patches/, docs/horovod-elastic-internals.md):
-# the patch set's hash names the cached wheel and is written next to the installed package, so
-# a venv with an older build is rebuilt/reinstalled when the patches change.
+# the patch set's hash names the cached wheel and is written next to the installed package with
+# a fingerprint of the patched files, so a venv with an older build -- or with another Horovod
+# reinstalled over ours, which keeps the marker -- is rebuilt/reinstalled.
 PATCHES="$REPO/scripts/horovod-patches"
 PATCH_ID=$(cat "$PATCHES"/*.patch | sha256sum | cut -c1-12)
 SITE=$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+horovod_mark() {
+  echo "$PATCH_ID $(cat "$SITE/horovod/torch/elastic/__init__.py" "$SITE"/horovod/torch/mpi_lib_v2*.so \
+    2>/dev/null | sha256sum | cut -c1-16)"
+}
 if ! "$VPY" -c "import horovod.torch" 2>/dev/null \
-   || [ "$(cat "$SITE/horovod/CHAOS_PATCHES" 2>/dev/null)" != "$PATCH_ID" ]; then
+   || [ "$(cat "$SITE/horovod/CHAOS_PATCHES" 2>/dev/null)" != "$(horovod_mark)" ]; then
   wheel_dir="$WHEELS/gloo-patched-$PATCH_ID"
   mkdir -p "$wheel_dir"
   whl=$(ls "$wheel_dir"/horovod-"$HOROVOD_VERSION"-*.whl 2>/dev/null | head -n1 || true)
@@ -95,7 +100,7 @@ W
   fi
   log "installing $whl"
   pip_q --force-reinstall --no-deps "$whl"
-  echo "$PATCH_ID" >"$SITE/horovod/CHAOS_PATCHES"
+  horovod_mark >"$SITE/horovod/CHAOS_PATCHES"
 fi
 
 # Debian's mininet lives in the system dist-packages; expose only that package to the venv.

@@ -216,16 +216,20 @@ class PeerWatch:
                 pass
 
     def _watch(self, peer: transfer.Peer, version: int, gen: int, timeout_s: float) -> None:
+        sock = None
         try:
             sock = socket.create_connection((peer.host, peer.port), timeout=timeout_s)
             transfer.send_frame(sock, transfer.sign(peer.token, {"op": "watch", "version": version,
                                                                  "start": 0, "end": 0}))
-            if not transfer.recv_frame(sock).get("ok"):
-                return
+            reply = transfer.recv_frame(sock)
+            if not reply.get("ok"):
+                raise transfer.AuthenticationError(f"refused: {str(reply.get('error'))[:200]}")
             sock.settimeout(None)
         except (OSError, transfer.AuthenticationError) as e:
-            # could not establish a watch: Gloo's timeout remains the fallback
-            log.info("no crash watch on rank %s (%s:%s): %s", peer.id, peer.host, peer.port, e)
+            # could not establish a watch: Gloo's timeout remains the fallback, so say so
+            log.warning("no crash watch on rank %s (%s:%s): %s", peer.id, peer.host, peer.port, e)
+            if sock is not None:
+                sock.close()
             return
         with self._lock:
             if gen != self._generation:
