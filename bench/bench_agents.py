@@ -180,9 +180,9 @@ def view_change_floor(n: int = 8, reps: int = 100, gap_s: float = 0.1) -> dict:
     """The floor under the member-observed figures: `n` bare Python processes exchanging the
     datagrams of one view change as the agents do (observer -> coordinator, accept to the
     other members, accepted back to the coordinator and the observer -- the coordinator's own
-    too --, commit to all) and nothing else: no parsing, no MAC, no event loop. Timed like `handled_ms`: from the
-    observation's arrival at the observer to the quorum of accepteds there; one every `gap_s`,
-    as sparse as the bench's events."""
+    too --, commit to all) and nothing else: no parsing, no MAC, no event loop. Timed like
+    `handled_ms`: from the observation's arrival at the observer to the quorum of accepteds
+    there; one every `gap_s`, as sparse as the bench's events."""
     import socket
     import subprocess
     b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
