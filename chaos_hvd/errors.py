@@ -47,6 +47,15 @@ class TransferError(ChaosError):
     """
 
 
+class IncompletePull(TransferError):
+    """A pull ended with chunks missing; what did arrive (each chunk checked against the
+    manifest's digest) is attached, so a retry need not move it again."""
+
+    def __init__(self, message: str, manifest, buffer, received: frozenset):
+        super().__init__(message)
+        self.manifest, self.buffer, self.received = manifest, buffer, received
+
+
 class AuthenticationError(ChaosError):
     """A peer message failed authentication (bad or missing MAC, wrong version or token)."""
 

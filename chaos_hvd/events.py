@@ -14,7 +14,8 @@ Records, by writer:
 
 ========================  =========================================================================
 ChaosState                ``sync`` / ``sync_failed`` (one per rank per sync), ``peer_dead`` (fast
-                          crash detection fired), ``diverged``, ``shard_request_rejected``
+                          crash detection fired), ``world_aborted`` (a new world waited for a dead
+                          member), ``diverged``, ``shard_request_rejected``
 training script           ``resumed`` (training (re)started at a world size), ``step``, ``commit``,
                           ``final``
 cluster agent             ``start``, ``stop``, ``install`` (a new view), ``suspect``,
@@ -106,9 +107,27 @@ class SyncFailed(Sync, tag="sync_failed", kw_only=True):
 
 
 class PeerDead(Event, tag="peer_dead"):
+    """The crash watch saw `peer` die and aborted this rank's collectives."""
+
     rank: Rank
     peer: Rank
-    gloo_sockets_aborted: int
+    gloo_sockets_aborted: int       # connections the abort failed (whichever path acted)
+    # "horovod": our Horovod build failed every connection of the world from the inside;
+    # "socket-scan": an unpatched Horovod, Gloo's sockets shut down from outside;
+    # "world-ended": the world had already ended (a reset began): nothing to abort
+    abort_path: str = "socket-scan"
+    world: int = 0                  # the Horovod world the watch was armed in (0: unknown)
+
+
+class WorldAborted(Event, tag="world_aborted"):
+    """This worker aborted the world it was forming or syncing: the launcher said members of it
+    had exited."""
+
+    host: str
+    world: int                      # this worker's id of that world
+    phase: str                      # "forming" (Gloo rendezvous) or "formed" (syncing)
+    dead: list[str]                 # host:slot
+    connections: int                # Gloo connections the abort failed
 
 
 class Diverged(Event, tag="diverged"):
@@ -130,7 +149,8 @@ class StandbyPull(Event, tag="standby_pull"):
     attempt: int
     version: int = 0
     state_bytes: int = 0
-    needed_bytes: int = 0
+    needed_bytes: int = 0           # what this attempt moved (planned)
+    reused_bytes: int = 0           # kept from an earlier attempt that a source's failure ended
     plan_s: float = 0.0
     transfer_s: float = 0.0
     load_s: float = 0.0
@@ -407,7 +427,7 @@ class FaultError(TimelineEvent, tag="fault_error"):
 
 
 AnyEvent = Union[
-    Sync, SyncFailed, PeerDead, Diverged, ShardRequestRejected, StandbyPulling, StandbyPull,
+    Sync, SyncFailed, PeerDead, WorldAborted, Diverged, ShardRequestRejected, StandbyPulling, StandbyPull,
     StandbySwitch,
     StandbyStarted, StandbyReady, StandbySwitched, StandbyJoined, StandbyDropped, SlotLost,
     Resumed, Step, Commit, Committed, TorchSynced, Final,

@@ -232,7 +232,22 @@ def check_source_lost_mid_pull(timeline: list[ev.Event], events: list[ev.Event])
     if not any(p.failed_sources or p.error for p in hit):
         return [f"a crash landed during standby pull(s) {[(p.host, p.attempt) for p in hit]} "
                 "but none of them saw a source fail"]
-    return []
+    return check_pull_not_restarted(events)
+
+
+def check_pull_not_restarted(events: list[ev.Event]) -> list[str]:
+    """A standby whose pull a source's failure cut short moves only what it lacks afterwards:
+    over all its attempts at one version, no chunk moves twice (no more than the state)."""
+    moved: dict[tuple, int] = {}
+    size: dict[tuple, int] = {}
+    for p in events:
+        if isinstance(p, ev.StandbyPull) and p.version:
+            key = (p.host, p.slot, p.version)
+            moved[key] = moved.get(key, 0) + sum(p.bytes_per_source.values())
+            size[key] = p.state_bytes
+    return [f"standby {h}:{s} moved {moved[h, s, v]} bytes of a {size[h, s, v]}-byte state "
+            f"(version {v}): its pull started over" for h, s, v in moved
+            if moved[h, s, v] > size[h, s, v]]
 
 
 def running_worker_stalls(events: list[ev.Event]) -> dict[int, float]:

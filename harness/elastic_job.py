@@ -32,7 +32,7 @@ class ElasticJob:
     def __init__(self, script_args: Sequence[str], hosts: Sequence[str], *, np: int, min_np: int,
                  max_np: int, env: dict[str, str] | None = None, gloo_timeout_s: int = 30,
                  workdir: str | None = None, script: str = "examples/train_elastic.py",
-                 launcher: str = "horovodrun"):
+                 launcher: str = "horovodrun", launcher_args: Sequence[str] = ()):
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="chaos-job-"))
         self.events_path = self.dir / "events.jsonl"
         self.hosts_path = self.dir / "hosts"
@@ -45,7 +45,7 @@ class ElasticJob:
         self.cmd = [str(bindir / launcher), "-np", str(np), "--min-np", str(min_np),
                     "--max-np", str(max_np), "--host-discovery-script", str(self.discover),
                     "--network-interface", "lo", "--gloo-timeout-seconds", str(gloo_timeout_s),
-                    sys.executable, str(REPO / script), *script_args]
+                    *launcher_args, sys.executable, str(REPO / script), *script_args]
         self.env = dict(os.environ, CHAOS_EVENT_LOG=str(self.events_path), PYTHONUNBUFFERED="1",
                         PATH=f"{bindir}:{os.environ.get('PATH', '')}", **(env or {}))
         self.proc: subprocess.Popen | None = None

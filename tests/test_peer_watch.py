@@ -131,3 +131,24 @@ def test_stack_dumps_for_a_collective_that_outlives_the_abort(monkeypatch):
         assert native and native.count("Thread ") >= 2 and "#0 " in native
     finally:
         release.set()
+
+
+def test_a_peer_gone_before_its_watch_connects_is_dead():
+    """Killed between the sync that named it and the watch: its port refuses, which is a crash
+    (its shard server lives as long as it does), not a watch that could not be set up."""
+    import time
+
+    from chaos_hvd.state import transfer
+    from chaos_hvd.state.peer_watch import PeerWatch
+
+    gone = socket.create_server(("127.0.0.1", 0))
+    port = gone.getsockname()[1]
+    gone.close()                                   # nothing listens there now
+    dead = []
+    watch = PeerWatch(dead.append)
+    watch.arm([transfer.Peer(4, "127.0.0.1", port, transfer.new_token())], 1)
+    deadline = time.monotonic() + 5
+    while not dead and time.monotonic() < deadline:
+        time.sleep(0.02)
+    watch.disarm()
+    assert dead == [4]

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from chaos_hvd.state import transfer
-from chaos_hvd.errors import TransferError
+from chaos_hvd.errors import IncompletePull, TransferError
 from chaos_hvd.state.snapshot import Snapshot
 from chaos_hvd.state.transfer import Peer, ShardServer, fetch_manifest, new_token, pull, sign
+from chaos_hvd.waiting import wait_until
 
 CHUNK = 4096
 
@@ -242,7 +243,8 @@ def test_offer_serves_standbys_beside_the_sync_publication(state):
         standby = [Peer(0, "127.0.0.1", srv.port, standby_token)]
         man = fetch_manifest(standby, 3, state.manifest().digest())
         buf, _ = pull(man, standby, {0: list(range(man.n_chunks))})
-        assert torch.equal(buf, state.buffer) and srv.offer_idle(0.0)
+        assert torch.equal(buf, state.buffer)
+        wait_until(lambda: srv.offer_idle(0.0), 5, "the pull's connection closed")
         assert not srv.offer_idle(60.0)          # read just now: not to be replaced yet
         synced = [Peer(0, "127.0.0.1", srv.port, sync_token)]
         assert fetch_manifest(synced, 2, other.manifest().digest()).version == 2
@@ -255,3 +257,57 @@ def test_offer_serves_standbys_beside_the_sync_publication(state):
         assert srv.rejected >= 2
     finally:
         srv.close()
+
+
+def test_an_incomplete_pull_hands_back_what_arrived(state, servers):
+    """The only holder of some chunks is gone: the error carries the chunks that did arrive
+    (checked), so a standby's next attempt need not move them again."""
+    srvs, peers = servers(2)
+    man = fetch_manifest(peers, 3, state.manifest().digest())
+    half = man.n_chunks // 2
+    holders = {c: {0} if c < half else {1} for c in range(man.n_chunks)}
+    srvs[1].close()
+    with pytest.raises(IncompletePull) as caught:
+        pull(man, peers, {0: list(range(half)), 1: list(range(half, man.n_chunks))},
+             holders=holders, timeout_s=2)
+    e = caught.value
+    assert e.received == frozenset(range(half)) and e.manifest == man
+    assert torch.equal(e.buffer[:half * CHUNK], state.buffer[:half * CHUNK])
+
+
+def test_a_pulling_standby_keeps_the_offer_until_its_pull_ends(state):
+    """A source whose share is done stays connected while another source still sends: if that
+    one fails, its chunks come from here, so the offer must not be replaced meanwhile."""
+    import threading
+    import time
+
+    srvs = [ShardServer("127.0.0.1") for _ in range(2)]
+    try:
+        token = new_token()
+        for srv in srvs:
+            srv.offer(3, state.manifest().to_bytes(), memoryview(state.buffer.numpy()), token)
+        peers = [Peer(i, "127.0.0.1", s.port, token) for i, s in enumerate(srvs)]
+        man = fetch_manifest(peers, 3, state.manifest().digest())
+        slow = threading.Event()
+        real = srvs[1]._serve_requests
+
+        def stalls(sock, peer):                # source 1 accepts, then sends nothing for a while
+            slow.wait(3)
+            return real(sock, peer)
+
+        srvs[1]._serve_requests = stalls
+        done = []
+        holders = {c: {0, 1} if c == 0 else {1} for c in range(man.n_chunks)}   # no stealing
+        t = threading.Thread(target=lambda: done.append(
+            pull(man, peers, {0: [0], 1: list(range(1, man.n_chunks))}, holders=holders,
+                 timeout_s=10)))
+        t.start()
+        time.sleep(1.5)                        # source 0 finished its chunk long ago
+        assert not srvs[0].offer_idle(0.0)     # ... but the pull still holds it
+        slow.set()
+        t.join(20)
+        assert done and torch.equal(done[0][0], state.buffer)
+        wait_until(lambda: srvs[0].offer_idle(0.0), 5, "the pull's connections closed")
+    finally:
+        for srv in srvs:
+            srv.close()

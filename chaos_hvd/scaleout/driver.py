@@ -26,6 +26,12 @@ Several standbys starting together are switched in at one reset (a ready one wai
 ``--min-np`` (a host crashed while its replacement starts), they are assigned at once, as Horovod
 would, and switched in as soon as they are up.
 
+A worker that dies while a new world forms (after the reset barrier gave it a rank, before the
+sync that follows) holds the others in Gloo's rendezvous until its timeout: no crash watch runs
+then. The driver remembers which slots' processes have exited (``_handle_worker_exit``) until a
+new process takes the slot, and answers ``chaos_world`` with the members of the current world that
+did: the workers ask while they form and sync, and abort that world when one is dead.
+
 If a host is added and another removed in one update, Horovod's behaviour applies to the removal
 at once and the addition goes through a standby as above.
 
@@ -127,6 +133,8 @@ class ChaosDriver(ElasticDriver):
         self._events = EventLog(standby.event_log)
         self._lost = LostSlotWatch(LOST_GRACE_S)
         self._retired: set[Slot] = set()   # recorded for; their old process must not count again
+        self._exit_lock = threading.Lock()
+        self._exited: set[Slot] = set()    # slots whose process exited; cleared by a new one
         super().__init__(rendezvous, discovery, min_num_proc, max_num_proc, timeout=timeout,
                          reset_limit=reset_limit, cooldown_range=cooldown_range, verbose=verbose)
         threading.Thread(target=self._watch, name="chaos-launcher-watch", daemon=True).start()
@@ -194,7 +202,23 @@ class ChaosDriver(ElasticDriver):
                 else:
                     fresh.append(slot_info)
             self._retired -= {(s.hostname, s.local_rank) for s in pending_slots}
+        with self._exit_lock:
+            self._exited -= {(s.hostname, s.local_rank) for s in pending_slots}
         super()._start_worker_processes(fresh)
+
+    def _handle_worker_exit(self, slot_info, exit_code, timestamp):
+        # first: Horovod's handler blocks at the reset barrier until the next world forms
+        with self._exit_lock:
+            self._exited.add((slot_info.hostname, slot_info.local_rank))
+        return super()._handle_worker_exit(slot_info, exit_code, timestamp)
+
+    def world_status(self, nonce: str) -> bytes:
+        """Members of the current world whose process has exited, for ``chaos_world``."""
+        assigned = {(h, s.local_rank) for h, slots in self._host_assignments.items()
+                    for s in slots}
+        with self._exit_lock:
+            dead = sorted(assigned & self._exited)
+        return wire.encode_world_status(self._standby.secret, nonce, dead)
 
     def record_ready(self, host, slot):
         with self._wait_hosts_cond:
@@ -434,6 +458,8 @@ def chaos_rendezvous_handler(driver: ChaosDriver):
                     body = driver.sources()
                 elif scope == wire.WANTED:
                     body = b"1" if driver.offers_wanted() else None
+                elif scope == wire.WORLD:
+                    body = driver.world_status(wire.check_nonce(key))
                 else:
                     body = driver.verdict(*wire.parse_slot_key(key))
             except PeerMessageError as e:

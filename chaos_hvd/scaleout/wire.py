@@ -18,6 +18,10 @@ Scopes (``/scope/key`` on the rendezvous server):
 ``chaos_switch/<host>:<slot>``  GET by a standby: verdict ``switch`` once the running workers
                             reset to take it in, ``drop`` if the launcher gave up on it; 404 while
                             it should wait.
+``chaos_world/<nonce>``     GET by a worker while its new world forms and syncs: the slots of the
+                            world the launcher assigned last whose process has exited since
+                            (:func:`encode_world_status`). A worker waiting for such a member
+                            would wait for Gloo's timeout; it aborts its world instead.
 
 Ready messages and verdicts name the standby's instance (``CHAOS_STANDBY_ID``, new for every
 standby process), so one recorded for an earlier standby of the same slot means nothing later.
@@ -38,8 +42,8 @@ SLOT_ENV = "CHAOS_STANDBY_SLOT"          # set on a standby: its future local ra
 MAIN_PORT_ENV = "CHAOS_MAIN_RENDEZVOUS_PORT"   # set on a standby: the job's rendezvous port
 ID_ENV = "CHAOS_STANDBY_ID"              # set on a standby: this standby process's instance
 SOURCE, SOURCES, READY, SWITCH = "chaos_source", "chaos_sources", "chaos_ready", "chaos_switch"
-WANTED = "chaos_wanted"
-GET_SCOPES = (SOURCES, SWITCH, WANTED)   # what the launcher answers
+WANTED, WORLD = "chaos_wanted", "chaos_world"
+GET_SCOPES = (SOURCES, SWITCH, WANTED, WORLD)   # what the launcher answers
 PUT_SCOPES = (SOURCE, READY)            # what it accepts
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 MAX_RECORDS = 4096
@@ -226,3 +230,33 @@ def decode_verdict(secret: bytes, host: str, slot: int, instance: str, data: byt
             or msg.get("verdict") not in VERDICTS:
         raise MalformedMessage("verdict for another standby, or not a verdict")
     return msg["verdict"]
+
+
+NONCE_HEX = 32
+
+
+def check_nonce(nonce: str) -> str:
+    """A request nonce: 32 lower-case hex digits (the reply must echo it: no replayed reply)."""
+    if not isinstance(nonce, str) or len(nonce) != NONCE_HEX \
+            or any(c not in "0123456789abcdef" for c in nonce):
+        raise MalformedMessage(f"not a nonce: {str(nonce)[:80]!r}")
+    return nonce
+
+
+def encode_world_status(secret: bytes, nonce: str, dead: list[tuple[str, int]]) -> bytes:
+    """The launcher's answer to ``chaos_world/<nonce>``: slots of the current world whose
+    process has exited, signed and bound to the asker's nonce."""
+    return sign(secret, {"nonce": check_nonce(nonce),
+                         "dead": [slot_key(h, s) for h, s in sorted(dead)[:MAX_RECORDS]]})
+
+
+def decode_world_status(secret: bytes, nonce: str, data: bytes) -> list[tuple[str, int]]:
+    msg = open_signed(secret, data)
+    dead = msg.get("dead")
+    if msg.get("nonce") != nonce or not isinstance(dead, list) or len(dead) > MAX_RECORDS:
+        raise MalformedMessage("world status for another request, or not a world status")
+    return [parse_slot_key(k) if isinstance(k, str) else _bad_slot(k) for k in dead]
+
+
+def _bad_slot(value) -> tuple[str, int]:
+    raise MalformedMessage(f"not host:slot: {str(value)[:80]!r}")

@@ -17,6 +17,7 @@ With I/O, still without Horovod:
 ``replica``     this rank's committed snapshot, its version and its shard server.
 ``transfer``    the HMAC-authenticated shard server and the parallel pull client.
 ``peer_watch``  fast crash detection: a dead peer's socket closes, the blocked collective is aborted.
+``world_guard``  while a new world forms and syncs: abort it when the launcher says a member died.
 ``checkpoint_store``  where the checkpoint strategy keeps its files: a directory or an HTTP
                 storage host (testbed storage nodes run one).
 ``strategies``  how state moves after a reset: chaos, single, checkpoint, broadcast, behind a small
@@ -26,5 +27,6 @@ With I/O, still without Horovod:
 ``standby_feed``  a running worker's side of that: offer snapshots to standbys at commits.
 ``stale_workers``  before a standby takes its slot: end an old worker of that slot on its host.
 
-``adapter``     the one module that imports Horovod: ``ChaosState`` and collectives over Horovod.
+``adapter``     the one module that imports Horovod: ``ChaosState``, collectives over Horovod and
+                ``WorldAbort`` (our Horovod build's abort entry point).
 """

@@ -33,9 +33,11 @@ workers offer recent snapshots to standbys at commits (:mod:`standby_feed`).
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -54,7 +56,7 @@ from .. import events
 from ..cluster import client as agent_client
 from ..errors import ConfigError, StateDivergedError, TransferError
 from ..events import EventLog
-from ..scaleout import wire
+from ..scaleout import http, wire
 from . import transfer
 from .config import ChaosConfig
 from .peer_watch import (PeerWatch, abort_gloo_sockets, native_stacks, tcp_connection_summary,
@@ -66,6 +68,7 @@ from .standby_feed import StandbyFeed
 from .standby_join import StandbyDropped, StandbyIdentity, StandbyJoin
 from .state_tree import TrackedObjects
 from .strategies import bytes_tensor, peer_of, strategy_for
+from .world_guard import WorldGuard
 
 log = logging.getLogger(__name__)
 
@@ -141,22 +144,58 @@ def advertise_addr(cfg: ChaosConfig) -> str:
     return "127.0.0.1"
 
 
-def _warn_if_gloo_unpatched() -> None:
-    """Once per process: without scripts/horovod-patches (applied by scripts/bootstrap.sh, which
-    leaves a CHAOS_PATCHES file in the horovod package), Gloo does not wake a collective whose
-    message was half received when its connection fails, so some aborts wait for its timeout."""
-    global _GLOO_CHECKED
-    if _GLOO_CHECKED:
-        return
-    _GLOO_CHECKED = True
-    import horovod
-    if not os.path.exists(os.path.join(os.path.dirname(horovod.__file__), "CHAOS_PATCHES")):
-        log.warning("this Horovod was built without chaos-hvd's Gloo patch "
-                    "(scripts/horovod-patches): after a fault, a collective may wait for Gloo's "
-                    "timeout instead of failing at once")
+class WorldAbort:
+    """Our Horovod build's abort entry point (scripts/horovod-patches/horovod-world-abort.patch):
+    ``world()`` names the current Horovod world (0: none), ``abort(world)`` fails every Gloo
+    connection of that world on this rank -- the collective in flight and any queued one raise
+    ``HorovodInternalError`` at once -- and returns how many, or -1 when that world has ended
+    (the C++ side checks it under its lock: an abort never reaches the next world)."""
+
+    PHASES = {0: "none", 1: "asking", 2: "forming", 3: "formed"}
+
+    def __init__(self, lib: ctypes.CDLL):
+        self._world, self._abort = lib.horovod_chaos_world, lib.horovod_chaos_abort
+        self._world.argtypes = [ctypes.POINTER(ctypes.c_int)]
+        self._world.restype = ctypes.c_int
+        self._abort.argtypes, self._abort.restype = [ctypes.c_int], ctypes.c_int
+
+    @classmethod
+    def load(cls) -> "WorldAbort | None":
+        """None for a Horovod built without the patch (the socket scan is the fallback)."""
+        from horovod.torch import mpi_ops
+        try:
+            return cls(mpi_ops._basics.MPI_LIB_CTYPES)
+        except AttributeError:
+            return None
+
+    def world(self) -> int:
+        return self.world_and_phase()[0]
+
+    def world_and_phase(self) -> tuple[int, int]:
+        """(current world id or 0, its phase: 0 none, 1 asking for a rank, 2 forming, 3 formed)."""
+        phase = ctypes.c_int(0)
+        world = int(self._world(ctypes.byref(phase)))
+        return world, phase.value
+
+    def abort(self, world: int) -> int:
+        return int(self._abort(world))
 
 
-_GLOO_CHECKED = False
+def _world_abort() -> WorldAbort | None:
+    """Once per process; warns when Horovod lacks chaos-hvd's patches (scripts/horovod-patches,
+    applied by scripts/bootstrap.sh): then a crash is handled by shutting Gloo's sockets down from
+    outside, and Gloo may not wake a collective whose message was half received."""
+    global _WORLD_ABORT
+    if _WORLD_ABORT is False:
+        _WORLD_ABORT = WorldAbort.load()
+        if _WORLD_ABORT is None:
+            log.warning("this Horovod was built without chaos-hvd's patches "
+                        "(scripts/horovod-patches): a crash is handled by shutting Gloo's sockets "
+                        "down from outside, and a collective may still wait for Gloo's timeout")
+    return _WORLD_ABORT
+
+
+_WORLD_ABORT: "WorldAbort | None | bool" = False
 
 
 def _warm_imports() -> None:
@@ -211,13 +250,14 @@ class ChaosState(State):
         self._replica = Replica(tracked, cfg)
         self._strategy = strategy_for(cfg.strategy)
         self._watch = PeerWatch(self._on_peer_dead, self._abort_again)
-        if cfg.peer_watch:
-            _warn_if_gloo_unpatched()
+        self._world_abort = _world_abort()
+        self._world = 0           # the Horovod world the crash watch was armed in
         self._still_blocked = 0   # repeated aborts since the last one
         self._peer_ports: set[int] = set()
         self._rank = -1
         self._synced = False
         self._job_secret = wire.secret_from_hex(os.environ.get(wire.SECRET_ENV))
+        self._guard = self._world_guard()
         standby = _standby_identity(self._job_secret)
         self._standby = StandbyJoin(standby, self._replica, self._log) if standby else None
         self._feed: StandbyFeed | None = None
@@ -240,17 +280,20 @@ class ChaosState(State):
 
     def restore(self) -> None:
         self._watch.disarm()
+        self._guard_reset()
         self._replica.restore()
         self._replica.snapshot.prehash()   # the sync after the reset needs the digests
 
     def reset(self) -> None:
         self._watch.disarm()
+        self._guard_reset()
 
     def check_host_updates(self) -> None:
         try:
             super().check_host_updates()
         except HostsUpdatedInterrupt as e:
             self._watch.disarm()  # peers may now leave on purpose: not a crash
+            self._guard_reset()
             self._replica.snapshot.prehash()   # while Horovod re-forms the group
             if e.skip_sync:
                 # Horovod skips the sync when the update only removed hosts, but the world the
@@ -296,6 +339,8 @@ class ChaosState(State):
         record.committed_version = replica.version
         self._log.write(record)
         self._synced = True
+        if self._guard is not None:
+            self._guard.settled(self._guard_world())
         log.debug("sync done: rank %d, %s, %.3f s", rank, record.role, record.total_s)
         if cfg.peer_watch:
             self._arm_watch([peer_of(i) for i in infos], {i.rank: i.host for i in infos})
@@ -335,6 +380,7 @@ class ChaosState(State):
         manager.init()
         self._log.write(events.StandbySwitch(host=who.host, slot=who.slot, version=version,
                                              waited_s=time.monotonic() - ready))
+        self._guard_reset()
         raise HostsUpdatedInterrupt(False)
 
     def _arm_watch(self, peers: list[transfer.Peer], hosts: dict[int, str]) -> None:
@@ -344,6 +390,7 @@ class ChaosState(State):
         replica = self._replica
         self._rank = rank
         self._peer_ports = {p.port for p in peers}
+        self._world = self._world_abort.world() if self._world_abort is not None else 0
         path = agent_client.socket_for_host(replica.config.agent_socket, _my_host())
         members = (lambda: agent_client.agreed_members(path)) if path else None
         self._watch.arm([p for p in peers if p.id != rank], replica.version, hosts=hosts,
@@ -367,7 +414,44 @@ class ChaosState(State):
 
     # -- crash detection --------------------------------------------------------------------------
 
-    def _abort_gloo(self) -> int:
+    def _world_guard(self) -> WorldGuard | None:
+        """Under chaos-hvdrun with our Horovod build: guards each new world until its sync."""
+        api = self._world_abort
+        if api is None or self._job_secret is None:
+            return None
+        secret = self._job_secret
+
+        def dead_members() -> list[tuple[str, int]] | None:
+            where = _rendezvous()
+            if where is None:
+                return None
+            nonce = secrets.token_hex(16)
+            body = http.get(*where, wire.WORLD, nonce, timeout_s=1.0)
+            return None if body is None else wire.decode_world_status(secret, nonce, body)
+
+        def on_abort(world: int, phase: int, dead: list[tuple[str, int]], failed: int) -> None:
+            self._log.write(events.WorldAborted(
+                host=_my_host(), world=world, phase=WorldAbort.PHASES.get(phase, str(phase)),
+                dead=[f"{h}:{s}" for h, s in dead], connections=failed))
+
+        return WorldGuard(api.world_and_phase, api.abort, dead_members, on_abort)
+
+    def _guard_world(self) -> int:
+        return self._world_abort.world() if self._world_abort is not None else 0
+
+    def _guard_reset(self) -> None:
+        if self._guard is not None:
+            self._guard.start()
+
+    def _abort(self) -> tuple[str, int]:
+        """Fail this rank's collectives of the armed world: (which path acted, connections)."""
+        if self._world_abort is not None:
+            n = self._world_abort.abort(self._world)
+            return ("horovod", n) if n >= 0 else ("world-ended", 0)
+        return "socket-scan", self._scan_and_abort_gloo_sockets()
+
+    def _scan_and_abort_gloo_sockets(self) -> int:
+        """Fallback for a Horovod without our patches: shut Gloo's connections down from outside."""
         exclude_local = {self._replica.server_port} - {None}
         service = getattr(hvd_elastic.notification_manager, "_service", None)
         if service is not None:
@@ -379,18 +463,24 @@ class ChaosState(State):
 
     def _on_peer_dead(self, peer: transfer.PeerId) -> None:
         self._still_blocked = 0
-        n = self._abort_gloo()
-        log.warning("peer rank %s vanished: aborted %d collective connection(s)", peer, n)
-        self._log.write(events.PeerDead(rank=self._rank, peer=peer, gloo_sockets_aborted=n))
+        path, n = self._abort()
+        log.warning("peer rank %s vanished: aborted %d collective connection(s) (%s, world %d)",
+                    peer, n, path, self._world)
+        self._log.write(events.PeerDead(rank=self._rank, peer=peer, gloo_sockets_aborted=n,
+                                        abort_path=path, world=self._world))
 
     def _abort_again(self) -> None:
-        n = self._abort_gloo()
+        """Runs while the watch stays armed after an abort, that is while no restore() came: the
+        collective has not failed yet (or the script has not called one since). The socket scan
+        may have missed a connection opened meanwhile; an abort from the inside missed nothing
+        (later operations of that world fail at once), so it is not repeated."""
+        path, n = ("horovod", 0) if self._world_abort is not None else self._abort()
         self._still_blocked += 1
-        if n or self._still_blocked == 4:
+        if (n and path == "socket-scan") or self._still_blocked == 4:
             # what the process still holds, to see why a collective outlives an abort
-            log.warning("collective still blocked %.1f s after the abort (pid %d): aborted %d "
-                        "more connection(s); TCP connections now: %s",
-                        self._still_blocked * 0.5, os.getpid(), n, tcp_connection_summary())
+            log.warning("collective still blocked %.1f s after the abort (pid %d, %s): aborted "
+                        "%d more connection(s); TCP connections now: %s",
+                        self._still_blocked * 0.5, os.getpid(), path, n, tcp_connection_summary())
         if self._still_blocked == 4:
             # not under the watch's lock: gdb pauses the process for about a second
             threading.Thread(target=self._log_stacks, name="chaos-stacks", daemon=True).start()
@@ -407,6 +497,8 @@ class ChaosState(State):
 
     def _at_exit(self) -> None:
         self._watch.disarm()
+        if self._guard is not None:
+            self._guard.settled(0)
         if self._feed is not None:
             self._feed.close()
         self._replica.farewell()

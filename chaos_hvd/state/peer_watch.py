@@ -7,15 +7,19 @@ timeout would raise false alarms on slow edge links, where one large all-reduce 
 How: after each sync every rank opens one small "watch" connection to every peer's shard server.
 A process that exits normally says ``bye`` first (atexit); a killed one cannot, and its kernel closes
 the socket, so the watcher sees EOF/RST within milliseconds -- no timeout involved, so a slow link is
-never mistaken for a dead peer. While armed (training between a sync and the next reset), an EOF
-without ``bye`` triggers :func:`abort_gloo_sockets`: it shuts down this process's established Gloo
-TCP connections. Gloo's sockets belong to C++ code: no Python socket object holds them. So every
-established connection whose descriptor a live Python socket owns is left alone (the user's data
-loaders, loggers and database clients written in Python, our own shard server and watches), and so
-are the excluded ports (Horovod's notification service and rendezvous server). The blocked
-collective then fails immediately with
-``HorovodInternalError`` -- the same path Gloo's own timeout takes -- and Horovod's elastic loop
-restores the last commit and resets. psutil lists the process's connections.
+never mistaken for a dead peer. A peer whose server already refuses the watch died between the sync
+and the watch: dead too. While armed (training between a sync and the next reset), a death calls
+the owner's ``on_dead``: ChaosState aborts its Horovod world from the inside (our Horovod build's
+``horovod_chaos_abort``, :class:`~chaos_hvd.state.adapter.WorldAbort`), or, against a Horovod
+without that patch, calls :func:`abort_gloo_sockets`: it shuts down this process's established
+Gloo TCP connections. Gloo's sockets belong to C++ code: no Python socket object holds them. So
+every established connection whose descriptor a live Python socket owns is left alone (the user's
+data loaders, loggers and database clients written in Python, our own shard server and watches),
+and so are the excluded ports (Horovod's notification service and rendezvous server). Either way
+the blocked collective then fails immediately with ``HorovodInternalError`` -- the same path
+Gloo's own timeout takes -- and Horovod's elastic loop restores the last commit and resets.
+psutil lists the process's connections. From the reset to the end of the next sync
+:mod:`world_guard` takes over.
 """
 
 from __future__ import annotations
@@ -226,10 +230,16 @@ class PeerWatch:
                 raise transfer.AuthenticationError(f"refused: {str(reply.get('error'))[:200]}")
             sock.settimeout(None)
         except (OSError, transfer.AuthenticationError) as e:
-            # could not establish a watch: Gloo's timeout remains the fallback, so say so
-            log.warning("no crash watch on rank %s (%s:%s): %s", peer.id, peer.host, peer.port, e)
             if sock is not None:
                 sock.close()
+            if isinstance(e, ConnectionError):
+                # refused, reset or closed: its process is gone (its server lives as long as it
+                # does), and it died between the sync that named it and this watch
+                log.warning("rank %s died before its crash watch was set up (%s)", peer.id, e)
+                self._fire(gen, peer.id)
+                return
+            # could not establish a watch: Gloo's timeout remains the fallback, so say so
+            log.warning("no crash watch on rank %s (%s:%s): %s", peer.id, peer.host, peer.port, e)
             return
         with self._lock:
             if gen != self._generation:

@@ -18,11 +18,14 @@ import logging
 import time
 from dataclasses import dataclass
 
+import torch
+
 from .. import events
-from ..errors import ChaosError, PeerMessageError, ServiceUnavailable, TransferError
+from ..errors import ChaosError, IncompletePull, PeerMessageError, ServiceUnavailable, TransferError
 from ..events import EventLog
 from ..scaleout import http, wire
 from .roles import RankInfo, decide
+from .snapshot import Manifest, chunk_digest
 from .strategies import MultiSourcePull, SyncTarget
 
 log = logging.getLogger(__name__)
@@ -46,10 +49,54 @@ class StandbyIdentity:
     secret: bytes
 
 
+@dataclass(frozen=True)
+class PartialPull:
+    """The chunks an interrupted pull delivered (each checked against its digest on arrival),
+    kept so the next attempt moves only the chunks it lacks or that changed since: a source that
+    dies mid-pull costs its share, not the whole state."""
+
+    size_bytes: int
+    chunk_bytes: int
+    digests: tuple[str, ...]      # of the version that was being pulled
+    buffer: torch.Tensor
+    held: frozenset[int]          # chunks of `buffer` that hold that version's bytes
+
+    @classmethod
+    def after(cls, e: IncompletePull, kept: frozenset[int]) -> "PartialPull":
+        m = e.manifest
+        return cls(m.size_bytes, m.chunk_bytes, tuple(m.chunk_digests), e.buffer,
+                   frozenset(e.received) | kept)
+
+    def digests_over(self, own: Manifest) -> tuple[list[str], frozenset[int]]:
+        """`own`'s chunk digests with the held chunks' in their place (the held bytes are hashed
+        again: they must still be what arrived), and which chunks those are."""
+        digests = list(own.chunk_digests)
+        if (own.size_bytes, own.chunk_bytes) != (self.size_bytes, self.chunk_bytes):
+            return digests, frozenset()
+        view = memoryview(self.buffer.numpy())
+        valid = set()
+        for c in self.held:
+            a, b = own.chunk_range(c)
+            if chunk_digest(view[a:b]) == self.digests[c]:
+                digests[c] = self.digests[c]
+                valid.add(c)
+        return digests, frozenset(valid)
+
+    def base(self, own: torch.Tensor, chunks: frozenset[int]) -> torch.Tensor:
+        """Our own bytes with `chunks` taken from the held buffer."""
+        out = own.clone()
+        for c in chunks:
+            a = c * self.chunk_bytes
+            b = min(a + self.chunk_bytes, self.size_bytes)
+            out[a:b] = self.buffer[a:b]
+        return out
+
+
 class StandbyJoin:
     def __init__(self, who: StandbyIdentity, target: SyncTarget, log_: EventLog):
         self.who, self.target, self._log = who, target, log_
         self._pull = MultiSourcePull()
+        self._partial: PartialPull | None = None
 
     def prepare(self) -> int:
         """Pull a recent committed state; returns its version (retries until it has one)."""
@@ -130,8 +177,11 @@ class StandbyJoin:
         infos = [RankInfo(r.rank, r.host, r.addr, r.port, r.version, r.digest, r.size_bytes,
                           r.chunk_bytes, r.chunks, token) for r in records]
         manifest = self.target.snapshot.manifest()
+        digests, held = list(manifest.chunk_digests), frozenset()
+        if self._partial is not None:
+            digests, held = self._partial.digests_over(manifest)
         me = RankInfo(STANDBY, self.who.host, "", 0, self.target.version, manifest.digest(),
-                      manifest.size_bytes, manifest.chunk_bytes, manifest.chunk_digests, "")
+                      manifest.size_bytes, manifest.chunk_bytes, tuple(digests), "")
         roles = decide(infos + [me])
         record = events.StandbyPull(host=self.who.host, slot=self.who.slot, attempt=attempt,
                                     version=roles.version, state_bytes=roles.size_bytes)
@@ -140,7 +190,18 @@ class StandbyJoin:
             self._log.write(events.StandbyPulling(host=self.who.host, slot=self.who.slot,
                                                   attempt=attempt, version=roles.version,
                                                   sources=sorted(sources)))
-            got = self._pull.pull(self.target, roles, infos + [me], STANDBY)
+            # held chunks the target version still has: kept, not moved again
+            kept = held - set(roles.needs[STANDBY])
+            base = self._partial.base(self.target.snapshot.buffer, kept) if kept else None
+            try:
+                got = self._pull.pull(self.target, roles, infos + [me], STANDBY, base=base)
+            except IncompletePull as e:
+                self._partial = PartialPull.after(e, kept)
+                raise
+            self._partial = None
+            record.reused_bytes = sum(min(manifest.chunk_bytes,
+                                          manifest.size_bytes - c * manifest.chunk_bytes)
+                                      for c in kept)
             record.needed_bytes = roles.needed_bytes(STANDBY)
             record.planned_bytes_per_source = got.plan.bytes_by_source(roles)
             record.plan_s, record.transfer_s, record.load_s = got.plan_s, got.transfer_s, got.load_s

@@ -137,9 +137,11 @@ class MultiSourcePull(SyncStrategy):
         for key, value in got.bandwidth_fields.items():
             setattr(record, key, value)
 
-    def pull(self, target: SyncTarget, roles: Roles, infos: list[RankInfo], rank: int) -> "Pulled":
+    def pull(self, target: SyncTarget, roles: Roles, infos: list[RankInfo], rank: int,
+             base: torch.Tensor | None = None) -> "Pulled":
         """Plan, pull and load the chunks `rank` needs (also used by standby joiners, which are
-        not in the Horovod world yet)."""
+        not in the Horovod world yet). `base`: the bytes to start from (default: our snapshot);
+        every chunk `rank` does not need must already be the target's there."""
         cfg = target.config
         t0 = time.perf_counter()
         by_rank = {i.rank: i for i in infos}
@@ -153,7 +155,10 @@ class MultiSourcePull(SyncStrategy):
                                            cfg.transfer_timeout_s)
         # Start from our own bytes: chunks we already hold stay, the needed ones are fetched.
         whole = roles.needs[rank] == tuple(range(manifest.n_chunks))
-        base = None if whole else target.snapshot.buffer.clone()
+        if whole:
+            base = None
+        elif base is None:
+            base = target.snapshot.buffer.clone()
         buffer, stats = transfer.pull(manifest, peers, plan.assigned, holders=holders,
                                       buffer=base, timeout_s=cfg.transfer_timeout_s)
         t2 = time.perf_counter()

@@ -43,6 +43,7 @@ from .. import jsonline, signing
 from ..errors import (
     AuthenticationError,
     CorruptShardError,
+    IncompletePull,
     SnapshotError,
     TransferError,
 )
@@ -143,6 +144,9 @@ class ShardServer:
         self._offer_active = 0
         self._offer_last = 0.0
         self._offer_sending: set[socket.socket] = set()
+        # connections that pulled from the offer and are still open: a standby's pull holds one
+        # to each source until it has every chunk, and the offer stays until they close
+        self._offer_readers: set[socket.socket] = set()
         self._srv = TCPServer((host, port), Handler)
         self.port = self._srv.server_address[1]
         self._thread = threading.Thread(target=self._srv.serve_forever, name="chaos-shard-server",
@@ -172,9 +176,12 @@ class ShardServer:
         self._drain(lambda: self._offer_active, self._offer_sending, "a standby reading the offer")
 
     def offer_idle(self, quiet_s: float) -> bool:
-        """No standby is reading the offer, and none asked for a range for `quiet_s`."""
+        """No standby is reading the offer or holds a connection to it, and none asked for a
+        range for `quiet_s`. (A source whose share of a pull is done stays connected for the
+        chunks of a source that fails: replacing the offer then would refuse them as stale.)"""
         with self._cond:
-            return self._offer_active == 0 and time.monotonic() - self._offer_last >= quiet_s
+            return (self._offer_active == 0 and not self._offer_readers
+                    and time.monotonic() - self._offer_last >= quiet_s)
 
     def retract(self) -> None:
         """Stop serving and wait until no send reads the buffer (call before overwriting it).
@@ -245,6 +252,7 @@ class ShardServer:
         finally:
             with self._cond:
                 self._open -= 1
+                self._offer_readers.discard(sock)
 
     def _serve_requests(self, sock: socket.socket, peer) -> None:
         # unauthenticated silence and idle data connections are dropped; watches stay (below)
@@ -297,6 +305,7 @@ class ShardServer:
                     self._offer_active += 1
                     self._offer_last = time.monotonic()
                     self._offer_sending.add(sock)
+                    self._offer_readers.add(sock)
                 else:
                     self._active += 1
                     self._sending.add(sock)
@@ -442,16 +451,19 @@ class _Work:
         self.started = time.monotonic()
         self.reported = False               # pull() returned its statistics
         self.to_deliver = len(needed)
+        self.received: set[int] = set()     # chunks that arrived and matched their digests
         self.complete = threading.Event()   # every needed chunk arrived and matched its digest
         if not needed:
             self.complete.set()
 
-    def delivered(self, source: PeerId, chunks: int, nbytes: int, stats: "PullStats") -> None:
+    def delivered(self, source: PeerId, chunks: list[int], nbytes: int,
+                  stats: "PullStats") -> None:
         """Count chunks that arrived and matched their digests (figures kept as they come:
         pull() may return while a straggler is still connecting)."""
         with self.lock:
             stats.bytes_by_source[source] = stats.bytes_by_source.get(source, 0) + nbytes
-            self.to_deliver -= chunks
+            self.received.update(chunks)
+            self.to_deliver -= len(chunks)
             if self.to_deliver <= 0:
                 self.complete.set()
 
@@ -556,8 +568,11 @@ def _worker(peer: Peer, version: int, work: _Work, view: memoryview, stats: Pull
                 conn.request("range", start, end)
                 inflight.append(batch)
             if not inflight:
-                if work.awaiting_connect():    # work may free up when the grace period ends
-                    time.sleep(0.02)
+                # Stay connected until the pull is complete: work may free up when a source's
+                # grace period ends or a source fails, and this connection keeps the source's
+                # offer from being replaced meanwhile (ShardServer.offer_idle).
+                if (not work.complete.wait(0.02) and work.alive - {peer.id}
+                        and not work.stranded()):
                     continue
                 break
             batch = inflight[0]
@@ -565,14 +580,15 @@ def _worker(peer: Peer, version: int, work: _Work, view: memoryview, stats: Pull
             conn.response_header(end - start)
             _recv_exact_into(conn.sock, view[start:end])
             inflight.popleft()
-            good = good_bytes = 0
+            good, good_bytes = [], 0
             for c in batch:
                 a, b = m.chunk_range(c)
                 if chunk_digest(view[a:b]) != m.chunk_digests[c]:
                     stats.corrupt_chunks += 1
                     work.bad_chunk(c, peer.id)
                 else:
-                    good, good_bytes = good + 1, good_bytes + b - a
+                    good.append(c)
+                    good_bytes += b - a
             got += good_bytes
             work.delivered(peer.id, good, good_bytes, stats)
             with work.lock:
@@ -637,9 +653,11 @@ def pull(manifest: Manifest, peers: Iterable[Peer], assigned: dict[PeerId, list[
         work.reported = True
         stats = PullStats(dict(stats.bytes_by_source), dict(stats.seconds_by_source),
                           dict(stats.failed_sources), stats.corrupt_chunks, stats.stolen_batches)
+        received = frozenset(work.received)
     if fatal:
         raise fatal[0]
     if not work.complete.is_set():
-        raise TransferError(
-            f"{work.remaining()} chunk(s) undelivered; failed sources: {stats.failed_sources}")
+        raise IncompletePull(
+            f"{work.remaining()} chunk(s) undelivered; failed sources: {stats.failed_sources}",
+            manifest, buffer, received)
     return buffer, stats
