@@ -23,13 +23,15 @@ importing the cluster agent loads no torch):
 ``cluster/``    the self-governed cluster agent: peer negotiation of membership and links, monitor,
                 discovery for horovodrun (map in :mod:`chaos_hvd.cluster`).
 ``events``      every event record (sync, step, install, fault, ...): the contract between the
-                writers and the readers of an event log.
+                writers and the readers of an event log; ``record_step`` for any script.
 ``errors``      the typed errors of both subsystems.
 ``signing``     HMAC-SHA256 over canonical JSON (shard requests, agent datagrams).
 ``jsonline``    bounded JSON-line requests over Unix sockets (agent API, testbed control).
 ``waiting``     the one poll-with-deadline loop.
 ``yamldoc``     YAML with ``file:line:column`` errors, for every file dialect.
 ``units``       rates, times, sizes and percentages with units.
+``rules``       the one rule per kind of value read from outside: integers, numbers, durations,
+                ports, host names, secrets (every parser uses it).
 ``cliargs``     checked argument types and the help format of the command-line tools.
 
 Guarantees after every ``sync()``: all ranks hold bit-identical committed states (checked by an
@@ -48,6 +50,7 @@ from .errors import (
     TransferError,
     UnsupportedStateError,
 )
+from .events import record_step
 from .state.config import BandwidthMap, ChaosConfig
 
 __version__ = "0.1.0"
@@ -55,7 +58,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ChaosState", "ChaosConfig", "BandwidthMap", "ChaosError", "ConfigError", "SchedulerInputError",
     "UnsupportedStateError", "SnapshotError", "CorruptShardError", "TransferError",
-    "AuthenticationError", "StateDivergedError",
+    "AuthenticationError", "StateDivergedError", "record_step",
 ]
 
 

@@ -7,39 +7,36 @@ usage errors (argparse exits with status 2 and says which option), never a trace
 from __future__ import annotations
 
 import argparse
-import math
+
+from .rules import RuleError, parse_int, parse_number, parse_seconds
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows each option's default; keeps the description's line breaks."""
 
 
-def seconds(text: str) -> float:
-    """A finite, non-negative number of seconds."""
+MAX_SECONDS = 7 * 24 * 3600.0   # a week: longer waits are typos (and overflow socket timeouts)
+
+
+def _checked(fn, *args):
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: seconds must be finite and >= 0")
-    return value
+        return fn(*args)
+    except RuleError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[-1]) from None
+
+
+def seconds(text: str) -> float:
+    """A finite number of seconds in [0, MAX_SECONDS] (chaos_hvd.rules)."""
+    return _checked(parse_number, text, "seconds", 0.0, MAX_SECONDS)
 
 
 def positive_seconds(text: str) -> float:
-    value = seconds(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 seconds")
-    return value
+    """At least a millisecond, at most MAX_SECONDS."""
+    return _checked(parse_seconds, text, "seconds", MAX_SECONDS)
 
 
 def count(text: str, low: int = 1, high: int = 1 << 20) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not low <= value <= high:
-        raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
-    return value
+    return _checked(parse_int, text, "count", low, high)
 
 
 def port(text: str) -> int:

@@ -39,9 +39,10 @@ from the file append in :meth:`EventLog.write`.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
-from typing import Iterator, TypeVar, Union
+from typing import Annotated, Iterator, TypeVar, Union
 
 import msgspec
 
@@ -50,11 +51,15 @@ from .errors import EventLogError
 Rank = int
 
 
+# a clock reading: never negative, never absurd (a record that says otherwise is not one)
+Clock = Annotated[float, msgspec.Meta(ge=0, le=1e11)]
+
+
 class Event(msgspec.Struct, tag_field="event", kw_only=True):
     """Fields every record has; filled in by :meth:`EventLog.write`."""
 
-    t_mono: float = 0.0
-    t_unix: float = 0.0
+    t_mono: Clock = 0.0
+    t_unix: Clock = 0.0
     pid: int = 0
 
 
@@ -236,9 +241,15 @@ class Resumed(TrainingEvent, tag="resumed"):
 
 
 class Step(TrainingEvent, tag="step"):
-    epoch: int
-    loss: float
-    lr: float
+    """A training step. Only ``step`` is required, so any script can write one (by hand, or with
+    :func:`record_step`): the testbed's step triggers need nothing else, ``size`` (the world
+    size) only for ``at_size``. ``rank`` -1 and ``size`` 0 mean "not given"."""
+
+    rank: Rank = -1
+    size: int = 0
+    epoch: int = 0
+    loss: float | None = None
+    lr: float | None = None
     host: str | None = None
 
 
@@ -355,7 +366,7 @@ class SendFailed(AgentEvent, tag="send_failed"):
 # ------------------------------------------------------------------------------ testbed timeline
 
 class TimelineEvent(Event, kw_only=True):
-    t_rel: float = 0.0              # seconds since the testbed started
+    t_rel: Clock = 0.0              # seconds since the testbed started
 
 
 class Capability(TimelineEvent, tag="capability"):
@@ -471,6 +482,18 @@ class EventLog:
         return record
 
 
+def record_step(step: int, size: int | None = None, path: str | None = None) -> Step:
+    """Log one training step for the testbed's step triggers (``at_step``, with `size` also
+    ``at_size``) to `path`, default ``CHAOS_EVENT_LOG`` (nothing is written when neither is set).
+    One line in a training loop: ``chaos_hvd.record_step(step, hvd.size())``."""
+    if type(step) is not int or not 0 <= step < 1 << 62 or (
+            size is not None and (type(size) is not int or not 1 <= size <= 1 << 20)):
+        raise ValueError(f"record_step: step must be an int in 0..2**62 and size an int in "
+                         f"1..2**20 or None, got {step!r}, {size!r}")
+    return EventLog(path or os.environ.get("CHAOS_EVENT_LOG")).write(
+        Step(step=step, size=size or 0))
+
+
 def decode(line: bytes | str) -> AnyEvent:
     """One line -> its record; EventLogError if it is not one of the records above."""
     try:
@@ -488,16 +511,34 @@ def iter_events(lines: Iterator[bytes | str], source: str = "<events>") -> Itera
                 raise EventLogError(f"{source}:{n}: {e}") from None
 
 
-def read_events(path: str, *kinds: type[E]) -> list[E]:
-    """Every record in the file (only those of the given types, when some are given)."""
-    with open(path, "rb") as f:
-        records = list(iter_events(f, path))
+MAX_LOG_BYTES = 1 << 30
+
+
+def read_events(path: str, *kinds: type[E], max_bytes: int = MAX_LOG_BYTES) -> list[E]:
+    """Every record in the file (only those of the given types, when some are given).
+
+    Only a regular file of at most `max_bytes` is read (EventLogError otherwise): a log linked
+    to ``/dev/zero`` or a FIFO must not exhaust memory or block the reader."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)     # a FIFO must not block the open
+    except OSError as e:
+        raise EventLogError(f"{path}: cannot open: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise EventLogError(f"{path}: not a regular file")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise EventLogError(f"{path}: larger than {max_bytes} bytes")
+    records = list(iter_events(data.split(b"\n"), path))
     return [r for r in records if isinstance(r, kinds)] if kinds else records
 
 
-def tail_events(path: str, offset: int, partial: bytes = b"") -> tuple[list[AnyEvent], int, bytes]:
+def tail_events(path: str, offset: int, partial: bytes = b"",
+                on_bad=None) -> tuple[list[AnyEvent], int, bytes]:
     """Records appended since `offset`: (records, new offset, unfinished last line). Lines that
-    are not records are skipped (a reader polling a live log must not die of a torn write)."""
+    are not records are skipped (a reader polling a live log must not die of a torn write);
+    `on_bad(line, reason)` hears of each."""
     with open(path, "rb") as f:
         f.seek(offset)
         data = f.read()
@@ -508,6 +549,7 @@ def tail_events(path: str, offset: int, partial: bytes = b"") -> tuple[list[AnyE
         try:
             if line.strip():
                 out.append(decode(line))
-        except EventLogError:
-            continue
+        except EventLogError as e:
+            if on_bad is not None:
+                on_bad(line, str(e))
     return out, offset + len(data), rest

@@ -7,7 +7,8 @@
 #     because an unpinned torch pulls a multi-GB CUDA build
 #   * Horovod 0.28.1 built from the PyPI sdist with Gloo + PyTorch and C++17 forced (torch >= 2.1
 #     headers need it; horovod#3996), patched (scripts/horovod-patches/: Gloo wakes every waiter of a
-#     failed connection; a world that fails to form makes hvd.init() fail, not abort). The
+#     failed connection; a world that fails to form makes hvd.init() fail, not abort; an abort
+#     entry point for one world's connections). The
 #     built wheel is cached in CHAOS_WHEEL_CACHE (default ~/.cache/chaos-hvd/wheels) so a second
 #     run -- or a fresh clone on the same host -- does not rebuild it (~2 min on 2 cores).
 #   * this project in editable mode, with its test extras.

@@ -14,7 +14,8 @@
 ``{agent_socket}`` in the command are replaced; ``{storage}`` by the checkpoint URL of the
 topology's first ``role: storage`` node (for ``CHAOS_CHECKPOINT_DIR``). ``run --agents`` runs a ``chaos-hvd agent`` in every
 worker and makes ``{discovery}`` ask the agents (``--agent-opt heartbeat=0.1`` to tune them). Exit codes: the command's own status for ``run``; 2 bad input, 3 missing kernel feature,
-4 verification failed, 77 not root, 130 interrupted, 1 other failure.
+4 verification failed, 5 (``run``) the command succeeded but scheduled actions never fired
+(``--allow-unfired``: the command's status), 77 not root, 130 interrupted, 1 other failure.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from chaos_hvd.waiting import wait_until
 from .errors import InputError, TestbedError
 
 EXIT_INTERRUPTED = 130
+UNFIRED_EXIT = 5          # run: the command succeeded, but a scheduled fault never happened
 
 
 class _Interrupted(BaseException):
@@ -195,8 +197,14 @@ def cmd_run(args) -> int:
             rc = 124
         ex.stop()
         tb.log(events.CommandExit(rc=rc, pending_actions=len(ex.pending)))
+        if ex.steps.unreadable:
+            _say(f"{ex.steps.unreadable} line(s) of the event log were not records (skipped; "
+                 "the first of each kind is shown above)")
         if ex.pending:
-            _say(f"{len(ex.pending)} scheduled action(s) never fired (the command ended first)")
+            _say(f"{len(ex.pending)} scheduled action(s) never fired (the command ended first): "
+                 + ", ".join(f"{a.action} {a.target}" for a in ex.pending[:5]))
+            if rc == 0 and not args.allow_unfired:
+                rc = UNFIRED_EXIT
         _say(f"command exited with {rc}; tearing down")
     _say(f"timeline picture: chaos-testbed report {tb.out_dir}")
     return rc
@@ -403,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run a chaos-hvd cluster agent in every worker; {discovery} asks them")
     p.add_argument("--agent-opt", action="append", metavar="KEY=VALUE",
                    help="chaos-hvd agent option, e.g. heartbeat=0.1 (repeatable)")
+    p.add_argument("--allow-unfired", action="store_true",
+                   help=f"exit with the command's status even if scheduled actions never fired "
+                        f"(default: exit {UNFIRED_EXIT} then, when the command itself succeeded)")
     p.set_defaults(fn=cmd_run)  # the command comes after "--" (split off in main)
 
     p = parser("up", "build and hold the network until Ctrl-C or 'down'")

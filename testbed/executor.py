@@ -3,8 +3,11 @@
 A background thread polls every POLL_S: time triggers fire at ``t0 + at + offset``; step
 triggers fire ``offset`` after the first :class:`chaos_hvd.events.Step` with ``step >= at_step``
 (and, with ``at_size``, logged at that world size) in the run's event log (the plugin's
-``CHAOS_EVENT_LOG``; examples/train_elastic.py writes these); record triggers fire ``offset``
-after the first record of kind ``at_record`` there (``standby_pulling``, say).
+``CHAOS_EVENT_LOG``; a step record needs only ``step`` -- and ``size`` for ``at_size`` -- as
+``chaos_hvd.record_step`` writes it); record triggers fire ``offset`` after the first record of
+kind ``at_record`` there (``standby_pulling``, say). A line of the log that is not a record is
+reported once per kind of defect, with the line: a trigger waiting for records the script writes
+wrongly must not wait in silence.
 Every action, applied or failed, is one JSON line in the testbed's timeline with its monotonic
 time, how late it fired and how long applying it took.
 """
@@ -39,23 +42,37 @@ class StepWatcher:
     """Highest training step seen so far in an event log, overall and per world size, and when
     each kind of record was first seen (read incrementally)."""
 
-    def __init__(self, path: str | None):
+    def __init__(self, path: str | None, on_bad=None):
         self.path, self.offset, self.step = path, 0, -1
         self.step_at_size: dict[int, int] = {}
         self.first_seen: dict[str, float] = {}   # record kind -> monotonic time of the poll
         self._partial = b""
+        self.unreadable = 0                      # lines that were not records
+        self._reasons: set[str] = set()
+        self._on_bad = on_bad or (lambda line, why: log.warning(
+            "the event log has a line that is not a record, skipped (%s): %s", why,
+            line[:200].decode(errors="replace")))
+
+    def _bad(self, line: bytes, why: str) -> None:
+        self.unreadable += 1
+        kind = why.split(" - ")[0][:120]         # one report per kind of defect
+        if kind not in self._reasons and len(self._reasons) < 20:
+            self._reasons.add(kind)
+            self._on_bad(line, why)
 
     def poll(self) -> int:
         if not self.path or not os.path.exists(self.path):
             return self.step
         records, self.offset, self._partial = events.tail_events(self.path, self.offset,
-                                                                 self._partial)
+                                                                 self._partial, self._bad)
         now = time.monotonic()
         for rec in records:
             self.first_seen.setdefault(rec.__struct_config__.tag, now)
             if isinstance(rec, events.Step):
                 self.step = max(self.step, rec.step)
-                self.step_at_size[rec.size] = max(self.step_at_size.get(rec.size, -1), rec.step)
+                if rec.size:
+                    self.step_at_size[rec.size] = max(self.step_at_size.get(rec.size, -1),
+                                                      rec.step)
         return self.step
 
     def reached(self, at_step: int, at_size: int | None) -> bool:

@@ -33,7 +33,8 @@ def load_run(run_dir: str) -> RunTimeline:
     def read(name: str):
         path = os.path.join(run_dir, name)
         try:
-            return read_events(path) if os.path.exists(path) else []
+            # lexists: a dangling link or a link loop is an error, not a missing log
+            return read_events(path) if os.path.lexists(path) else []
         except (EventLogError, OSError) as e:
             raise ReportError(str(e), path) from None
     timeline = read("timeline.jsonl")

@@ -41,6 +41,15 @@ def raw(port, method, path, body=b"", headers=None):
     return status
 
 
+def wire_status(port, request: str) -> int:
+    """Send `request` as UTF-8 bytes (http.client refuses non-ASCII); the reply's status."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request.encode())
+        reply = s.recv(4096)
+    return int(reply.split()[1]) if reply else 0
+
+
 def record(rank):
     return wire.SourceRecord(rank, "h1", "10.0.0.1", 4000, 8, "ab" * 16, 512, 256,
                              ("00" * 16, "11" * 16))
@@ -130,3 +139,55 @@ def test_a_vanished_hosts_worker_is_recorded_for_and_its_session_ended(tmp_path)
         assert [(e.host, e.slot) for e in read_events(str(log), SlotLost)] == [("h2", 0)]
     finally:
         driver.stop()
+
+
+def test_hostile_handshake_requests_get_a_clean_400(served, tmp_path, monkeypatch):
+    """Each of these ended in a traceback and no reply, or served a file, before."""
+    driver, port = served
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "secret.txt").write_text("x")
+    assert wire_status(port, f"GET /{wire.SWITCH}/h1:\u00b2 HTTP/1.0\r\n\r\n") == 400
+    assert wire_status(port, f"PUT /{wire.READY}/h1:\u00b9 HTTP/1.0\r\n"
+                             "Content-Length: 2\r\n\r\n{{}}") == 400
+    for length in (None, "abc", str(2 ** 62), "\u0663", "-0"):
+        header = "" if length is None else f"Content-Length: {length}\r\n"
+        assert wire_status(port, f"PUT /junk/k HTTP/1.0\r\n{header}\r\n") == 400, length
+    assert raw(port, "HEAD", "/secret.txt") == 400
+    assert raw(port, "GET", "/secret.txt") == 400
+    # a nonce that is not one
+    assert raw(port, "GET", f"/{wire.WORLD}/zz") == 400
+    # Horovod's own PUT still gets its body (read under our rule first)
+    assert raw(port, "PUT", "/some_scope/k", b"value") == 200
+
+
+def test_a_trickling_request_is_cut_at_the_deadline_and_connections_are_capped(served,
+                                                                               monkeypatch):
+    import socket
+    import time
+
+    from chaos_hvd.scaleout import driver as drv
+    _, port = served
+    monkeypatch.setattr(drv, "REQUEST_DEADLINE_S", 1.0)
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"PUT /junk/k HTTP/1.0\r\nContent-Length: 100\r\n\r\n")
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < 5:
+            s.sendall(b"x")                    # a byte every 0.3 s: no read ever times out
+            time.sleep(0.3)
+        cut = False
+    except OSError:
+        cut = True
+    s.close()
+    assert cut and time.monotonic() - t0 < 3
+    # one address cannot hold more than its share of the server
+    monkeypatch.setattr(drv, "MAX_CONNECTIONS_PER_ADDR", 2)
+    served_again = []
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    time.sleep(0.2)
+    extra = socket.create_connection(("127.0.0.1", port))
+    extra.settimeout(3)
+    served_again.append(extra.recv(10))       # closed at once: b""
+    assert served_again == [b""]
+    for c in silent + [extra]:
+        c.close()

@@ -145,6 +145,35 @@ def test_report_draws_a_png(tmp_path):
     assert main(["report", str(tmp_path)]) == 2
 
 
+@pytest.mark.parametrize("make", ["dev_zero", "fifo", "loop", "negative_time", "huge_time"])
+def test_report_refuses_logs_that_are_no_logs(tmp_path, make):
+    """Each of these ended in 5.5 GB of memory, a hang, or exit 0 with a wrong picture."""
+    import os
+    import threading
+    from testbed.report import ReportError, write_report
+    log = ev.EventLog(str(tmp_path / "timeline.jsonl"))
+    log.write(ev.CommandStart(argv=["x"], host="ctl"))
+    events = tmp_path / "events.jsonl"
+    if make == "dev_zero":
+        os.symlink("/dev/zero", events)
+    elif make == "fifo":
+        os.mkfifo(events)
+    elif make == "loop":
+        os.symlink(events, events)
+    elif make == "negative_time":
+        log.write(ev.Fault(action="crash", target="w2", applied_ms=1.0))
+        text = (tmp_path / "timeline.jsonl").read_text().replace('"t_rel":', '"t_rel":-1e300,"x":')
+        (tmp_path / "timeline.jsonl").write_text(text)
+    else:
+        events.write_text('{"event": "step", "step": 1, "t_mono": 1e300}\n')
+    done = []
+    t = threading.Thread(target=lambda: done.append(pytest.raises(ReportError, write_report,
+                                                                  str(tmp_path))), daemon=True)
+    t.start()
+    t.join(20)
+    assert done, "the report hung"
+
+
 @pytest.mark.parametrize("tty", [False, True])
 def test_run_progress_shows_step_and_pending_actions(tty, capsys, monkeypatch):
     import subprocess

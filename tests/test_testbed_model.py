@@ -285,6 +285,35 @@ def test_a_step_trigger_can_wait_for_a_world_size(tmp_path):
     assert watch.reached(0, 3) and watch.reached(10, 3)
 
 
+def test_a_script_that_logs_only_step_and_size_drives_step_triggers(tmp_path):
+    """A user's own training script, written from the README: `step` alone counts for
+    ``at_step``, with `size` for ``at_size``; lines that are not records are reported once per
+    kind of defect, never skipped in silence."""
+    import json
+    import chaos_hvd
+
+    path = tmp_path / "events.jsonl"
+    bad: list = []
+    watch = StepWatcher(str(path), on_bad=lambda line, why: bad.append((line, why)))
+    with open(path, "a") as f:
+        for step in range(1, 4):
+            f.write(json.dumps({"event": "step", "step": step, "rank": 0, "size": 3}) + "\n")
+        f.write(json.dumps({"event": "step", "step": 5}) + "\n")           # no size
+        f.write('{"event": "step", "stp": 9}\n{"event": "step", "stp": 10}\n')  # a typo, twice
+        f.write("not json at all\n")
+    chaos_hvd.record_step(7, 2, path=str(path))                              # the helper
+    watch.poll()
+    assert watch.step == 7 and watch.reached(3, 3) and watch.reached(7, 2)
+    assert not watch.reached(4, 3)            # the size-less step 5 counts for at_step only
+    assert watch.unreadable == 3 and len(bad) == 2       # two kinds of defect, each once
+    assert any("step" in why for _, why in bad)
+    with pytest.raises(ValueError):
+        chaos_hvd.record_step(-1)
+    for bad in ((3, 0), (2 ** 70, None), (True, None), (3.0, None)):
+        with pytest.raises(ValueError):
+            chaos_hvd.record_step(*bad)
+
+
 def test_a_record_trigger_fires_on_the_first_record_of_its_kind(tmp_path):
     doc = ("actions:\n  - {at_record: standby_ready, action: crash, node: h1}\n"
            "  - {at_record: standby_pulling, after: 1.5s, action: crash, node: h2}\n"

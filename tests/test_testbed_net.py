@@ -299,3 +299,28 @@ def test_not_root_fails_with_one_line():
                            cwd=REPO, capture_output=True, text=True, timeout=60)
     shutil.rmtree(folder)
     assert check.returncode == 0, check.stderr                 # validation needs no root
+
+
+def test_run_fires_step_triggers_from_minimal_records_and_fails_on_unfired_actions(tmp_path):
+    """A script's own ``{"event": "step", "step": N}`` lines drive ``at_step``; an action that
+    never fired makes a successful command's run exit 5 (``--allow-unfired``: its status)."""
+    require_testbed()
+    topo_path = tmp_path / "star.yaml"
+    topo_path.write_text(STAR)
+    faults = tmp_path / "faults.yaml"
+    faults.write_text("actions:\n  - {at_step: 2, action: link_down, link: a-s1}\n"
+                      "  - {at_step: 1000, action: link_down, link: b-s1}\n")
+    script = ("""for i in 1 2 3; do echo '{"event": "step", "step": '$i'}' >> {event_log}; """
+              """done; sleep 1""")
+    runs = {}
+    for extra in ([], ["--allow-unfired"]):
+        out = tmp_path / f"out{len(extra)}"
+        runs[bool(extra)] = _cli("run", str(topo_path), "--faults", str(faults), "--out", str(out),
+                                 *extra, "--", "sh", "-c", script)
+        timeline = [json.loads(x) for x in (out / "timeline.jsonl").read_text().split("\n") if x]
+        assert [(r["action"], r["target"]) for r in timeline if r["event"] == "fault"] == \
+            [("link_down", "a-s1")]
+    assert runs[False].returncode == 5, runs[False].stderr[-2000:]
+    assert "never fired" in runs[False].stderr and "link_down b-s1" in runs[False].stderr
+    assert runs[True].returncode == 0, runs[True].stderr[-2000:]
+    assert leftovers() == []

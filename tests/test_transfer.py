@@ -9,7 +9,8 @@ import torch
 from chaos_hvd.state import transfer
 from chaos_hvd.errors import IncompletePull, TransferError
 from chaos_hvd.state.snapshot import Snapshot
-from chaos_hvd.state.transfer import Peer, ShardServer, fetch_manifest, new_token, pull, sign
+from chaos_hvd.state.transfer import (Peer, ShardServer, fetch_manifest, new_token, pull, request,
+                                      sign)
 from chaos_hvd.waiting import wait_until
 
 CHUNK = 4096
@@ -114,42 +115,47 @@ def raw_request(port, msg_bytes):
 def test_forged_replayed_and_oversized_requests_are_rejected(state, servers):
     srvs, peers = servers(1)
     import json
-    forged = sign(b"k" * 32, {"op": "range", "version": 3, "start": 0, "end": 10})
+    here = ("127.0.0.1", peers[0].port)
+    forged = request(b"k" * 32, here, "range", 3, 0, 10)
     assert raw_request(peers[0].port, json.dumps(forged).encode())["ok"] is False
-    good = sign(peers[0].token, {"op": "manifest", "version": 3, "start": 0, "end": 0})
+    good = request(peers[0].token, here, "manifest", 3)
     assert raw_request(peers[0].port, json.dumps(good).encode())["ok"] is True
     assert raw_request(peers[0].port, json.dumps(good).encode())["ok"] is False  # replay
-    stale = sign(peers[0].token, {"op": "manifest", "version": 2, "start": 0, "end": 0})
+    stale = request(peers[0].token, here, "manifest", 2)
     assert "stale" in raw_request(peers[0].port, json.dumps(stale).encode())["error"]
-    big = sign(peers[0].token, {"op": "range", "version": 3, "start": 0, "end": 10 ** 9})
+    big = request(peers[0].token, here, "range", 3, 0, 10 ** 9)
     assert raw_request(peers[0].port, json.dumps(big).encode())["ok"] is False
     assert raw_request(peers[0].port, b"x" * 5000)["ok"] is False  # header over the size limit
     assert raw_request(peers[0].port, b"\x80\x04not json")["ok"] is False
-    assert srvs[0].rejected == 6
+    unbound = sign(peers[0].token, {"op": "manifest", "version": 3, "start": 0, "end": 0})
+    assert "another server" in raw_request(peers[0].port, json.dumps(unbound).encode())["error"]
+    assert srvs[0].rejected == 7
 
 
-def _signed(token, **fields):
+def _signed(token, port, **fields):
     import json
     return json.dumps(sign(token, {"op": "range", "version": 3, "start": 0, "end": 10,
-                                   **fields})).encode()
+                                   "to": f"127.0.0.1:{port}", **fields})).encode()
 
 
 def test_hostile_requests_are_counted_rejections_and_the_server_keeps_serving(state, servers):
     import json
     srvs, peers = servers(1)
     port, token = peers[0].port, peers[0].token
-    no_nonce = transfer.signing.sign_fields(token, {"op": "manifest", "version": 3})
-    int_nonce = transfer.signing.sign_fields(token, {"op": "manifest", "version": 3, "nonce": 5})
+    to = f"127.0.0.1:{port}"
+    no_nonce = transfer.signing.sign_fields(token, {"op": "manifest", "version": 3, "to": to})
+    int_nonce = transfer.signing.sign_fields(token, {"op": "manifest", "version": 3, "nonce": 5,
+                                                     "to": to})
     bad = [b"[" * 2000 + b"]" * 2000,                                   # deep JSON
            json.dumps({"op": "manifest", "mac": "é" * 64}).encode(),    # non-ASCII mac
            json.dumps(no_nonce).encode(), json.dumps(int_nonce).encode(),
-           _signed(token, start=False, end=True),                       # bools are not offsets
+           _signed(token, port, start=False, end=True),                 # bools are not offsets
            json.dumps([1, 2]).encode()]
     for i, msg in enumerate(bad, 1):
         reply = raw_request(port, msg)
         assert reply["ok"] is False, msg[:40]
         assert srvs[0].rejected == i
-    ok = sign(token, {"op": "manifest", "version": 3, "start": 0, "end": 0})
+    ok = request(token, ("127.0.0.1", port), "manifest", 3)
     assert raw_request(port, json.dumps(ok).encode())["ok"] is True
 
 
@@ -164,8 +170,8 @@ def test_retract_does_not_wait_for_a_peer_that_stopped_reading(monkeypatch):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect(("127.0.0.1", srv.port))
-    data = json.dumps(sign(token, {"op": "range", "version": 3, "start": 0,
-                                   "end": snap.size_bytes})).encode()
+    data = json.dumps(request(token, ("127.0.0.1", srv.port), "range", 3, 0,
+                              snap.size_bytes)).encode()
     s.sendall(struct.pack("!I", len(data)) + data)            # ... and never read the reply
     time.sleep(0.3)
     t0 = time.monotonic()
@@ -179,20 +185,85 @@ def test_retract_does_not_wait_for_a_peer_that_stopped_reading(monkeypatch):
 def test_silent_connections_are_dropped_and_capped(state, servers, monkeypatch):
     import time
     monkeypatch.setattr(transfer, "FIRST_FRAME_TIMEOUT_S", 0.3)
-    monkeypatch.setattr(transfer, "MAX_CONNECTIONS", 4)
     srvs, peers = servers(1)
     idle = [socket.create_connection(("127.0.0.1", peers[0].port)) for _ in range(4)]
-    extra = socket.create_connection(("127.0.0.1", peers[0].port), timeout=5)
-    assert transfer.recv_frame(extra)["ok"] is False          # over the cap: refused at once
     for s in idle:                                            # silent ones: closed by the server
         s.settimeout(5)
         t0 = time.monotonic()
         assert s.recv(1) == b"" and time.monotonic() - t0 < 3
         s.close()
-    extra.close()
 
 
-def test_fetch_manifest_moves_on_from_a_source_with_a_malformed_reply(state, servers):
+def test_strangers_that_fill_the_server_or_trickle_cannot_keep_a_pull_out(state, servers,
+                                                                          monkeypatch):
+    """The cap's worth of connections that send nothing, or a byte of a frame every 0.5 s
+    (each read succeeds), used to refuse a real joiner: now the oldest of them makes room,
+    and a frame must arrive whole by its deadline."""
+    import threading
+    import time
+    monkeypatch.setattr(transfer, "MAX_CONNECTIONS", 6)
+    monkeypatch.setattr(transfer, "MAX_CONNECTIONS_PER_ADDR", 6)
+    monkeypatch.setattr(transfer, "FIRST_FRAME_TIMEOUT_S", 2.0)
+    srvs, peers = servers(1)
+    port = peers[0].port
+    hog = [socket.create_connection(("127.0.0.1", port)) for _ in range(6)]
+    stop = threading.Event()
+
+    def trickle(s):                                           # never completes a frame
+        try:
+            s.sendall(struct.pack("!I", 200))
+            while not stop.wait(0.5):
+                s.sendall(b"{")
+        except OSError:
+            pass
+    for s in hog:
+        threading.Thread(target=trickle, args=(s,), daemon=True).start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    man = fetch_manifest(peers, 3, state.manifest().digest(), 5)
+    buf, _ = pull(man, peers, {peers[0].id: list(range(man.n_chunks))}, timeout_s=5)
+    assert torch.equal(buf, state.buffer) and time.monotonic() - t0 < 2.0
+    # the trickling ones are cut by their frame's deadline anyway, however often they send
+    for s in hog:
+        s.settimeout(5)
+        try:
+            while s.recv(4096):                               # a refusal, then the close
+                pass
+        except ConnectionResetError:
+            pass
+    assert time.monotonic() - t0 < 4.0
+    stop.set()
+    for s in hog:
+        s.close()
+
+
+def test_a_request_for_one_worker_is_refused_by_another_and_after_a_re_offer(state):
+    """Every worker offers to standbys under one token: a captured request must not be
+    served by another worker, nor by the same one once it offered the version again."""
+    import json
+    srvs = [ShardServer("127.0.0.1") for _ in range(2)]
+    try:
+        token = new_token()
+        for srv in srvs:
+            srv.offer(3, state.manifest().to_bytes(), memoryview(state.buffer.numpy()), token)
+        captured = request(token, ("127.0.0.1", srvs[0].port), "manifest", 3)
+        wire_form = json.dumps(captured).encode()
+        assert raw_request(srvs[0].port, wire_form)["ok"] is True
+        assert "another server" in raw_request(srvs[1].port, wire_form)["error"]
+        srvs[0].withdraw_offer()
+        srvs[0].offer(3, state.manifest().to_bytes(), memoryview(state.buffer.numpy()), token)
+        assert "replayed" in raw_request(srvs[0].port, wire_form)["error"]
+    finally:
+        for srv in srvs:
+            srv.close()
+
+
+@pytest.mark.parametrize("header,body", [({"ok": True, "nbytes": 2}, b"[]"),
+                                         ({"ok": True, "nbytes": -1}, b""),
+                                         ({"ok": True, "nbytes": True}, b"x"),
+                                         ({"ok": True, "nbytes": 1.5}, b"")])
+def test_fetch_manifest_moves_on_from_a_source_with_a_malformed_reply(state, servers, header,
+                                                                      body):
     import threading
     _, peers = servers(1)
     liar = socket.create_server(("127.0.0.1", 0))
@@ -201,8 +272,8 @@ def test_fetch_manifest_moves_on_from_a_source_with_a_malformed_reply(state, ser
         conn, _ = liar.accept()
         with conn:
             transfer.recv_frame(conn)
-            transfer.send_frame(conn, {"ok": True, "nbytes": 2})
-            conn.sendall(b"[]")
+            transfer.send_frame(conn, header)
+            conn.sendall(body)
     threading.Thread(target=serve, daemon=True).start()
     first = Peer(9, "127.0.0.1", liar.getsockname()[1], b"t" * 32)
     manifest = fetch_manifest([first, peers[0]], 3, state.manifest().digest(), 5)

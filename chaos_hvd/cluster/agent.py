@@ -86,8 +86,10 @@ class AgentOptions:
     leave_timeout_s: float = 3.0
 
     def __post_init__(self):
-        if not wire.is_id(self.id):
-            raise ValueError(f"agent id {self.id!r}: use a host name, an IP or host:port")
+        for node in (self.id, *self.members, *self.seeds):
+            if not wire.is_id(node):
+                raise ValueError(f"agent id {node!r}: use a host name, an IP or host:port "
+                                 "(port 1..65535)")
         if len(self.secret) < 16:
             raise ValueError("the cluster secret must be at least 16 bytes")
         if self.slots is not None and not 1 <= self.slots <= wire.MAX_SLOTS:

@@ -40,7 +40,7 @@ def _secret(args) -> bytes:
         if len(secret) > MAX_SECRET_BYTES:
             raise ValueError(f"the secret file is longer than {MAX_SECRET_BYTES} bytes")
     else:
-        secret = os.environ.get("CHAOS_CLUSTER_SECRET", "").encode()
+        secret = os.environ.get("CHAOS_CLUSTER_SECRET", "").encode().strip()   # as the file's
     if len(secret) < 16:
         raise ValueError("a cluster secret of at least 16 bytes is needed "
                          "(--secret-file or CHAOS_CLUSTER_SECRET)")

@@ -37,6 +37,7 @@ MAX_FRAME = 4096
 WARMUP = 0.2
 FIRST_FRAME_TIMEOUT_S = 2.0     # an unauthenticated connection that says nothing is dropped
 MAX_PROBE_CONNECTIONS = 16      # probes run one at a time: more open connections is a flood
+MAX_PROBE_CONNECTIONS_PER_ADDR = 4   # a peer leads one probe at a time (loopback clusters share one)
 
 
 def _gpu_query() -> dict:
@@ -142,14 +143,21 @@ class ProbeService:
         self.guard = wire.ReplayGuard()  # probe channel has its own: TCP and UDP may interleave
         self.busy = False
         self.open = 0                    # connections being served now
+        self.open_by_addr: dict[str, int] = {}
 
     def _seal(self, dst: str, body: dict) -> bytes:
         return wire.seal(self.secret, self.me, dst, self.seq.next(time.time_ns()), body)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        addr = str(peer[0]) if peer else ""
         self.open += 1
+        self.open_by_addr[addr] = self.open_by_addr.get(addr, 0) + 1
         try:
+            # a cap per address too: one host's silent connections must not fill the port
+            if self.open_by_addr[addr] > MAX_PROBE_CONNECTIONS_PER_ADDR:
+                raise wire.OversizedMessage(f"more than {MAX_PROBE_CONNECTIONS_PER_ADDR} probe "
+                                            f"connections from {addr}")
             if self.open > MAX_PROBE_CONNECTIONS:
                 raise wire.OversizedMessage(f"more than {MAX_PROBE_CONNECTIONS} probe connections")
             frame = await asyncio.wait_for(_read_frame(reader), FIRST_FRAME_TIMEOUT_S)
@@ -177,6 +185,11 @@ class ProbeService:
             pass
         finally:
             self.open -= 1
+            left = self.open_by_addr.get(addr, 1) - 1
+            if left:
+                self.open_by_addr[addr] = left
+            else:
+                self.open_by_addr.pop(addr, None)
             writer.close()
 
     async def lead(self, peer: str, host: str, port: int, seconds: float

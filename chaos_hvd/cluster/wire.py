@@ -38,6 +38,7 @@ import msgspec
 
 from .. import jsonline, signing
 from ..errors import ForgedMessage, MalformedMessage, OversizedMessage, ReplayedMessage
+from ..rules import RuleError, parse_port
 from .kinds import Change, Msg
 
 MAGIC = b"chv1"
@@ -145,7 +146,26 @@ def _is_num(x) -> bool:
 
 
 def is_id(x) -> bool:
-    return isinstance(x, str) and bool(_ID.match(x))
+    """A host name, an IP literal, ``host:port`` or ``[ipv6]:port`` (port 1..65535)."""
+    if not isinstance(x, str) or not _ID.match(x):
+        return False
+    if x.startswith("["):
+        host, sep, port = x.rpartition("]:")
+        if not sep:
+            return x.endswith("]") and len(x) > 2
+        return len(host) > 1 and _is_port(port)
+    if x.count(":") == 1:
+        host, _, port = x.partition(":")
+        return bool(host) and _is_port(port)
+    return True
+
+
+def _is_port(text: str) -> bool:
+    try:
+        parse_port(text, "port")
+    except RuleError:
+        return False
+    return True
 
 
 def _need(cond: bool, what: str) -> None:
@@ -193,9 +213,9 @@ def validate_change(ch) -> None:
         ok = is_id(ch[1]) and _is_slots(ch[2])
     else:
         ok = ok and ch[0] in _ID_CHANGES and len(ch) == _ID_CHANGES[ch[0]] \
-            and all(is_id(x) for x in ch[1:])
-    _need(ok, f"change {str(ch)[:80]} is not [kind, id], [link_up|link_down, id, id] or "
-              f"[add|slots, id, slots]")
+            and all(is_id(x) for x in ch[1:]) and len(set(ch[1:])) == len(ch) - 1
+    _need(ok, f"change {str(ch)[:80]} is not [kind, id], [link_up|link_down, id, id] (two "
+              f"different ends) or [add|slots, id, slots]")
 
 
 def _fields(body: dict, *names, optional=()) -> None:

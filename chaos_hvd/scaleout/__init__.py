@@ -1,6 +1,7 @@
 """Scale-out that does not stop training: the ``chaos-hvdrun`` launcher and what it says to workers.
 
 ``cli``         ``chaos-hvdrun``: ``horovodrun`` with the driver below (same arguments).
+``args``        the launcher's check of Horovod's arguments before Horovod acts on them (pure).
 ``driver``      Horovod's elastic driver, extended: a new slot's worker starts at once as a
                 *standby* and is switched in only once it holds a recent state (the one module
                 here that imports Horovod).

@@ -24,7 +24,8 @@ import signal
 import sys
 
 from ..errors import ConfigError
-from ..state.config import env_number
+from ..rules import RuleError
+from ..state.config import env_seconds
 from . import wire
 
 DEFAULT_READY_TIMEOUT_S = 300.0
@@ -37,9 +38,7 @@ def settings_from_env(env=None):
     secret = wire.secret_from_hex(raw)
     if raw and secret is None:
         raise ConfigError(f"{wire.SECRET_ENV}: not hex, or shorter than 16 bytes")
-    timeout = env_number(env, "CHAOS_STANDBY_TIMEOUT_S", DEFAULT_READY_TIMEOUT_S)
-    if not 0 < timeout <= 24 * 3600:
-        raise ConfigError(f"CHAOS_STANDBY_TIMEOUT_S: {timeout:g} is outside (0, 86400]")
+    timeout = env_seconds(env, "CHAOS_STANDBY_TIMEOUT_S", DEFAULT_READY_TIMEOUT_S, 24 * 3600)
     return StandbySettings(secret or secrets.token_bytes(32), timeout,
                            env.get("CHAOS_EVENT_LOG") or None)
 
@@ -54,14 +53,27 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"chaos-hvdrun: {e}", file=sys.stderr)
         return 2
-    # the workers inherit it through Horovod's environment forwarding
-    os.environ[wire.SECRET_ENV] = settings.secret.hex()
     from horovod.runner import launch
 
+    from .args import check, hostfile
+    sys.argv = ["horovodrun", *(sys.argv[1:] if argv is None else argv)]
+    args = launch.parse_args()            # Horovod's own parser: usage errors exit 2 there
+    try:
+        check(args)
+        if args.hostfile is not None:     # read once, by our rules (Horovod's parser would
+            args.hosts = ",".join(f"{h}:{n}" for h, n in hostfile(args.hostfile))   # trace)
+            args.hostfile = None
+    except RuleError as e:
+        print(f"chaos-hvdrun: {e}", file=sys.stderr)
+        return 2
+    # the workers inherit it through Horovod's environment forwarding
+    os.environ[wire.SECRET_ENV] = settings.secret.hex()
     from .driver import install
     install(settings)
-    sys.argv = ["horovodrun", *(sys.argv[1:] if argv is None else argv)]
-    launch.run_commandline()
+    if args.log_level:                    # as launch.run_commandline does
+        logging.addLevelName(logging.NOTSET, "TRACE")
+        logging.basicConfig(level=logging.getLevelName(args.log_level))
+    launch._run(args)
     return 0
 
 

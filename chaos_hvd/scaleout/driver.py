@@ -45,8 +45,10 @@ until the slot is started afresh.
 
 from __future__ import annotations
 
+import io
 import logging
 import re
+import socket
 import threading
 import time
 import uuid
@@ -64,6 +66,7 @@ from horovod.runner.http.http_server import RendezvousHandler, RendezvousServer
 from .. import events
 from ..errors import ChaosError, PeerMessageError
 from ..events import EventLog
+from ..rules import RuleError, parse_int
 from . import wire
 from .lost_slots import LostSlotWatch, Slot
 from .standbys import Phase, Standby, StandbyTable
@@ -74,6 +77,9 @@ RENOTIFY_AFTER_S = 5.0    # Horovod's notifications carry whole seconds: one may
 BATCH_WAIT_S = 10.0       # a ready standby waits this long for others still starting (one reset)
 WATCH_INTERVAL_S = 0.25
 LOST_GRACE_S = 0.5        # a vanished host's slots alone at the reset barrier this long: recorded
+REQUEST_DEADLINE_S = 10.0   # a rendezvous request's line, headers and body must arrive this soon
+MAX_CONNECTIONS_PER_ADDR = 64
+MAX_CONNECTIONS = 1024
 _PORT_RE = re.compile(r"\bHOROVOD_GLOO_RENDEZVOUS_PORT=(\d+)\b")
 
 
@@ -432,21 +438,99 @@ def _split(path: str) -> tuple[str, str] | None:
 
 
 def _read_body(handler) -> bytes | None:
+    """The request's body; None when Content-Length is missing, not ASCII digits or too large."""
     try:
-        n = int(handler.headers.get("Content-Length", ""))
-    except ValueError:
-        return None
-    if not 0 <= n <= wire.MAX_RECORD_BYTES:
+        n = parse_int(handler.headers.get("Content-Length") or "", "Content-Length", 0,
+                      wire.MAX_RECORD_BYTES)
+    except RuleError:
         return None
     return handler.rfile.read(n)
 
 
+class _Connections:
+    """Open connections of one server, per peer address: at most MAX_CONNECTIONS_PER_ADDR for
+    each address and MAX_CONNECTIONS in all."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._open: dict[str, int] = {}
+
+    def admit(self, addr: str) -> bool:
+        with self._lock:
+            if self._open.get(addr, 0) >= MAX_CONNECTIONS_PER_ADDR \
+                    or sum(self._open.values()) >= MAX_CONNECTIONS:
+                return False
+            self._open[addr] = self._open.get(addr, 0) + 1
+            return True
+
+    def release(self, addr: str) -> None:
+        with self._lock:
+            left = self._open.get(addr, 0) - 1
+            if left > 0:
+                self._open[addr] = left
+            else:
+                self._open.pop(addr, None)
+
+
 def chaos_rendezvous_handler(driver: ChaosDriver):
-    """Horovod's elastic rendezvous handler plus the scopes of :mod:`~chaos_hvd.scaleout.wire`."""
+    """Horovod's elastic rendezvous handler plus the scopes of :mod:`~chaos_hvd.scaleout.wire`.
+
+    Anyone on the network reaches it, so besides the scopes' signatures: the request line, the
+    headers and the body must all arrive within REQUEST_DEADLINE_S (Horovod's 3 s is per read: a
+    byte every 2 s held a thread for ever), at most MAX_CONNECTIONS_PER_ADDR connections per peer
+    address and MAX_CONNECTIONS in all, every body is read under one Content-Length rule before
+    Horovod's own handler sees it, and nothing but GET, PUT and DELETE of ``/scope/key`` is
+    answered (Horovod's handler derives from ``SimpleHTTPRequestHandler``: its HEAD told the size
+    and date of files in the launcher's working directory)."""
     base = create_rendezvous_handler(driver)
+    connections = _Connections()
 
     class ChaosRendezvousHandler(base):
+        def setup(self):
+            super().setup()
+            self._peer = self.client_address[0]
+            self._admitted = connections.admit(self._peer)
+            # a long-polling GET (a worker waiting at Horovod's reset barrier) may wait for its
+            # answer as long as it takes; only reading the request is timed
+            self._deadline = threading.Timer(REQUEST_DEADLINE_S, self._cut)
+            self._deadline.daemon = True
+            self._deadline.start()
+
+        def handle(self):
+            if not self._admitted:
+                log.warning("rendezvous connection from %s refused: too many open", self._peer)
+                return
+            super().handle()
+
+        def finish(self):
+            self._deadline.cancel()
+            if self._admitted:
+                connections.release(self._peer)
+            try:
+                super().finish()
+            except OSError:
+                pass
+
+        def _cut(self):
+            log.warning("rendezvous request from %s not read within %.0f s: closed", self._peer,
+                        REQUEST_DEADLINE_S)
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        def do_HEAD(self):
+            self._deadline.cancel()
+            self._refuse("HEAD is not served")
+
+        def do_DELETE(self):
+            self._deadline.cancel()
+            if _split(self.path) is None:
+                return self._refuse("not /scope/key")
+            return super().do_DELETE()
+
         def do_GET(self):
+            self._deadline.cancel()
             where = _split(self.path)
             if where is None:
                 return self._refuse("not /scope/key")
@@ -474,13 +558,17 @@ def chaos_rendezvous_handler(driver: ChaosDriver):
         def do_PUT(self):
             where = _split(self.path)
             if where is None:
+                self._deadline.cancel()
                 return self._refuse("not /scope/key")
-            if where[0] not in wire.PUT_SCOPES:
-                return super().do_PUT()
-            scope, key = where
             body = _read_body(self)
+            self._deadline.cancel()
             if body is None:
                 return self._refuse("missing, malformed or too large Content-Length")
+            if where[0] not in wire.PUT_SCOPES:
+                # Horovod's own scopes: its handler reads the body we already read, checked
+                self.rfile = io.BytesIO(body)
+                return super().do_PUT()
+            scope, key = where
             try:
                 if scope == wire.SOURCE:
                     driver.put_source(key, body)

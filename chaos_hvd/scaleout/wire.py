@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 
 from .. import jsonline, signing
 from ..errors import MalformedMessage, OversizedMessage, PeerMessageError
+from ..rules import RuleError, check_host, parse_int
 
 SECRET_ENV = "CHAOS_JOB_SECRET"
 SLOT_ENV = "CHAOS_STANDBY_SLOT"          # set on a standby: its future local rank
@@ -48,7 +49,6 @@ PUT_SCOPES = (SOURCE, READY)            # what it accepts
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 MAX_RECORDS = 4096
 MAX_CHUNKS = 1 << 20
-MAX_NAME = 255
 
 
 def secret_from_hex(text: str | None) -> bytes | None:
@@ -69,10 +69,13 @@ def standby_token(secret: bytes) -> bytes:
 
 
 def _check_name(value, what: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_NAME or not value.isprintable() \
-            or any(c in value for c in "/: "):
-        raise MalformedMessage(f"{what}: not a host name: {value!r}")
-    return value
+    """A host name or IPv4 address, by the one rule (:func:`chaos_hvd.rules.check_host`)."""
+    try:
+        if not isinstance(value, str) or value != value.strip():
+            raise RuleError("not a host name")
+        return check_host(value, what)
+    except RuleError:
+        raise MalformedMessage(f"{what}: not a host name: {str(value)[:80]!r}") from None
 
 
 def _check_int(value, what: str, lo: int, hi: int) -> int:
@@ -87,9 +90,12 @@ def slot_key(host: str, slot: int) -> str:
 
 def parse_slot_key(key: str) -> tuple[str, int]:
     host, sep, slot = key.rpartition(":")
-    if not sep or not slot.isdigit() or len(slot) > 4:
-        raise MalformedMessage(f"not host:slot: {key!r}")
-    return _check_name(host, "host"), _check_int(int(slot), "slot", 0, 4095)
+    try:
+        if not sep:
+            raise RuleError("no ':'")
+        return _check_name(host, "host"), parse_int(slot, "slot", 0, 4095)
+    except RuleError as e:
+        raise MalformedMessage(f"not host:slot: {key[:80]!r} ({e})") from None
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ replaced by ``HOROVOD_HOSTNAME``); what the agent measured overrides the static 
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from ..errors import ConfigError
+from ..rules import parse_int, parse_number, parse_seconds
 from ..units import UnitError, parse_rate_bps
 from ..yamldoc import Reader, load_file
 from .checkpoint_store import open_store
@@ -90,6 +90,7 @@ class BandwidthMap:
         if spec.startswith("@"):
             return cls.from_file(spec[1:])
         default, hosts, links, ingress = None, {}, {}, {}
+        seen: set[str] = set()
         for item in spec.split(","):
             item = item.strip()
             if not item:
@@ -101,6 +102,9 @@ class BandwidthMap:
             if len(key) > 511 or not key.isprintable():
                 raise ConfigError(f"bandwidth entry {item[:40]!r}: not a host name")
             rate = _rate(value, f"bandwidth entry {item!r}")
+            if key in seen:
+                raise ConfigError(f"bandwidth entry {item!r}: {key!r} is given twice")
+            seen.add(key)
             if key in ("default", "*"):
                 default = rate
             elif key.startswith(">"):
@@ -153,19 +157,23 @@ def _name(key, r: Reader) -> str:
     return key
 
 
-def env_number(env, name, default, kind: type = float):
-    """An int or a finite float from the environment; the default when unset or empty."""
+def env_number(env, name, default, kind: type = float, lo: float = 0, hi: float = 1 << 62):
+    """An int or a finite float in [lo, hi] from the environment, by the one rule
+    (:mod:`chaos_hvd.rules`: ASCII digits, no ``1_0``); the default when unset or empty."""
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}") \
-            from None
-    if not math.isfinite(value):
-        raise ConfigError(f"{name}={raw!r} must be finite")
-    return value
+    if kind is int:
+        return parse_int(raw, name, int(lo), int(hi))
+    return parse_number(raw, name, lo, hi)
+
+
+def env_seconds(env, name, default: float, hi: float) -> float:
+    """A duration from the environment: at least a millisecond, at most `hi` seconds."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return parse_seconds(raw, name, hi)
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -207,9 +215,7 @@ class ChaosConfig:
         if not 64 <= self.chunk_bytes <= MAX_CHUNK_BYTES or self.chunk_bytes % 64:
             raise ConfigError(f"chunk_bytes must be a multiple of 64 in 64..{MAX_CHUNK_BYTES}, "
                               f"got {self.chunk_bytes}")
-        if not 0 < self.transfer_timeout_s <= MAX_TIMEOUT_S:
-            raise ConfigError(f"transfer_timeout_s must be in (0, {MAX_TIMEOUT_S:g}] seconds, "
-                              f"got {self.transfer_timeout_s}")
+        parse_seconds(self.transfer_timeout_s, "transfer_timeout_s", MAX_TIMEOUT_S)
         if not 0 <= self.port < 65536:
             raise ConfigError(f"port {self.port} out of range")
         if self.strategy == Strategy.CHECKPOINT and not self.checkpoint_dir:
@@ -226,9 +232,10 @@ class ChaosConfig:
             bandwidth=BandwidthMap.parse(env.get("CHAOS_BANDWIDTH", "")),
             event_log=env.get("CHAOS_EVENT_LOG") or None,
             checkpoint_dir=env.get("CHAOS_CHECKPOINT_DIR") or None,
-            chunk_bytes=env_number(env, "CHAOS_CHUNK_BYTES", 256 * 1024, int),
-            transfer_timeout_s=env_number(env, "CHAOS_TRANSFER_TIMEOUT_S", 30.0),
-            port=env_number(env, "CHAOS_PORT", 0, int),
+            chunk_bytes=env_number(env, "CHAOS_CHUNK_BYTES", 256 * 1024, int, 64,
+                                   MAX_CHUNK_BYTES),
+            transfer_timeout_s=env_seconds(env, "CHAOS_TRANSFER_TIMEOUT_S", 30.0, MAX_TIMEOUT_S),
+            port=env_number(env, "CHAOS_PORT", 0, int, 0, 65535),
             advertise_addr=env.get("CHAOS_ADVERTISE_ADDR") or None,
             verify=_env_bool(env, "CHAOS_VERIFY", True),
             peer_watch=_env_bool(env, "CHAOS_PEER_WATCH", True),

@@ -223,8 +223,8 @@ class PeerWatch:
         sock = None
         try:
             sock = socket.create_connection((peer.host, peer.port), timeout=timeout_s)
-            transfer.send_frame(sock, transfer.sign(peer.token, {"op": "watch", "version": version,
-                                                                 "start": 0, "end": 0}))
+            transfer.send_frame(sock, transfer.request(peer.token, (peer.host, peer.port),
+                                                       "watch", version))
             reply = transfer.recv_frame(sock)
             if not reply.get("ok"):
                 raise transfer.AuthenticationError(f"refused: {str(reply.get('error'))[:200]}")

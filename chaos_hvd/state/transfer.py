@@ -60,7 +60,8 @@ MAX_CHUNK_ATTEMPTS = 3
 _LEN = struct.Struct("!I")
 _MAX_SEEN_NONCES = 1_000_000
 MAX_CONNECTIONS = 256          # served at once; a job has far fewer peers
-FIRST_FRAME_TIMEOUT_S = 10.0   # a connection must ask something this soon
+MAX_CONNECTIONS_PER_ADDR = 64  # ... of which from one address (loopback jobs share one)
+FIRST_FRAME_TIMEOUT_S = 10.0   # a connection's whole first request must arrive this soon
 IDLE_TIMEOUT_S = 120.0         # a data connection idle this long between requests is closed
 RETRACT_GRACE_S = 1.0          # a commit waits this long for sends in progress
 CONNECT_GRACE_S = 0.5          # a source not connected by then may lose all its work to others
@@ -74,6 +75,14 @@ def sign(token: bytes, fields: dict) -> dict:
     return signing.sign_fields(token, dict(fields, nonce=os.urandom(16).hex()))
 
 
+def request(token: bytes, to: tuple[str, int], op: str, version: int, start: int = 0,
+            end: int = 0) -> dict:
+    """A signed shard request for the server at `to` (host, port) only: another server that
+    knows the same token (every worker offers to standbys under one) refuses it."""
+    return sign(token, {"op": op, "version": version, "start": start, "end": end,
+                        "to": f"{to[0]}:{to[1]}"})
+
+
 verify = signing.check_fields
 
 
@@ -82,23 +91,32 @@ def send_frame(sock: socket.socket, obj: dict) -> None:
     sock.sendall(_LEN.pack(len(data)) + data)
 
 
-def _recv_exact_into(sock: socket.socket, view: memoryview) -> None:
+def _recv_exact_into(sock: socket.socket, view: memoryview,
+                     deadline: float | None = None) -> None:
+    """Fill `view`; with `deadline` (monotonic) the whole of it must arrive by then -- a peer
+    that trickles a byte now and then must not keep a read alive (socket.timeout)."""
     got = 0
     while got < len(view):
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("frame not complete by its deadline")
+            sock.settimeout(left)
         n = sock.recv_into(view[got:])
         if n == 0:
             raise ConnectionError("peer closed the connection")
         got += n
 
 
-def recv_frame(sock: socket.socket, limit: int = MAX_HEADER_BYTES) -> dict:
+def recv_frame(sock: socket.socket, limit: int = MAX_HEADER_BYTES,
+               deadline: float | None = None) -> dict:
     head = bytearray(_LEN.size)
-    _recv_exact_into(sock, memoryview(head))
+    _recv_exact_into(sock, memoryview(head), deadline)
     (n,) = _LEN.unpack(head)
     if n > limit:
         raise AuthenticationError(f"frame of {n} bytes exceeds the {limit}-byte limit")
     body = bytearray(n)
-    _recv_exact_into(sock, memoryview(body))
+    _recv_exact_into(sock, memoryview(body), deadline)
     return jsonline.decode(bytes(body), limit, AuthenticationError)
 
 
@@ -125,6 +143,13 @@ class ShardServer:
         self._active = 0
         self._sending: set[socket.socket] = set()   # connections inside a send of published data
         self._open = 0
+        self._per_addr: dict[str, int] = {}
+        # connections without a valid request yet -> (when they connected, peer address)
+        self._unauthenticated: dict[socket.socket, tuple[float, str]] = {}
+        self._host = host
+        # nonces of requests signed with an offer's token, for the server's life: one token
+        # serves every offer of the job, so a request replayed after a re-offer is refused too
+        self._offer_nonces: set[str] = set()
         self._on_reject = on_reject or (lambda why, peer: None)
         self.rejected = 0
         server = self
@@ -239,27 +264,67 @@ class ShardServer:
         except OSError:
             pass
 
-    def _serve(self, sock: socket.socket, peer) -> None:
+    def _admit(self, sock: socket.socket, addr: str) -> str | None:
+        """Count a new connection in; the reason when it cannot be. Over a cap, the oldest
+        connection that has not yet sent a valid request makes room (it is shut down): silent
+        or trickling strangers can never keep a peer with the token out."""
         with self._cond:
-            self._open += 1
-            crowded = self._open > MAX_CONNECTIONS
-        try:
+            crowded = (self._open >= MAX_CONNECTIONS
+                       or self._per_addr.get(addr, 0) >= MAX_CONNECTIONS_PER_ADDR)
             if crowded:
-                return self._reject(sock, peer, f"more than {MAX_CONNECTIONS} connections")
+                same = [s for s, (_, a) in self._unauthenticated.items() if a == addr] \
+                    if self._per_addr.get(addr, 0) >= MAX_CONNECTIONS_PER_ADDR else []
+                pool = same or list(self._unauthenticated)
+                if not pool:
+                    return (f"more than {MAX_CONNECTIONS} connections, or "
+                            f"{MAX_CONNECTIONS_PER_ADDR} from {addr}")
+                victim = min(pool, key=self._unauthenticated.__getitem__)
+                del self._unauthenticated[victim]
+                try:
+                    victim.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self._open += 1
+            self._per_addr[addr] = self._per_addr.get(addr, 0) + 1
+            self._unauthenticated[sock] = (time.monotonic(), addr)
+            return None
+
+    def _serve(self, sock: socket.socket, peer) -> None:
+        addr = peer[0]
+        refused = self._admit(sock, addr)
+        if refused is not None:
+            return self._reject(sock, peer, refused)
+        try:
             self._serve_requests(sock, peer)
         except Exception as e:  # noqa: BLE001 - a peer's input never kills or traces the server
             self._reject(sock, peer, f"{type(e).__name__}: {e}")
         finally:
             with self._cond:
                 self._open -= 1
+                left = self._per_addr.get(addr, 1) - 1
+                if left:
+                    self._per_addr[addr] = left
+                else:
+                    self._per_addr.pop(addr, None)
+                self._unauthenticated.pop(sock, None)
                 self._offer_readers.discard(sock)
 
+    def _addressed_here(self, to) -> bool:
+        """`to` names this server: its port, and its address unless it listens on all."""
+        if not isinstance(to, str):
+            return False
+        host, _, port = to.rpartition(":")
+        return port == str(self.port) and (self._host in ("", "0.0.0.0", "::")
+                                           or host == self._host)
+
     def _serve_requests(self, sock: socket.socket, peer) -> None:
-        # unauthenticated silence and idle data connections are dropped; watches stay (below)
-        sock.settimeout(FIRST_FRAME_TIMEOUT_S)
+        # unauthenticated silence and idle data connections are dropped; watches stay (below).
+        # Each request must arrive whole by its deadline, not merely byte by byte.
+        first = True
         while True:
             try:
-                req = recv_frame(sock)
+                req = recv_frame(sock, deadline=time.monotonic() + (
+                    FIRST_FRAME_TIMEOUT_S if first else IDLE_TIMEOUT_S))
             except (ConnectionError, OSError):
                 return
             except AuthenticationError as e:
@@ -276,14 +341,21 @@ class ShardServer:
                     return self._reject(sock, peer, "nothing published")
                 try:
                     verify(pub.token, req)
+                    if not self._addressed_here(req.get("to")):
+                        raise AuthenticationError(f"request for another server "
+                                                  f"{str(req.get('to'))[:60]!r}")
                     if req.get("op") != "watch" and req.get("version") != pub.version:
                         raise AuthenticationError(f"stale version {req.get('version')!r}")
                     nonce = req.get("nonce")
                     if not isinstance(nonce, str) or len(nonce) > 64:
                         raise AuthenticationError("missing or malformed nonce")
-                    if nonce in pub.seen or len(pub.seen) > _MAX_SEEN_NONCES:
+                    seen = self._offer_nonces if offered else pub.seen
+                    if nonce in seen or len(seen) > _MAX_SEEN_NONCES:
                         raise AuthenticationError("replayed nonce")
-                    pub.seen.add(nonce)
+                    seen.add(nonce)
+                    if first:
+                        first = False
+                        self._unauthenticated.pop(sock, None)
                     if req.get("op") == "watch":
                         self._watchers.add(sock)
                         payload = None
@@ -368,16 +440,17 @@ class _Conn:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def request(self, op: str, start: int = 0, end: int = 0) -> None:
-        send_frame(self.sock, sign(self.peer.token, {"op": op, "version": self.version,
-                                                     "start": start, "end": end}))
+        send_frame(self.sock, request(self.peer.token, (self.peer.host, self.peer.port), op,
+                                      self.version, start, end))
 
     def response_header(self, expect: int | None) -> int:
         head = recv_frame(self.sock)
         if not head.get("ok"):
             raise TransferError(f"{self.peer.id} refused: {head.get('error')}")
         n = head.get("nbytes")
-        if not isinstance(n, int) or (expect is not None and n != expect):
-            raise TransferError(f"{self.peer.id} announced {n!r} bytes, expected {expect}")
+        if type(n) is not int or n < 0 or (expect is not None and n != expect):
+            raise TransferError(f"{self.peer.id} announced {str(n)[:40]!r} bytes, expected "
+                                f"{expect if expect is not None else 'a count'}")
         return n
 
     def close(self) -> None:
