@@ -139,7 +139,7 @@ class StressJob:
     def __init__(self, workdir: Path, hosts: list[str]):
         self.hosts = hosts
         workdir.mkdir(parents=True, exist_ok=True)
-        self.job = ElasticJob(ARGS, [f"{h}:1" for h in hosts], np=len(hosts), min_np=2,
+        self.job = ElasticJob(ARGS, [f"{h}:1" for h in hosts], np=len(hosts), min_np=1,
                               max_np=len(hosts), gloo_timeout_s=GLOO_TIMEOUT_S,
                               workdir=str(workdir), launcher="chaos-hvdrun",
                               launcher_args=["--blacklist-cooldown-range", "1", "2"],
