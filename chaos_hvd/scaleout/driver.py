@@ -449,11 +449,43 @@ def _read_body(handler) -> bytes | None:
 
 class _Connections:
     """Open connections of one server, per peer address: at most MAX_CONNECTIONS_PER_ADDR for
-    each address and MAX_CONNECTIONS in all."""
+    each address and MAX_CONNECTIONS in all; and one watchdog thread that shuts down the
+    connections whose request was not read by its deadline (Horovod's store polls every 10 ms
+    while a world forms: no thread per request)."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._open: dict[str, int] = {}
+        self._deadlines: dict[socket.socket, float] = {}
+        self._watchdog: threading.Thread | None = None
+
+    def start_deadline(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._deadlines[sock] = time.monotonic() + REQUEST_DEADLINE_S
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch, daemon=True,
+                                                  name="chaos-rendezvous-deadlines")
+                self._watchdog.start()
+
+    def request_read(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._deadlines.pop(sock, None)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(min(0.25, REQUEST_DEADLINE_S / 4))
+            now = time.monotonic()
+            with self._lock:
+                late = [s for s, t in self._deadlines.items() if t <= now]
+                for s in late:
+                    del self._deadlines[s]
+            for s in late:
+                log.warning("rendezvous request not read within %.0f s: closed",
+                            REQUEST_DEADLINE_S)
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def admit(self, addr: str) -> bool:
         with self._lock:
@@ -492,9 +524,7 @@ def chaos_rendezvous_handler(driver: ChaosDriver):
             self._admitted = connections.admit(self._peer)
             # a long-polling GET (a worker waiting at Horovod's reset barrier) may wait for its
             # answer as long as it takes; only reading the request is timed
-            self._deadline = threading.Timer(REQUEST_DEADLINE_S, self._cut)
-            self._deadline.daemon = True
-            self._deadline.start()
+            connections.start_deadline(self.connection)
 
         def handle(self):
             if not self._admitted:
@@ -503,7 +533,7 @@ def chaos_rendezvous_handler(driver: ChaosDriver):
             super().handle()
 
         def finish(self):
-            self._deadline.cancel()
+            connections.request_read(self.connection)
             if self._admitted:
                 connections.release(self._peer)
             try:
@@ -511,26 +541,21 @@ def chaos_rendezvous_handler(driver: ChaosDriver):
             except OSError:
                 pass
 
-        def _cut(self):
-            log.warning("rendezvous request from %s not read within %.0f s: closed", self._peer,
-                        REQUEST_DEADLINE_S)
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        def _read(self):
+            connections.request_read(self.connection)
 
         def do_HEAD(self):
-            self._deadline.cancel()
+            self._read()
             self._refuse("HEAD is not served")
 
         def do_DELETE(self):
-            self._deadline.cancel()
+            self._read()
             if _split(self.path) is None:
                 return self._refuse("not /scope/key")
             return super().do_DELETE()
 
         def do_GET(self):
-            self._deadline.cancel()
+            self._read()
             where = _split(self.path)
             if where is None:
                 return self._refuse("not /scope/key")
@@ -558,10 +583,10 @@ def chaos_rendezvous_handler(driver: ChaosDriver):
         def do_PUT(self):
             where = _split(self.path)
             if where is None:
-                self._deadline.cancel()
+                self._read()
                 return self._refuse("not /scope/key")
             body = _read_body(self)
-            self._deadline.cancel()
+            self._read()
             if body is None:
                 return self._refuse("missing, malformed or too large Content-Length")
             if where[0] not in wire.PUT_SCOPES:
