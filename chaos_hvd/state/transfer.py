@@ -269,12 +269,11 @@ class ShardServer:
         connection that has not yet sent a valid request makes room (it is shut down): silent
         or trickling strangers can never keep a peer with the token out."""
         with self._cond:
-            crowded = (self._open >= MAX_CONNECTIONS
-                       or self._per_addr.get(addr, 0) >= MAX_CONNECTIONS_PER_ADDR)
-            if crowded:
-                same = [s for s, (_, a) in self._unauthenticated.items() if a == addr] \
-                    if self._per_addr.get(addr, 0) >= MAX_CONNECTIONS_PER_ADDR else []
-                pool = same or list(self._unauthenticated)
+            addr_full = self._per_addr.get(addr, 0) >= MAX_CONNECTIONS_PER_ADDR
+            if addr_full or self._open >= MAX_CONNECTIONS:
+                # an address over its share makes room among its own connections only
+                pool = [s for s, (_, a) in self._unauthenticated.items()
+                        if a == addr or not addr_full]
                 if not pool:
                     return (f"more than {MAX_CONNECTIONS} connections, or "
                             f"{MAX_CONNECTIONS_PER_ADDR} from {addr}")
