@@ -15,7 +15,7 @@ Records, by writer:
 ========================  =========================================================================
 ChaosState                ``sync`` / ``sync_failed`` (one per rank per sync), ``peer_dead`` (fast
                           crash detection fired), ``world_aborted`` (a new world waited for a dead
-                          member), ``diverged``, ``shard_request_rejected``
+                          member), ``state_commit``, ``diverged``, ``shard_request_rejected``
 training script           ``resumed`` (training (re)started at a world size), ``step``, ``commit``,
                           ``final``
 cluster agent             ``start``, ``stop``, ``install`` (a new view), ``suspect``,
@@ -264,6 +264,14 @@ class Committed(TrainingEvent, tag="committed"):
     seconds: float
 
 
+class StateCommit(TrainingEvent, tag="state_commit"):
+    """ChaosState committed (written by the plugin, so any script using it drives the testbed's
+    step triggers): ``step`` is the script's own ``step`` (or ``batch``) value when the state
+    tracks one as an int, else the commit count."""
+
+    version: int
+
+
 class TorchSynced(TrainingEvent, tag="torch_synced"):
     """Horovod's own TorchState finished a sync (the examples' baseline, timed for the benches)."""
     seconds: float
@@ -441,7 +449,7 @@ AnyEvent = Union[
     Sync, SyncFailed, PeerDead, WorldAborted, Diverged, ShardRequestRejected, StandbyPulling, StandbyPull,
     StandbySwitch,
     StandbyStarted, StandbyReady, StandbySwitched, StandbyJoined, StandbyDropped, SlotLost,
-    Resumed, Step, Commit, Committed, TorchSynced, Final,
+    Resumed, Step, Commit, Committed, StateCommit, TorchSynced, Final,
     AgentStarted, AgentStopped, Install, Suspect, Removed, JoinRequest, Lease, Leave,
     LeaveTimeout, LinkDown, LinkUp, Probe, Rejected, SendFailed,
     Capability, Up, Down, AgentStart, AgentsUp, CommandStart, CommandTimeout, CommandExit,

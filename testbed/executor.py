@@ -7,7 +7,8 @@ triggers fire ``offset`` after the first :class:`chaos_hvd.events.Step` with ``s
 ``chaos_hvd.record_step`` writes it); record triggers fire ``offset`` after the first record of
 kind ``at_record`` there (``standby_pulling``, say). A line of the log that is not a record is
 reported once per kind of defect, with the line: a trigger waiting for records the script writes
-wrongly must not wait in silence.
+wrongly must not wait in silence. ChaosState's ``state_commit`` records count as steps too, so a
+script that uses it needs to write nothing.
 Every action, applied or failed, is one JSON line in the testbed's timeline with its monotonic
 time, how late it fired and how long applying it took.
 """
@@ -68,7 +69,7 @@ class StepWatcher:
         now = time.monotonic()
         for rec in records:
             self.first_seen.setdefault(rec.__struct_config__.tag, now)
-            if isinstance(rec, events.Step):
+            if isinstance(rec, (events.Step, events.StateCommit)):
                 self.step = max(self.step, rec.step)
                 if rec.size:
                     self.step_at_size[rec.size] = max(self.step_at_size.get(rec.size, -1),

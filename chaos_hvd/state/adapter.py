@@ -277,6 +277,18 @@ class ChaosState(State):
         self._replica.capture(self._replica.version + 1)
         if self._feed is not None:
             self._feed.after_commit(hvd.rank())
+        if self._log.path:
+            self._log.write(events.StateCommit(rank=hvd.rank(), size=hvd.size(),
+                                               step=self._progress(), version=self._replica.version))
+
+    def _progress(self) -> int:
+        """The script's own step counter if the state tracks one (``step=`` or ``batch=``),
+        else the commit count: what the testbed's step triggers count for this script."""
+        for name in ("step", "batch"):
+            value = getattr(self, name, None)
+            if type(value) is int and value >= 0:
+                return value
+        return self._replica.version
 
     def restore(self) -> None:
         self._watch.disarm()
