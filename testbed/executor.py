@@ -7,8 +7,8 @@ triggers fire ``offset`` after the first :class:`chaos_hvd.events.Step` with ``s
 ``chaos_hvd.record_step`` writes it); record triggers fire ``offset`` after the first record of
 kind ``at_record`` there (``standby_pulling``, say). A line of the log that is not a record is
 reported once per kind of defect, with the line: a trigger waiting for records the script writes
-wrongly must not wait in silence. ChaosState's ``state_commit`` records count as steps too, so a
-script that uses it needs to write nothing.
+wrongly must not wait in silence. In a script that logs no step records, ChaosState's
+``state_commit`` records count as its steps, so a script that uses it needs to write nothing.
 Every action, applied or failed, is one JSON line in the testbed's timeline with its monotonic
 time, how late it fired and how long applying it took.
 """
@@ -49,6 +49,7 @@ class StepWatcher:
         self.first_seen: dict[str, float] = {}   # record kind -> monotonic time of the poll
         self._partial = b""
         self.unreadable = 0                      # lines that were not records
+        self._script_steps = False               # the script logs step records itself
         self._reasons: set[str] = set()
         self._on_bad = on_bad or (lambda line, why: log.warning(
             "the event log has a line that is not a record, skipped (%s): %s", why,
@@ -69,11 +70,16 @@ class StepWatcher:
         now = time.monotonic()
         for rec in records:
             self.first_seen.setdefault(rec.__struct_config__.tag, now)
-            if isinstance(rec, (events.Step, events.StateCommit)):
-                self.step = max(self.step, rec.step)
-                if rec.size:
-                    self.step_at_size[rec.size] = max(self.step_at_size.get(rec.size, -1),
-                                                      rec.step)
+            if isinstance(rec, events.Step):
+                self._script_steps = True
+            elif not isinstance(rec, events.StateCommit) or self._script_steps:
+                continue
+            # a step, or ChaosState's commit in a script that logs no steps of its own (where it
+            # does, the commit at an epoch's end would count as a step at the new world size
+            # before that world trained one)
+            self.step = max(self.step, rec.step)
+            if rec.size:
+                self.step_at_size[rec.size] = max(self.step_at_size.get(rec.size, -1), rec.step)
         return self.step
 
     def reached(self, at_step: int, at_size: int | None) -> bool:

@@ -306,8 +306,15 @@ def test_a_script_that_logs_only_step_and_size_drives_step_triggers(tmp_path):
     assert watch.step == 7 and watch.reached(3, 3) and watch.reached(7, 2)
     assert not watch.reached(4, 3)            # the size-less step 5 counts for at_step only
     assert watch.unreadable == 3 and len(bad) == 2       # two kinds of defect, each once
-    # ChaosState's own commit records count as steps: a script that uses it writes nothing
+    # this script logs steps: ChaosState's commit records do not count (at an epoch's end a
+    # commit at a new world size comes before that world's first step)
     ev.EventLog(str(path)).write(ev.StateCommit(rank=0, size=4, step=12, version=6))
+    watch.poll()
+    assert watch.step == 7 and not watch.reached(0, 4)
+    # a script that logs none: its ChaosState's commits are its steps
+    quiet = tmp_path / "quiet.jsonl"
+    watch = StepWatcher(str(quiet))
+    ev.EventLog(str(quiet)).write(ev.StateCommit(rank=0, size=4, step=12, version=6))
     watch.poll()
     assert watch.step == 12 and watch.reached(12, 4)
     assert any("step" in why for _, why in bad)
