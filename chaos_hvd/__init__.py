@@ -32,6 +32,7 @@ importing the cluster agent loads no torch):
 ``units``       rates, times, sizes and percentages with units.
 ``rules``       the one rule per kind of value read from outside: integers, numbers, durations,
                 ports, host names, secrets (every parser uses it).
+``files``       reading a file named from outside: a regular file only, never more than a limit.
 ``cliargs``     checked argument types and the help format of the command-line tools.
 
 Guarantees after every ``sync()``: all ranks hold bit-identical committed states (checked by an

@@ -39,7 +39,6 @@ from the file append in :meth:`EventLog.write`.
 from __future__ import annotations
 
 import os
-import stat
 import threading
 import time
 from typing import Annotated, Iterator, TypeVar, Union
@@ -47,6 +46,7 @@ from typing import Annotated, Iterator, TypeVar, Union
 import msgspec
 
 from .errors import EventLogError
+from .files import NotAFile, read_regular
 
 Rank = int
 
@@ -528,16 +528,11 @@ def read_events(path: str, *kinds: type[E], max_bytes: int = MAX_LOG_BYTES) -> l
     Only a regular file of at most `max_bytes` is read (EventLogError otherwise): a log linked
     to ``/dev/zero`` or a FIFO must not exhaust memory or block the reader."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)     # a FIFO must not block the open
+        data = read_regular(path, max_bytes)
     except OSError as e:
         raise EventLogError(f"{path}: cannot open: {e.strerror or e}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise EventLogError(f"{path}: not a regular file")
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise EventLogError(f"{path}: larger than {max_bytes} bytes")
+    except NotAFile as e:
+        raise EventLogError(f"{path}: {e}") from None
     records = list(iter_events(data.split(b"\n"), path))
     return [r for r in records if isinstance(r, kinds)] if kinds else records
 

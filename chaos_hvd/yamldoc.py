@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from .files import NotAFile, read_regular
 from .units import UnitError
 
 
@@ -181,14 +182,14 @@ MAX_FILE_BYTES = 1 << 20
 
 
 def read_text(path: str, error: type, what: str = "file") -> str:
-    """A small UTF-8 text file, or `error` saying why not (missing, too large, binary)."""
+    """A small UTF-8 text file, or `error` saying why not (missing, not a regular file, too
+    large, binary)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
+        data = read_regular(path, MAX_FILE_BYTES)
     except OSError as e:
         raise error(f"cannot read {what}: {e.strerror or e}", path) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise error(f"{what} is larger than {MAX_FILE_BYTES} bytes", path)
+    except NotAFile as e:
+        raise error(f"{what} is {e}", path) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

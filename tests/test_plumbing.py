@@ -218,8 +218,12 @@ def test_files_that_are_not_small_utf8_text_are_refused(tmp_path):
     binary.write_bytes(b"a: \xff\xfe\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_file(str(binary), ConfigError)
-    with pytest.raises(ConfigError, match="larger than"):
+    with pytest.raises(ConfigError, match="not a regular file"):
         load_file("/dev/zero", ConfigError)
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"#" * (2 << 20))
+    with pytest.raises(ConfigError, match="larger than"):
+        load_file(str(big), ConfigError)
     with pytest.raises(ConfigError, match="cannot read"):
         load_file(str(tmp_path / "missing.yaml"), ConfigError)
 

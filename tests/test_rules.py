@@ -78,7 +78,7 @@ def namespace(**kw):
     ({"num_proc": 0}, "-np"), ({"num_proc": -1}, "-np"), ({"num_proc": 10 ** 20}, "-np"),
     ({"min_num_proc": 4, "max_num_proc": 2}, "more than"), ({"hosts": "::::"}, "-H"),
     ({"hosts": "localhost:x"}, "-H"), ({"hosts": "h\u00e9:1"}, "-H"), ({"hosts": ""}, "-H"),
-    ({"hostfile": "/missing/hostfile"}, "no such"),
+    ({"hostfile": "/missing/hostfile"}, "No such file"), ({"hostfile": "/dev/zero"}, "regular"),
 ])
 def test_chaos_hvdrun_refuses_what_horovod_would_mishandle(kw, match):
     with pytest.raises(RuleError, match=match):

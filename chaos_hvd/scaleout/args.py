@@ -9,9 +9,9 @@ line (:class:`~chaos_hvd.rules.RuleError`); the launcher then exits 2 without st
 
 from __future__ import annotations
 
-import os
 from argparse import Namespace
 
+from ..files import NotAFile, read_regular
 from ..rules import RuleError, parse_host_slots, parse_int
 
 MAX_PROCESSES = 4096
@@ -51,14 +51,11 @@ def hosts(text: str, what: str) -> list[tuple[str, int]]:
 def hostfile(path: str) -> list[tuple[str, int]]:
     """Horovod's host file: ``<host> slots=<n>`` per line (``#`` comments and blank lines skipped)."""
     try:
-        if not os.path.isfile(path):
-            raise RuleError(f"--hostfile {path}: no such regular file")
-        with open(path, "rb") as f:
-            data = f.read(MAX_HOSTFILE_BYTES + 1)
+        data = read_regular(path, MAX_HOSTFILE_BYTES)
     except OSError as e:
-        raise RuleError(f"--hostfile {path}: {e.strerror}") from None
-    if len(data) > MAX_HOSTFILE_BYTES:
-        raise RuleError(f"--hostfile {path}: larger than {MAX_HOSTFILE_BYTES} bytes")
+        raise RuleError(f"--hostfile {path}: {e.strerror or e}") from None
+    except NotAFile as e:
+        raise RuleError(f"--hostfile {path}: {e}") from None
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:

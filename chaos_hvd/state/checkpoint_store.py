@@ -19,6 +19,7 @@ import urllib.parse
 from typing import Protocol
 
 from ..errors import ConfigError, TransferError
+from ..files import NotAFile, read_regular
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _BLOCK = 1 << 20
@@ -87,13 +88,9 @@ class DirectoryStore:
     def read_small(self, name, limit) -> bytes:
         path = self._path(name)
         try:
-            with open(path, "rb") as f:
-                data = f.read(limit + 1)
-        except OSError as e:
+            return read_regular(path, limit)
+        except (OSError, NotAFile) as e:
             raise TransferError(f"checkpoint {path}: {e}") from e
-        if len(data) > limit:
-            raise TransferError(f"checkpoint {path}: larger than {limit} bytes")
-        return data
 
     def delete(self, name) -> None:
         try:
