@@ -35,7 +35,7 @@ def table(summary: dict) -> str:
 
 
 def write_docs(summary: dict, args: argparse.Namespace, elapsed_s: float) -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, text=True,
                             capture_output=True).stdout.strip()
     text = f"""# Crash stress: crash -> training resumed
 

@@ -388,7 +388,9 @@ class ChaosState(State):
         with manager._lock:
             old, manager._service = manager._service, None
         if old is not None:
-            old.shutdown()
+            # off this thread: BasicService.shutdown waits for socketserver's poll (0.5 s), and
+            # the running workers wait at the rendezvous for us (nobody calls the old service)
+            threading.Thread(target=old.shutdown, name="chaos-old-notify", daemon=True).start()
         manager.init()
         self._log.write(events.StandbySwitch(host=who.host, slot=who.slot, version=version,
                                              waited_s=time.monotonic() - ready))
