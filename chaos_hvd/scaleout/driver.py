@@ -305,7 +305,9 @@ class ChaosDriver(ElasticDriver):
                 self._drop(sb, why)
             solo = self._solo.pop(sb.instance, None)
         if solo is not None:
-            solo.stop()
+            # off this thread: RendezvousServer.stop waits for socketserver's poll (0.5 s), and a
+            # switched standby's exit must reach the world guard (below) without that wait
+            threading.Thread(target=solo.stop, name="chaos-standby-solo-stop", daemon=True).start()
         if joined and self.has_rank_assignment(sb.host, sb.slot):
             # from here on it is one of Horovod's workers, and its exit counts as one's
             self._handle_worker_exit(self.get_slot_info(sb.host, sb.slot), code, ts)
