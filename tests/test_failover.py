@@ -125,7 +125,13 @@ def test_a_member_that_dies_while_the_world_forms_is_not_waited_for(tmp_path, de
     assert resumed.size == 2 and waited < 10, \
         f"training resumed {waited:.1f} s after the switch\n{story}\n{job.log_tail()}"
     aborted = [e for e in events if isinstance(e, ev.WorldAborted)]
-    assert aborted and all(e.dead == ["127.0.0.1:0"] for e in aborted), f"{story}\n{job.log_tail()}"
+    assert all(e.dead == ["127.0.0.1:0"] for e in aborted), f"{story}\n{job.log_tail()}"
+    # How the survivors stopped waiting depends on how far the dying member got: before anyone
+    # connected to it only the world guard can end the wait; once a survivor was connecting,
+    # its death resets that connection and Gloo fails the forming world by itself (seen in CI
+    # with the delay). Either way within the bound above; nothing else ends the wait.
+    gloo_failed = "could not form its Gloo world" in job.log_path.read_text(errors="replace")
+    assert aborted or gloo_failed, f"{story}\n{job.log_tail()}"
     finals = [e for e in events if isinstance(e, ev.Final)]
     assert len(finals) == 2 and len({f.digest for f in finals}) == 1
 
