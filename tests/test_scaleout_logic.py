@@ -200,3 +200,14 @@ def test_lost_slot_watch_grace_once_per_reset():
     assert w.observe(3, assigned, set(), {"h1": 1}, now=19.0) == frozenset()
     with pytest.raises(ValueError):
         LostSlotWatch(float("nan"))
+
+
+@given(st.integers(0, 1 << 40), st.booleans())
+def test_workers_offer_in_lockstep_and_right_after_a_sync(version, synced):
+    """The offer decision depends only on what every rank shares (the committed version, and a
+    sync since the last offer), so all ranks offer the same version; a sync never waits for
+    the next multiple."""
+    from chaos_hvd.state.standby_feed import OFFER_EVERY, offer_due
+    assert offer_due(version, True)
+    assert offer_due(version, synced) == offer_due(version + OFFER_EVERY, synced)
+    assert offer_due(version * OFFER_EVERY, False)

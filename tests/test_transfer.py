@@ -382,3 +382,36 @@ def test_a_pulling_standby_keeps_the_offer_until_its_pull_ends(state):
     finally:
         for srv in srvs:
             srv.close()
+
+
+def test_a_pull_that_lost_a_chunks_last_holder_ends_at_once(state, servers):
+    """Once a chunk has no live holder the attempt cannot complete: it ends without waiting for
+    a slow source's share (a version the survivors are leaving), and stops that source's
+    connection so the next attempt has the link."""
+    import threading
+    import time
+
+    srvs, peers = servers(2)
+    man = fetch_manifest(peers, 3, state.manifest().digest())
+    release, served = threading.Event(), []
+    real = srvs[0]._serve_requests
+
+    def stalls(sock, peer):                  # source 0 accepts, then sends nothing for a while
+        release.wait(10)
+        served.append(True)
+        return real(sock, peer)
+
+    srvs[0]._serve_requests = stalls
+    half = man.n_chunks // 2
+    holders = {c: {0} if c < half else {1} for c in range(man.n_chunks)}
+    srvs[1].close()                          # the only holder of the upper half is gone
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(IncompletePull, match=f"{man.n_chunks} chunk"):
+            pull(man, peers, {0: list(range(half)), 1: list(range(half, man.n_chunks))},
+                 holders=holders, timeout_s=10)
+        assert time.monotonic() - t0 < 5
+    finally:
+        release.set()
+    wait_until(lambda: not any(t.name == "chaos-pull-0" for t in threading.enumerate()), 5,
+               "the slow source's worker stopped")

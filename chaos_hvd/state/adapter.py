@@ -361,6 +361,8 @@ class ChaosState(State):
             if rendezvous is not None:
                 self._feed = StandbyFeed(replica, self._job_secret, rendezvous, _my_host(),
                                          advertise_addr(cfg))
+        if self._feed is not None:
+            self._feed.after_sync()
 
     # -- standby (chaos-hvdrun) ------------------------------------------------------------------
 

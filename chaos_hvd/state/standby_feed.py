@@ -3,7 +3,9 @@
 While the launcher reports a standby joiner starting (``chaos_wanted``), the worker offers a
 recent committed snapshot to standbys at a commit whose version is a multiple of ``OFFER_EVERY``
 (versions advance in lockstep on all ranks, so every worker offers the same version and a standby
-can pull it from all of them): the training thread only marks the snapshot
+can pull it from all of them), and at the first commit after a sync (a reset: the offer a standby
+was pulling may be gone with a dead source, and it should not wait ``OFFER_EVERY`` commits for
+the next): the training thread only marks the snapshot
 as offered (commits then write to the other buffer); a background thread computes its chunk
 digests, offers it on the shard server and publishes where it is served
 (:class:`~chaos_hvd.scaleout.wire.SourceRecord`, signed with the job secret). A new snapshot is
@@ -27,6 +29,11 @@ QUIET_S = 1.0          # no standby read the offer for this long -> a newer one 
 OFFER_EVERY = 4        # commits between offers (each costs one digest pass, off the training thread)
 
 
+def offer_due(version: int, synced_since_offer: bool) -> bool:
+    """Whether a commit at `version` is one to offer (the same answer on every rank)."""
+    return synced_since_offer or version % OFFER_EVERY == 0
+
+
 class StandbyFeed:
     def __init__(self, replica: Replica, secret: bytes, rendezvous: tuple[str, int], host: str,
                  addr: str):
@@ -37,6 +44,7 @@ class StandbyFeed:
         self._todo: tuple | None = None
         self._cond = threading.Condition()
         self._busy = False
+        self._synced = False    # a sync happened since the last offer
         self._stop = threading.Event()
         threading.Thread(target=self._poll, name="chaos-standby-poll", daemon=True).start()
         threading.Thread(target=self._offer_loop, name="chaos-standby-offer", daemon=True).start()
@@ -46,12 +54,18 @@ class StandbyFeed:
         with self._cond:
             self._cond.notify_all()
 
+    def after_sync(self) -> None:
+        """On the training thread, after a sync: offer at the next commit that can."""
+        self._synced = True
+
     def after_commit(self, rank: int) -> None:
         """On the training thread, right after a commit: maybe offer the new snapshot."""
         server = self._replica.existing_server
         if (not self._wanted.is_set() or self._busy or server is None
-                or self._replica.version % OFFER_EVERY or not server.offer_idle(QUIET_S)):
+                or not offer_due(self._replica.version, self._synced)
+                or not server.offer_idle(QUIET_S)):
             return
+        self._synced = False
         server.withdraw_offer()
         snap = self._replica.offer_current()
         with self._cond:

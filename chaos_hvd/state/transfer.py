@@ -525,6 +525,8 @@ class _Work:
         self.to_deliver = len(needed)
         self.received: set[int] = set()     # chunks that arrived and matched their digests
         self.complete = threading.Event()   # every needed chunk arrived and matched its digest
+        self.given_up = threading.Event()   # some chunk lost its last live holder: stop taking work
+        self.socks: set[socket.socket] = set()
         if not needed:
             self.complete.set()
 
@@ -569,6 +571,8 @@ class _Work:
         return sorted(run)
 
     def take(self, name: PeerId, stats: PullStats) -> list[int]:
+        if self.given_up.is_set():
+            return []
         with self.lock:
             run = self._take_run(self.orphans, name, False)
             if run:
@@ -590,6 +594,25 @@ class _Work:
                     stats.stolen_batches += 1
                     return run
             return []
+
+    def connected_with(self, name: PeerId, sock: socket.socket) -> bool:
+        """Register a worker's connection; False once the pull gave up."""
+        with self.lock:
+            if self.given_up.is_set():
+                return False
+            self.connected.add(name)
+            self.socks.add(sock)
+            return True
+
+    def give_up(self) -> None:
+        """Stop every worker: in-flight batches would only hold the link the next attempt needs."""
+        with self.lock:
+            self.given_up.set()
+            for sock in self.socks:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def give_back(self, chunks: Iterable[int]) -> None:
         with self.lock:
@@ -629,8 +652,8 @@ def _worker(peer: Peer, version: int, work: _Work, view: memoryview, stats: Pull
     got = 0
     try:
         conn = _Conn(peer, version, timeout_s)
-        with work.lock:
-            work.connected.add(peer.id)
+        if not work.connected_with(peer.id, conn.sock):
+            return
         while True:
             while len(inflight) < PIPELINE_DEPTH:
                 batch = work.take(peer.id, stats)
@@ -717,10 +740,16 @@ def pull(manifest: Manifest, peers: Iterable[Peer], assigned: dict[PeerId, list[
             t.start()
         # Wait for the workers, but not for one still connecting (or stuck) once everything
         # arrived through the others: a source behind a dead link must not hold the sync.
-        while any(t.is_alive() for t in threads) and not work.complete.wait(0.02):
+        # Nor once a chunk lost its last live holder: this attempt cannot complete, and the
+        # chunks still to come belong to a version the survivors are leaving behind (a standby
+        # starts its next attempt at once, keeping what arrived).
+        while (any(t.is_alive() for t in threads) and not work.complete.wait(0.02)
+               and not work.stranded()):
             pass
-        if work.complete.is_set():
+        if work.complete.is_set() or work.stranded():
             break
+    if not work.complete.is_set():
+        work.give_up()
     with work.lock:
         work.reported = True
         stats = PullStats(dict(stats.bytes_by_source), dict(stats.seconds_by_source),
@@ -730,6 +759,7 @@ def pull(manifest: Manifest, peers: Iterable[Peer], assigned: dict[PeerId, list[
         raise fatal[0]
     if not work.complete.is_set():
         raise IncompletePull(
-            f"{work.remaining()} chunk(s) undelivered; failed sources: {stats.failed_sources}",
+            f"{len(needed) - len(received)} chunk(s) undelivered; "
+            f"failed sources: {stats.failed_sources}",
             manifest, buffer, received)
     return buffer, stats
