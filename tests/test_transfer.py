@@ -415,3 +415,33 @@ def test_a_pull_that_lost_a_chunks_last_holder_ends_at_once(state, servers):
         release.set()
     wait_until(lambda: not any(t.name == "chaos-pull-0" for t in threading.enumerate()), 5,
                "the slow source's worker stopped")
+
+
+def test_a_chunk_only_one_source_holds_is_asked_for_first(state, servers):
+    """Rarest first: the chunk only source 0 holds (as a sync target's BatchNorm statistics,
+    laid out last) goes in its first request, so its death after one answer strands nothing."""
+    srvs, peers = servers(2)
+    man = fetch_manifest(peers, 3, state.manifest().digest())
+    real = srvs[0]._serve_requests
+
+    class DiesAfterOneAnswer:                 # the source's socket, closed after one payload
+        def __init__(self, sock):
+            self._sock, self._sends = sock, 0
+
+        def __getattr__(self, name):
+            return getattr(self._sock, name)
+
+        def sendall(self, data):
+            self._sock.sendall(data)
+            self._sends += 1
+            if self._sends == 2:              # the answer's header, then its bytes
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    srvs[0]._serve_requests = lambda sock, peer: real(DiesAfterOneAnswer(sock), peer)
+    last = man.n_chunks - 1
+    holders = {c: {0, 1} for c in range(last)}
+    holders[last] = {0}
+    assigned = {0: list(range(last // 2)) + [last], 1: list(range(last // 2, last))}
+    buf, stats = pull(man, peers, assigned, holders=holders, batch_bytes=4 * CHUNK, timeout_s=5)
+    assert torch.equal(buf, state.buffer)
+    assert 0 in stats.failed_sources and stats.bytes_by_source[1] > (last - last // 2) * CHUNK

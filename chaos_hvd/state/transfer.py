@@ -512,7 +512,9 @@ class _Work:
                 if not self.holds(name, c):
                     raise TransferError(f"chunk {c} assigned to {name}, which does not hold it")
                 seen.add(c)
-            self.queues[name] = deque(sorted(chunks))
+            # rarest first: a chunk only this source holds (a sync target's BatchNorm statistics)
+            # is asked for before the ones others could still serve should this source die
+            self.queues[name] = deque(sorted(chunks, key=lambda c: (self.n_holders(c), c)))
         if seen != needed:
             raise TransferError(f"plan covers {len(seen)} chunk(s) but {len(needed)} are needed")
         self.orphans: deque[int] = deque()
@@ -546,6 +548,9 @@ class _Work:
         with self.lock:
             return time.monotonic() - self.started <= CONNECT_GRACE_S and any(
                 self.queues[n] for n in self.alive if n not in self.connected)
+
+    def n_holders(self, c: int) -> int:
+        return 0 if self.holders is None else len(self.holders.get(c, ()))
 
     def holds(self, name: PeerId, c: int) -> bool:
         if name in self.bad_from.get(c, ()):
