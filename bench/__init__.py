@@ -1,2 +1,2 @@
 """Benchmarks, each run as ``python -m bench.NAME`` from the repository root; each ends with one
-JSON line. The README's Results section lists what each measured and the command."""
+JSON line. docs/results.md lists what each measured and the command."""

@@ -3,7 +3,7 @@
 For each strategy, the two joiners' sync ``total_s`` and ``transfer_s`` (from the event log) are
 reported, and ratios against ``chaos``. All strategies run in this one invocation, one after the other,
 on the same machine. Loopback has no link limits, so on 2 cores this measures the software path
-(memory copies, hashing, Horovod's broadcasts), not a network: see the README for the edge-network
+(memory copies, hashing, Horovod's broadcasts), not a network: see docs/results.md for the edge-network
 comparison. Ends with one JSON line. Usage: python -m bench.bench_sync [--model resnet18]
 """
 

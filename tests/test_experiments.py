@@ -1,5 +1,5 @@
 """The experiment suite's quick variant: it runs, writes CSV / markdown / PNG, and its figures are
-sane (not exact timings: those are the README's, from a full run)."""
+sane (not exact timings: those are docs/results.md's, from a full run)."""
 
 import csv
 import json
