@@ -20,6 +20,8 @@ importing the cluster agent loads no torch):
 ``scaleout/``   ``chaos-hvdrun``: Horovod's launcher with an elastic driver that starts a joining
                 worker as a standby and switches it in once it holds a recent state, so training
                 does not stop while it starts (map in :mod:`chaos_hvd.scaleout`).
+``join/``       the join handshake both of those speak: signed messages on Horovod's rendezvous
+                server and their HTTP client (map in :mod:`chaos_hvd.join`).
 ``cluster/``    the self-governed cluster agent: peer negotiation of membership and links, monitor,
                 discovery for horovodrun (map in :mod:`chaos_hvd.cluster`).
 ``events``      every event record (sync, step, install, fault, ...): the contract between the

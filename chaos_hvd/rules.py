@@ -76,6 +76,15 @@ def parse_seconds(value, what: str, hi: float = 7 * 24 * 3600.0, *,
     return parse_number(value, what, lo, hi)
 
 
+def env_seconds(env, name: str, default: float, hi: float) -> float:
+    """A duration from the environment: `default` when unset or blank, else at least a
+    millisecond and at most `hi` seconds."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return parse_seconds(raw, name, hi)
+
+
 def parse_port(value, what: str) -> int:
     return parse_int(value, what, 1, 65535)
 

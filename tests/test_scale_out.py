@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("horovod.torch")
 
 from chaos_hvd import events as ev  # noqa: E402
-from chaos_hvd.scaleout import wire  # noqa: E402
+from chaos_hvd.join import wire  # noqa: E402
 from chaos_hvd.waiting import wait_until  # noqa: E402
 from harness.elastic_job import ElasticJob  # noqa: E402
 

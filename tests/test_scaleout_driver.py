@@ -10,8 +10,8 @@ pytest.importorskip("horovod.runner")
 from horovod.runner.elastic.discovery import FixedHosts  # noqa: E402
 from horovod.runner.http.http_server import RendezvousServer  # noqa: E402
 
-from chaos_hvd.scaleout import http as chttp  # noqa: E402
-from chaos_hvd.scaleout import wire  # noqa: E402
+from chaos_hvd.join import http as chttp  # noqa: E402
+from chaos_hvd.join import wire  # noqa: E402
 from chaos_hvd.scaleout.driver import (ChaosDriver, StandbySettings,  # noqa: E402
                                        chaos_rendezvous_handler)
 

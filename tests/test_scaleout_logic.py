@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chaos_hvd.errors import MalformedMessage, OversizedMessage, PeerMessageError
-from chaos_hvd.scaleout import wire
+from chaos_hvd.join import wire
 from chaos_hvd.scaleout.lost_slots import LostSlotWatch, blocking_lost
 from chaos_hvd.scaleout.standbys import Phase, StandbyTable
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chaos_hvd.errors import IncompletePull, MalformedMessage, PeerMessageError, ServiceUnavailable
-from chaos_hvd.scaleout import wire
+from chaos_hvd.join import wire
 from chaos_hvd.state.snapshot import Snapshot
 from chaos_hvd.state.standby_join import PartialPull
 from chaos_hvd.state.world_guard import FORMED, FORMING, WorldGuard

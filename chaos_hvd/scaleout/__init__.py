@@ -8,10 +8,7 @@
 ``standbys``    the launcher's book of standbys and their phases (pure).
 ``lost_slots``  which workers of a silently vanished host the launcher records at the reset
                 barrier on their behalf (pure).
-``wire``        the signed, bounded messages between standbys, running workers and the launcher
-                (pure).
-``http``        a bounded HTTP client for those messages on Horovod's rendezvous server.
-
-The workers' side lives in :mod:`chaos_hvd.state` (``standby_join``, ``standby_feed``,
+The messages between standbys, running workers and the launcher are in :mod:`chaos_hvd.join`;
+the workers' side lives in :mod:`chaos_hvd.state` (``standby_join``, ``standby_feed``,
 ``stale_workers``).
 """

@@ -25,8 +25,8 @@ import sys
 
 from ..errors import ConfigError
 from ..rules import RuleError
-from ..state.config import env_seconds
-from . import wire
+from ..rules import env_seconds
+from ..join import wire
 
 DEFAULT_READY_TIMEOUT_S = 300.0
 

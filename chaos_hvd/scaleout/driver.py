@@ -67,7 +67,7 @@ from .. import events
 from ..errors import ChaosError, PeerMessageError
 from ..events import EventLog
 from ..rules import RuleError, parse_int
-from . import wire
+from ..join import wire
 from .lost_slots import LostSlotWatch, Slot
 from .standbys import Phase, Standby, StandbyTable
 
@@ -507,7 +507,7 @@ class _Connections:
 
 
 def chaos_rendezvous_handler(driver: ChaosDriver):
-    """Horovod's elastic rendezvous handler plus the scopes of :mod:`~chaos_hvd.scaleout.wire`.
+    """Horovod's elastic rendezvous handler plus the scopes of :mod:`~chaos_hvd.join.wire`.
 
     Anyone on the network reaches it, so besides the scopes' signatures: the request line, the
     headers and the body must all arrive within REQUEST_DEADLINE_S (Horovod's 3 s is per read: a

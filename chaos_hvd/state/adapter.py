@@ -56,7 +56,7 @@ from .. import events
 from ..cluster import client as agent_client
 from ..errors import ConfigError, StateDivergedError, TransferError
 from ..events import EventLog
-from ..scaleout import http, wire
+from ..join import http, wire
 from . import transfer
 from .config import ChaosConfig
 from .peer_watch import (PeerWatch, abort_gloo_sockets, native_stacks, tcp_connection_summary,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from ..errors import ConfigError
-from ..rules import parse_int, parse_number, parse_seconds
+from ..rules import env_seconds, parse_int, parse_number, parse_seconds
 from ..units import UnitError, parse_rate_bps
 from ..yamldoc import Reader, load_file
 from .checkpoint_store import open_store
@@ -166,14 +166,6 @@ def env_number(env, name, default, kind: type = float, lo: float = 0, hi: float 
     if kind is int:
         return parse_int(raw, name, int(lo), int(hi))
     return parse_number(raw, name, lo, hi)
-
-
-def env_seconds(env, name, default: float, hi: float) -> float:
-    """A duration from the environment: at least a millisecond, at most `hi` seconds."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    return parse_seconds(raw, name, hi)
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")

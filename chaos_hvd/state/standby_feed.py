@@ -8,7 +8,7 @@ was pulling may be gone with a dead source, and it should not wait ``OFFER_EVERY
 the next): the training thread only marks the snapshot
 as offered (commits then write to the other buffer); a background thread computes its chunk
 digests, offers it on the shard server and publishes where it is served
-(:class:`~chaos_hvd.scaleout.wire.SourceRecord`, signed with the job secret). A new snapshot is
+(:class:`~chaos_hvd.join.wire.SourceRecord`, signed with the job secret). A new snapshot is
 offered only when no standby read the last one for a second, so a standby always pulls one
 consistent version. Without a standby this costs one small HTTP request every half second.
 """
@@ -19,7 +19,7 @@ import logging
 import threading
 
 from ..errors import ServiceUnavailable
-from ..scaleout import http, wire
+from ..join import http, wire
 from .replica import Replica
 
 log = logging.getLogger(__name__)

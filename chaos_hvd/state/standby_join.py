@@ -23,7 +23,7 @@ import torch
 from .. import events
 from ..errors import ChaosError, IncompletePull, PeerMessageError, ServiceUnavailable, TransferError
 from ..events import EventLog
-from ..scaleout import http, wire
+from ..join import http, wire
 from .roles import RankInfo, decide
 from .snapshot import Manifest, chunk_digest
 from .strategies import MultiSourcePull, SyncTarget

@@ -7,7 +7,7 @@ others wait in Gloo's rendezvous or their first collective for Gloo's timeout --
 for its connection, five times that timeout.
 
 How: under ``chaos-hvdrun`` the launcher knows which processes of the world it assigned last have
-exited (``chaos_world``, :mod:`chaos_hvd.scaleout.wire`). From the start of a reset until the
+exited (``chaos_world``, :mod:`chaos_hvd.join.wire`). From the start of a reset until the
 next sync completes, :class:`WorldGuard` asks it every ``poll_s`` whenever this worker's world is
 forming or formed but not yet synced, and aborts that world through Horovod
 (:class:`~chaos_hvd.state.adapter.WorldAbort`) if a member is dead: ``hvd.init()`` or the sync
