@@ -11,21 +11,38 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .. import jsonline
 from ..errors import MalformedMessage, PeerMessageError, RequestError
 from . import wire
-from .protocol import link
-
-if TYPE_CHECKING:
-    from .agent import Agent
+from .linkstate import LinkWatch, RateTable
+from .protocol import Member, link
 
 REQUEST_TIMEOUT_S = 5.0
 
 
+class AgentSurface(Protocol):
+    """What the local API reads and calls on its agent (so this module needs no import of it)."""
+
+    me: str
+    member: Member
+    watch: LinkWatch
+    rates: RateTable
+    resources: dict
+    counters: dict
+    leaving: bool
+
+    @property
+    def epoch(self) -> int | None: ...
+
+    def observe(self, change: tuple) -> None: ...
+
+    def leave(self) -> None: ...
+
+
 class LocalApi:
-    def __init__(self, agent: "Agent"):
+    def __init__(self, agent: AgentSurface):
         self.agent = agent
 
     def view_doc(self) -> dict:
