@@ -56,6 +56,10 @@ class IncompletePull(TransferError):
         self.manifest, self.buffer, self.received = manifest, buffer, received
 
 
+class StandbyDroppedError(ChaosError):
+    """The launcher gave up on this standby (it was not ready in time, or its host left)."""
+
+
 class AuthenticationError(ChaosError):
     """A peer message failed authentication (bad or missing MAC, wrong version or token)."""
 

@@ -84,11 +84,14 @@ def _check_int(value, what: str, lo: int, hi: int) -> int:
     return value
 
 
+Slot = tuple[str, int]   # (host, local rank): one worker slot of the job
+
+
 def slot_key(host: str, slot: int) -> str:
     return f"{_check_name(host, 'host')}:{_check_int(slot, 'slot', 0, 4095)}"
 
 
-def parse_slot_key(key: str) -> tuple[str, int]:
+def parse_slot_key(key: str) -> Slot:
     host, sep, slot = key.rpartition(":")
     try:
         if not sep:

@@ -68,7 +68,8 @@ from ..errors import ChaosError, PeerMessageError
 from ..events import EventLog
 from ..rules import RuleError, parse_int
 from ..join import wire
-from .lost_slots import LostSlotWatch, Slot
+from ..join.wire import Slot
+from .lost_slots import LostSlotWatch
 from .standbys import Phase, Standby, StandbyTable
 
 log = logging.getLogger(__name__)

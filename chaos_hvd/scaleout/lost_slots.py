@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Set
 
-Slot = tuple[str, int]   # (host, local rank)
+from ..join.wire import Slot
 
 
 def unlisted(assigned: Set[Slot], discovered: Mapping[str, int]) -> set[Slot]:

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from ..join.wire import Slot
+
 
 class Phase(StrEnum):
     STARTING = "starting"
@@ -27,9 +29,6 @@ class Phase(StrEnum):
     SWITCHING = "switching"
     JOINED = "joined"
     DROPPED = "dropped"
-
-
-Slot = tuple[str, int]   # (host, local rank)
 
 
 @dataclass

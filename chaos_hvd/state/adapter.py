@@ -54,7 +54,7 @@ from horovod.torch.elastic.sampler import ElasticSampler
 
 from .. import events
 from ..cluster import client as agent_client
-from ..errors import ConfigError, StateDivergedError, TransferError
+from ..errors import ConfigError, StandbyDroppedError, StateDivergedError, TransferError
 from ..events import EventLog
 from ..join import http, wire
 from . import transfer
@@ -65,7 +65,7 @@ from .stale_workers import end_stale_workers
 from .replica import Replica
 from .roles import RankInfo, decide
 from .standby_feed import StandbyFeed
-from .standby_join import StandbyDropped, StandbyIdentity, StandbyJoin
+from .standby_join import StandbyIdentity, StandbyJoin
 from .state_tree import TrackedObjects
 from .strategies import bytes_tensor, peer_of, strategy_for
 from .world_guard import WorldGuard
@@ -374,7 +374,7 @@ class ChaosState(State):
         ready = time.monotonic()
         try:
             join.await_verdict()
-        except StandbyDropped as e:
+        except StandbyDroppedError as e:
             log.warning("%s: exiting", e)
             raise SystemExit(3) from None
         # an old worker of this slot (its host was recorded as lost) must not rejoin beside us

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import torch
 
 from .. import events
-from ..errors import ChaosError, IncompletePull, PeerMessageError, ServiceUnavailable, TransferError
+from ..errors import (IncompletePull, PeerMessageError, ServiceUnavailable, StandbyDroppedError,
+                      TransferError)
 from ..events import EventLog
 from ..join import http, wire
 from .roles import RankInfo, decide
@@ -34,10 +35,6 @@ STANDBY = -1            # the standby's name in plans (it has no rank yet)
 RETRY_S = 0.5
 AGREE_WAIT_S = 3.0      # how long to wait for every published source to offer one version
 VERDICT_POLL_S = 0.05
-
-
-class StandbyDropped(ChaosError):
-    """The launcher gave up on this standby (it was not ready in time, or its host left)."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +131,7 @@ class StandbyJoin:
                 time.sleep(RETRY_S)
 
     def await_verdict(self) -> None:
-        """Returns when told to switch; raises StandbyDropped when dropped."""
+        """Returns when told to switch; raises StandbyDroppedError when dropped."""
         key = wire.slot_key(self.who.host, self.who.slot)
         while True:
             try:
@@ -149,7 +146,7 @@ class StandbyJoin:
                     log.warning("ignoring a bad verdict: %s", e)
                 else:
                     if verdict == "drop":
-                        raise StandbyDropped(f"the launcher dropped standby {key}")
+                        raise StandbyDroppedError(f"the launcher dropped standby {key}")
                     return
             time.sleep(VERDICT_POLL_S)
 
