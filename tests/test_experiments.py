@@ -86,6 +86,7 @@ def test_sync_ratios_take_the_bound_from_the_chaos_run():
 
 
 @pytest.mark.horovod
+@pytest.mark.root
 def test_quick_sync_experiment_on_the_testbed(tmp_path):
     """chaos and Horovod's broadcast side by side in real jobs on baseline-6 (medium model): the
     multi-source transfer must beat the broadcast and stay near the bound."""
@@ -104,6 +105,7 @@ def test_quick_sync_experiment_on_the_testbed(tmp_path):
 
 
 @pytest.mark.horovod
+@pytest.mark.root
 def test_quick_transfer_experiment_on_the_testbed(tmp_path):
     """ResNet-18's training state pulled from five testbed hosts: near the bound with the joiner's
     ingress unshaped and capped, from several sources."""
@@ -154,6 +156,7 @@ def test_scale_out_rows_and_ratios():
 
 
 @pytest.mark.horovod
+@pytest.mark.root
 def test_quick_scale_out_experiment_on_the_testbed(tmp_path):
     """A join under the checkpoint strategy (through the topology's storage host) and under
     chaos-hvdrun, in real jobs on baseline-6: both end identical with no committed step lost, and
@@ -173,6 +176,7 @@ def test_quick_scale_out_experiment_on_the_testbed(tmp_path):
 
 
 @pytest.mark.horovod
+@pytest.mark.root
 def test_quick_scaling_experiment_on_the_testbed(tmp_path):
     """A join into a 2-worker star under Horovod's TorchState and under chaos-hvdrun: the overlapped
     join idles the workers less and ends identical, and the steady state is measured for both."""
@@ -192,6 +196,7 @@ def test_quick_scaling_experiment_on_the_testbed(tmp_path):
 
 
 @pytest.mark.horovod
+@pytest.mark.root
 def test_quick_events_experiment_on_the_testbed(tmp_path):
     """Scale-in, a silent link loss, the link's return and a crash inside one real job with the
     agents: training resumes at the expected size after each, quickly after the crash, and the

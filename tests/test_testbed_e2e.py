@@ -15,6 +15,8 @@ from chaos_hvd.events import read_events
 
 from testbed_support import leftovers, require_testbed
 
+pytestmark = pytest.mark.root
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUITES = sorted(glob.glob(os.path.join(REPO, "ci", "suites", "*.yaml")))
 

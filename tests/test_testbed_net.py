@@ -21,6 +21,8 @@ from testbed.topology import parse_topology
 
 from testbed_support import leftovers, require_testbed
 
+pytestmark = pytest.mark.root
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ASYM = """\

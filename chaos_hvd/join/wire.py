@@ -179,10 +179,10 @@ def decode_source_list(secret: bytes, data: bytes) -> SourceList:
     if len(data) > MAX_RECORD_BYTES * 8:
         raise OversizedMessage(f"source list of {len(data)} bytes")
     try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError) as e:
+        doc = jsonline.decode(data, MAX_RECORD_BYTES * 8, MalformedMessage)
+    except MalformedMessage as e:
         raise MalformedMessage(f"source list: {e}") from None
-    items = doc.get("records") if isinstance(doc, dict) else None
+    items = doc.get("records")
     if not isinstance(items, list) or len(items) > MAX_RECORDS:
         raise MalformedMessage("source list: not a list of records")
     world = _check_int(doc.get("world"), "world", 0, MAX_RECORDS)
