@@ -224,6 +224,7 @@ def _run(n, seed, loss, actions, t_end):
 SOAK = int(os.environ.get("CHAOS_SOAK_EXAMPLES", "0"))
 
 
+@pytest.mark.slow
 @settings(max_examples=SOAK or 12, deadline=None, derandomize=not SOAK, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(scenarios())
