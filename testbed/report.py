@@ -1,6 +1,7 @@
 """``chaos-testbed report RUN_DIR``: draw one run's timeline as a PNG (matplotlib, headless).
 
-Top: a lane per worker process -- training, idle, and each sync split into its phases -- with
+Top: a lane per host -- its worker processes one after another (a tick where each begins),
+training, idle, and each sync split into its phases -- with
 the agents' view changes and the launcher's records on two lanes above; faults are vertical
 lines through everything. Bottom: the world size over time. The figures behind the picture come
 from :mod:`testbed.run_timeline`; this module only draws them.
@@ -71,13 +72,16 @@ def write_report(run_dir: str, out: str | None = None) -> str:
     for kind, lane, style in (("view", "agents", "v"), ("launcher", "launcher", "D")):
         ts = [m.t for m in run.markers if m.kind == kind]
         ax.plot(ts, [row[lane]] * len(ts), style, color="#0d47a1", markersize=5, linestyle="")
+    starts = [m for m in run.markers if m.kind == "process"]
+    ax.plot([m.t for m in starts], [row[m.lane] for m in starts], "|", color="#263238",
+            markersize=14, linestyle="")
     aborts = [m for m in run.markers if m.kind == "abort"]
     ax.plot([m.t for m in aborts], [row[m.lane] for m in aborts], "x", color="#b71c1c",
             markersize=8, linestyle="", label="crash-watch abort")
     ax.set_yticks(range(len(lanes)), list(reversed(lanes)), fontsize=8)
     ax.set_ylim(-0.7, len(lanes) - 0.3)
     ax.set_title(f"{os.path.basename(os.path.abspath(run_dir))}: workers, syncs and faults "
-                 "(v agents' view change, D launcher record, x abort)",
+                 "(| a worker process starts, v agents' view change, D launcher record, x abort)",
                  pad=70 if len(faults) <= MAX_FAULT_LABELS else 8)
     legend = [Patch(color=COLORS[k], label=k) for k in ("train", "idle") + PHASES]
     ax.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8,
@@ -99,7 +103,8 @@ def write_report(run_dir: str, out: str | None = None) -> str:
 def describe(run: RunTimeline) -> str:
     """A few lines of text beside the picture: faults, world sizes, idle time per lane."""
     idle = run.idle_s()
-    lines = [f"{len(run.lanes)} worker process(es), "
+    processes = sum(1 for m in run.markers if m.kind == "process")
+    lines = [f"{processes} worker process(es) on {len(run.lanes)} lane(s), "
              f"{sum(1 for m in run.markers if m.kind == 'fault')} fault action(s), "
              f"world sizes {[s for _, s in run.world]}"]
     lines += [f"  {lane}: idle {idle[lane]:.1f} s" for lane in run.lanes]

@@ -2,9 +2,12 @@
 
 From a run directory's records (timeline.jsonl, events.jsonl, agents.jsonl; chaos_hvd.events):
 
-* one lane per worker process (label: host and pid): ``train`` between consecutive steps,
+* one lane per host, its successive worker processes drawn one after another in it (a host
+  that runs several at once gets a lane for each: ``host``, ``host #2``, ...), so a long run
+  with many restarts stays one lane per machine: ``train`` between consecutive steps,
   the phases of each sync (``exchange``, ``plan``, ``transfer``, ``load``, ``verify``) and
   ``idle`` for any longer gap (a blocked collective, Horovod's reset barrier, a start-up);
+  a ``process`` marker where each process begins;
 * markers: the faults applied, the agents' view changes, the launcher's standby and lost-slot
   records, and crash-watch aborts (on the aborting worker's lane);
 * the world size over time (every ``resumed`` record), and per lane the idle seconds.
@@ -34,7 +37,7 @@ class Segment:
 @dataclass(frozen=True)
 class Marker:
     t: float
-    kind: str            # fault, view, launcher, abort
+    kind: str            # fault, view, launcher, abort, process
     label: str
     lane: str | None = None
 
@@ -93,8 +96,26 @@ def build(timeline: list[ev.Event], events: list[ev.Event],
     return run
 
 
+def host_lanes(spans: dict[int, tuple[str, float, float]]) -> dict[int, str]:
+    """pid -> lane, from each process's (host, first, last record time): a host's processes share
+    its lane one after another; one that overlaps every process already in a lane of that host
+    opens the host's next lane (``host #2``)."""
+    ends: dict[str, list[float]] = {}          # host -> the last end in each of its lanes
+    lane_of = {}
+    for pid in sorted(spans, key=lambda p: (spans[p][0], spans[p][1], p)):
+        host, first, last = spans[pid]
+        lanes = ends.setdefault(host, [])
+        i = next((i for i, end in enumerate(lanes) if end < first), len(lanes))
+        if i == len(lanes):
+            lanes.append(last)
+        else:
+            lanes[i] = last
+        lane_of[pid] = host if i == 0 else f"{host} #{i + 1}"
+    return lane_of
+
+
 def _lanes(run: RunTimeline, events: list[ev.Event], t0: float) -> dict[int, str]:
-    """Adds a lane per worker process with its segments; returns pid -> lane."""
+    """Adds a lane per host (see host_lanes) with its processes' segments; returns pid -> lane."""
     by_pid: dict[int, list[ev.Event]] = {}
     host: dict[int, str] = {}
     for e in sorted(events, key=lambda e: e.t_mono):
@@ -102,12 +123,15 @@ def _lanes(run: RunTimeline, events: list[ev.Event], t0: float) -> dict[int, str
             by_pid.setdefault(e.pid, []).append(e)
             if getattr(e, "host", None):
                 host[e.pid] = e.host
-    first = {pid: seq[0].t_mono for pid, seq in by_pid.items()}
-    lane_of = {}
-    for pid in sorted(by_pid, key=lambda p: (host.get(p, ""), first[p])):
-        lane = lane_of[pid] = f"{host.get(pid, '?')} pid {pid}"
-        run.lanes.append(lane)
+    begin = {pid: min(e.t_mono - (e.total_s if isinstance(e, ev.Sync) else 0.0) for e in seq)
+             for pid, seq in by_pid.items()}                 # a first sync began before its record
+    lane_of = host_lanes({pid: (host.get(pid, "?"), begin[pid], seq[-1].t_mono)
+                          for pid, seq in by_pid.items()})
+    run.lanes.extend(sorted(set(lane_of.values())))
+    for pid in sorted(by_pid, key=lambda p: begin[p]):
+        lane = lane_of[pid]
         seq = by_pid[pid]
+        run.markers.append(Marker(begin[pid] - t0, "process", f"pid {pid}", lane=lane))
         steps = [e.t_mono for e in seq if isinstance(e, ev.Step)]
         gaps = [b - a for a, b in zip(steps, steps[1:])]
         step_s = statistics.median(gaps) if gaps else 1.0

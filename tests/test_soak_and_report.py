@@ -113,14 +113,29 @@ def test_run_timeline_lanes_phases_idle_and_markers():
                    load_s=0.1, verify_s=0.1, total_s=1.0)
     dead = ev.PeerDead(t_mono=111, pid=5, rank=0, peer=1, gloo_sockets_aborted=3)
     run = build(timeline, steps + [sync, dead, _resumed(119.6, 5, 9, 2)])
-    assert run.lanes == ["h1 pid 5"]
+    assert run.lanes == ["h1"]
     kinds = {s.kind for s in run.segments}
     assert {"train", "idle", "exchange", "transfer", "verify"} <= kinds
-    idle = run.idle_s()["h1 pid 5"]
+    idle = run.idle_s()["h1"]
     assert 9.0 < idle < 11.0                                # 109 -> 118.5, the reset
     assert [m.label for m in run.markers if m.kind == "fault"] == ["crash w2"]
-    assert [m.lane for m in run.markers if m.kind == "abort"] == ["h1 pid 5"]
+    assert [m.lane for m in run.markers if m.kind == "abort"] == ["h1"]
     assert run.world == [(pytest.approx(19.6), 2)]
+
+
+def test_a_hosts_successive_processes_share_its_lane():
+    """A long run restarts workers many times: one lane per host, not per process; a host
+    running two processes at once gets a second lane only for the overlap's owner."""
+    from testbed.run_timeline import host_lanes
+    spans = {1: ("h1", 0, 10), 2: ("h1", 12, 30), 3: ("h1", 31, 40), 4: ("h2", 0, 40),
+             5: ("h2", 5, 20), 6: ("h2", 25, 35)}
+    assert host_lanes(spans) == {1: "h1", 2: "h1", 3: "h1", 4: "h2", 5: "h2 #2", 6: "h2 #2"}
+    events = ([_step(100 + i, 7, i) for i in range(5)] + [_step(110 + i, 8, i) for i in range(5)]
+              + [_step(100 + i, 9, i, host="h2") for i in range(15)])
+    run = build([ev.CommandStart(t_mono=100, argv=["x"], host="ctl")], events)
+    assert run.lanes == ["h1", "h2"]
+    assert [(m.lane, m.label) for m in run.markers if m.kind == "process"] == [
+        ("h1", "pid 7"), ("h2", "pid 9"), ("h1", "pid 8")]
 
 
 def test_report_draws_a_png(tmp_path):
