@@ -98,6 +98,8 @@ class StandbyFeed:
                     self._busy = False
 
     def _poll(self) -> None:
+        # a periodic poll for as long as the worker lives, not a wait for one condition: hence
+        # not chaos_hvd.waiting
         while not self._stop.wait(POLL_S):
             try:
                 wanted = http.get(*self._rendezvous, wire.WANTED, "all", limit=16) is not None

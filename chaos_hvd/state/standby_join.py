@@ -15,6 +15,7 @@ No Horovod import: the adapter does the switch.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from ..errors import (IncompletePull, PeerMessageError, ServiceUnavailable, Stan
                       TransferError)
 from ..events import EventLog
 from ..join import http, wire
+from ..waiting import wait_until
 from .roles import RankInfo, decide
 from .snapshot import Manifest, chunk_digest
 from .strategies import MultiSourcePull, SyncTarget
@@ -96,7 +98,12 @@ class StandbyJoin:
         self._partial: PartialPull | None = None
 
     def prepare(self) -> int:
-        """Pull a recent committed state; returns its version (retries until it has one)."""
+        """Pull a recent committed state; returns its version (retries until it has one).
+
+        Its own loop, not :func:`~chaos_hvd.waiting.wait_until`: each round picks its pause
+        (no offer yet, waiting for every worker's offer, a failed attempt) and keeps what a
+        failed attempt delivered. No deadline here: the launcher kills a standby that is not
+        ready within ``CHAOS_STANDBY_TIMEOUT_S``."""
         attempt, first_seen = 0, None
         while True:
             attempt += 1
@@ -120,35 +127,42 @@ class StandbyJoin:
                 time.sleep(RETRY_S)
 
     def report_ready(self, version: int) -> None:
+        """Retries until the launcher took it (no deadline: see prepare)."""
         body = wire.encode_ready(self.who.secret, self.who.host, self.who.slot,
                                  self.who.instance, version)
-        while True:
+
+        def put() -> bool:
             try:
-                return http.put(*self.who.rendezvous, wire.READY,
-                                wire.slot_key(self.who.host, self.who.slot), body)
+                http.put(*self.who.rendezvous, wire.READY,
+                         wire.slot_key(self.who.host, self.who.slot), body)
+                return True
             except ServiceUnavailable as e:
                 log.warning("could not report ready: %s", e)
-                time.sleep(RETRY_S)
+                return False
+
+        wait_until(put, math.inf, "the launcher to take the ready report", interval_s=RETRY_S)
 
     def await_verdict(self) -> None:
-        """Returns when told to switch; raises StandbyDroppedError when dropped."""
+        """Returns when told to switch; raises StandbyDroppedError when dropped (no deadline:
+        see prepare)."""
         key = wire.slot_key(self.who.host, self.who.slot)
-        while True:
+
+        def verdict() -> bool:
+            body = http.get(*self.who.rendezvous, wire.SWITCH, key)
+            if body is None:
+                return False
             try:
-                body = http.get(*self.who.rendezvous, wire.SWITCH, key)
-            except ServiceUnavailable:
-                body = None
-            if body is not None:
-                try:
-                    verdict = wire.decode_verdict(self.who.secret, self.who.host, self.who.slot,
-                                                  self.who.instance, body)
-                except PeerMessageError as e:
-                    log.warning("ignoring a bad verdict: %s", e)
-                else:
-                    if verdict == "drop":
-                        raise StandbyDroppedError(f"the launcher dropped standby {key}")
-                    return
-            time.sleep(VERDICT_POLL_S)
+                said = wire.decode_verdict(self.who.secret, self.who.host, self.who.slot,
+                                           self.who.instance, body)
+            except PeerMessageError as e:
+                log.warning("ignoring a bad verdict: %s", e)
+                return False
+            if said == "drop":
+                raise StandbyDroppedError(f"the launcher dropped standby {key}")
+            return True
+
+        wait_until(verdict, math.inf, "the launcher's verdict", interval_s=VERDICT_POLL_S,
+                   retry_on=(ServiceUnavailable,))
 
     def _sources(self) -> tuple[list[wire.SourceRecord], int]:
         """(valid source records, the job's world size)."""
