@@ -1,5 +1,5 @@
 """One rule for each kind of value read from outside: integers, numbers, durations, ports, host
-names, secrets. Pure.
+names, agent ids, secrets. Pure.
 
 Command-line arguments, the environment, YAML files and wire messages all read such values; each
 reads them through these functions, so no two parsers disagree on one (``٣``, ``²``, ``1_0``,
@@ -10,6 +10,7 @@ naming what was read; callers that must raise their own type (a wire decoder) wr
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 
@@ -104,6 +105,33 @@ def parse_host_port(value, what: str) -> tuple[str, int]:
     if not sep:
         raise RuleError(f"{what}: {str(value)[:80]!r} is not host:port")
     return check_host(host, what), parse_port(port, what)
+
+
+def parse_node_id(value, what: str) -> tuple[str, int | None]:
+    """A cluster agent's id: ``host``, ``host:port``, an IPv6 address bare or as ``[addr]`` /
+    ``[addr]:port``. Returns (host or address, port or None)."""
+    text = _text(value, what)
+    if len(text) > 255:
+        raise RuleError(f"{what}: {text[:80]!r}... is longer than 255 characters")
+    if text.startswith("["):
+        addr, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise RuleError(f"{what}: {text[:80]!r} is not [address] or [address]:port")
+        return _ipv6(addr, what), parse_port(rest[1:], what) if rest else None
+    if text.count(":") > 1:
+        return _ipv6(text, what), None
+    host, sep, port = text.rpartition(":")
+    if sep:
+        return check_host(host, what), parse_port(port, what)
+    return check_host(text, what), None
+
+
+def _ipv6(text: str, what: str) -> str:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        raise RuleError(f"{what}: {text[:80]!r} is not an IPv6 address") from None
+    return text
 
 
 def parse_host_slots(value, what: str, max_slots: int = 4096) -> tuple[str, int]:

@@ -60,7 +60,8 @@ def test_bandwidth_spec_and_file(tmp_path):
     ("=5", "KEY"), ("a", "KEY"), (">b>=3", ">HOST"), (">=3", ">HOST"), ("a>=4", "A>B"),
     ("a=nan", "cannot read"), ("a=inf", "cannot read"), ("a=1e400", "out of range"),
     ("a=1e-300", "outside"), ("a=1e308", "outside"), ("a>b>c=5", "A>B"), ("a=b=5", "KEY"),
-    ("a\x00b=5", "host name"),
+    ("a\x00b=5", "host name"), ("a b=5", "host name"), ("h/1=5", "host name"),
+    (">h:1=5", "host name"), ("a>b c=5", "host name"), ("\u0663=5", "host name"),
 ])
 def test_bad_bandwidth_specs(spec, match):
     with pytest.raises(ConfigError, match=match):
@@ -72,6 +73,8 @@ def test_bad_bandwidth_specs(spec, match):
     ("speed: 3\n", r"bw.yaml:1:\d+: speed: unknown key"), ("hosts: {a: x}\n", r"1:\d+: .*cannot read"),
     ("links: {ab: 3}\n", "A>B"), ("hosts: {a: true}\n", "rate"), ("default: .nan\n", "finite"),
     ("hosts: {[1]: 3}\n", "invalid YAML"), ("a: &x [*x]\n", "invalid YAML|unknown key"),
+    ("hosts: {a b: 3}\n", r"bw.yaml:1:\d+: hosts.a b: .*not a host name"),
+    ("links: {a>b/c: 3}\n", r"bw.yaml:1:\d+: .*not a host name"),
 ])
 def test_bad_bandwidth_files(tmp_path, text, match):
     f = tmp_path / "bw.yaml"

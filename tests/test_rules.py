@@ -123,10 +123,21 @@ def test_a_cluster_secret_of_white_space_is_no_secret(monkeypatch, tmp_path):
 @pytest.mark.parametrize("node, ok", [("w1", True), ("10.0.0.4", True), ("10.0.0.4:7001", True),
                                       ("127.0.0.1:70000", False), ("127.0.0.1:0", False),
                                       ("h:\u00b2", False), ("::1", True), ("[::1]:7001", True),
-                                      ("[::1]:99999", False), ("h:", False), (":7001", False)])
+                                      ("[::1]:99999", False), ("h:", False), (":7001", False),
+                                      ("[::1]", True), ("[w1]:7001", False), ("1:2:3", False),
+                                      ("a b", False), ("x" * 256, False), ("[::1]7001", False),
+                                      ("h\u0663:1", False), ("w1:\u0663", False)])
 def test_agent_ids_range_check_their_port(node, ok):
     from chaos_hvd.cluster import wire
+    from chaos_hvd.cluster.agent import split_id
+    from chaos_hvd.rules import RuleError
     assert wire.is_id(node) is ok
+    if ok:                          # the agent reads an id by the same rule it was checked by
+        host, port = split_id(node, 7471)
+        assert host in node and 1 <= port <= 65535
+    else:
+        with pytest.raises(RuleError):
+            split_id(node, 7471)
 
 
 def test_agent_options_and_local_api_changes_refuse_nonsense():

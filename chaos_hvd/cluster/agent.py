@@ -38,6 +38,7 @@ from .. import events as ev
 from .. import jsonline
 from ..errors import MalformedMessage, PeerMessageError, StaleMessage
 from ..events import EventLog
+from ..rules import parse_node_id
 from . import probe_plan, wire
 from .kinds import Change, Msg
 from .linkstate import LinkWatch, Rate, RateTable
@@ -54,14 +55,10 @@ DEFAULT_PORT = 7470
 
 
 def split_id(node_id: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """'10.0.0.1' -> ('10.0.0.1', default); 'h:7471' -> ('h', 7471); '[::1]:7471' -> ('::1', 7471)."""
-    if node_id.startswith("["):
-        host, _, rest = node_id[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    host, sep, port = node_id.rpartition(":")
-    if sep and port.isdigit() and ":" not in host:
-        return host, int(port)
-    return node_id, default_port
+    """'10.0.0.1' -> ('10.0.0.1', default); 'h:7471' -> ('h', 7471); '[::1]:7471' -> ('::1', 7471).
+    By the one rule (:func:`chaos_hvd.rules.parse_node_id`): a bad id is a RuleError."""
+    host, port = parse_node_id(node_id, "agent id")
+    return host, default_port if port is None else port
 
 
 @dataclass

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from ..errors import ConfigError
-from ..rules import env_seconds, parse_int, parse_number, parse_seconds
+from ..rules import RuleError, check_host, env_seconds, parse_int, parse_number, parse_seconds
 from ..units import UnitError, parse_rate_bps
 from ..yamldoc import Reader, load_file
 from .checkpoint_store import open_store
@@ -101,6 +101,7 @@ class BandwidthMap:
                 raise ConfigError(f"bandwidth entry {item!r}: expected KEY=RATE")
             if len(key) > 511 or not key.isprintable():
                 raise ConfigError(f"bandwidth entry {item[:40]!r}: not a host name")
+            where = f"bandwidth entry {item[:60]!r}"
             rate = _rate(value, f"bandwidth entry {item!r}")
             if key in seen:
                 raise ConfigError(f"bandwidth entry {item!r}: {key!r} is given twice")
@@ -111,14 +112,14 @@ class BandwidthMap:
                 host = key[1:].strip()
                 if not host or ">" in host:
                     raise ConfigError(f"bandwidth entry {item!r}: ingress must be written >HOST")
-                ingress[host] = rate
+                ingress[check_host(host, where)] = rate
             elif ">" in key:
                 a, b = (p.strip() for p in key.split(">", 1))
                 if not a or not b or ">" in b:
                     raise ConfigError(f"bandwidth entry {item!r}: pair must be A>B")
-                links[(a, b)] = rate
+                links[(check_host(a, where), check_host(b, where))] = rate
             else:
-                hosts[key] = rate
+                hosts[check_host(key, where)] = rate
         return cls(default, hosts, links, ingress)
 
     @classmethod
@@ -138,12 +139,16 @@ class BandwidthMap:
             if len(sub.data) > MAX_ENTRIES:
                 sub.fail(f"more than {MAX_ENTRIES} entries")
             tables[key] = {_name(k, sub): _rate(v, sub.where(k)) for k, v in sub.data.items()}
+            if key != "links":
+                for k in tables[key]:
+                    _host(k, k, sub)
         links = {}
         for k, rate in tables["links"].items():
             a, sep, b = k.partition(">")
             if not sep or not a.strip() or not b.strip() or ">" in b:
                 top.child("links").fail(f"link key {k!r} must be 'A>B'", k)
-            links[(a.strip(), b.strip())] = rate
+            links[(_host(a.strip(), k, top.child("links")),
+                   _host(b.strip(), k, top.child("links")))] = rate
         return cls(default, tables["hosts"], links, tables["ingress"])
 
 
@@ -155,6 +160,14 @@ def _name(key, r: Reader) -> str:
     if not key or len(key) > 255 or not key.isprintable():
         r.fail(f"key {key[:40]!r} is not a host name", key)
     return key
+
+
+def _host(name: str, key, r: Reader) -> str:
+    """A host name by the one rule (:func:`chaos_hvd.rules.check_host`), located at `key`."""
+    try:
+        return check_host(name, "host")
+    except RuleError:
+        r.fail(f"key {str(key)[:60]!r}: {name[:40]!r} is not a host name", key)
 
 
 def env_number(env, name, default, kind: type = float, lo: float = 0, hi: float = 1 << 62):
