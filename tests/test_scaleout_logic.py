@@ -2,6 +2,7 @@
 
 import json
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -100,6 +101,25 @@ def test_ready_and_verdict_bind_slot_and_instance():
         wire.decode_verdict(KEY, "h6", 0, "def", verdict)
     with pytest.raises(PeerMessageError):
         wire.decode_verdict(OTHER, "h6", 0, "abc", verdict)
+
+
+@pytest.mark.parametrize("decode, fields", [
+    (lambda b: wire.decode_verdict(KEY, "h6", 0, "abc", b),
+     {"host": "h6", "slot": 0, "instance": "abc", "verdict": "maybe"}),
+    (lambda b: wire.decode_verdict(KEY, "h6", 0, "abc", b),
+     {"host": "h6", "slot": 0, "instance": "abc", "verdict": "switch", "extra": 1}),
+    (lambda b: wire.decode_ready(KEY, "h6:0", b),
+     {"host": "h6", "slot": 0, "instance": "", "version": 3}),
+    (lambda b: wire.decode_ready(KEY, "h6:0", b),
+     {"host": "h6", "slot": 0, "instance": "abc", "version": 1.5}),
+    (lambda b: wire.decode_world_status(KEY, "0" * 32, b), {"nonce": "0" * 32, "dead": "h6:0"}),
+    (lambda b: wire.decode_world_status(KEY, "0" * 32, b), {"nonce": "0" * 32, "dead": [7]}),
+    (lambda b: wire.decode_source(KEY, b), {**msgspec.to_builtins(record()), "port": "1"}),
+])
+def test_authentic_messages_outside_their_schema_are_malformed(decode, fields):
+    """Signed with the job's secret, so the MAC holds: the schema still refuses them."""
+    with pytest.raises(MalformedMessage):
+        decode(wire.sign(KEY, fields))
 
 
 def test_secret_parsing():

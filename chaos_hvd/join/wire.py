@@ -23,6 +23,10 @@ Scopes (``/scope/key`` on the rendezvous server):
                             (:func:`encode_world_status`). A worker waiting for such a member
                             would wait for Gloo's timeout; it aborts its world instead.
 
+Each message is a msgspec struct here (:class:`SourceRecord`, :class:`Ready`, :class:`Verdict`,
+:class:`WorldStatus`): its fields, types and ranges are its schema, and one strict conversion
+checks a message after its MAC, as the event records are checked.
+
 Ready messages and verdicts name the standby's instance (``CHAOS_STANDBY_ID``, new for every
 standby process), so one recorded for an earlier standby of the same slot means nothing later.
 """
@@ -31,8 +35,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import msgspec
 
 from .. import jsonline, signing
 from ..errors import MalformedMessage, OversizedMessage, PeerMessageError
@@ -101,36 +107,69 @@ def parse_slot_key(key: str) -> Slot:
         raise MalformedMessage(f"not host:slot: {key[:80]!r} ({e})") from None
 
 
-@dataclass(frozen=True)
-class SourceRecord:
+# Every message is a msgspec struct: field names, types and ranges are its schema, checked by
+# one conversion (`_typed`) after the MAC; host names go through the one rule on top.
+Digest = Annotated[str, msgspec.Meta(max_length=128)]
+Version = Annotated[int, msgspec.Meta(ge=0, le=1 << 62)]
+SlotIndex = Annotated[int, msgspec.Meta(ge=0, le=4095)]
+Instance = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class SourceRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Where one running worker serves its committed snapshot to standbys."""
 
-    rank: int
+    rank: Annotated[int, msgspec.Meta(ge=0, le=1 << 20)]
     host: str       # Horovod's host name (bandwidth figures are keyed by it)
     addr: str       # where its shard server listens
-    port: int
-    version: int
-    digest: str
-    size_bytes: int
-    chunk_bytes: int
-    chunks: tuple[str, ...]
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)]
+    version: Version
+    digest: Digest
+    size_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 50)]
+    chunk_bytes: Annotated[int, msgspec.Meta(ge=1, le=1 << 40)]
+    chunks: Annotated[tuple[Digest, ...], msgspec.Meta(max_length=MAX_CHUNKS)]
 
-    def validate(self) -> "SourceRecord":
-        _check_int(self.rank, "rank", 0, 1 << 20)
+    def check(self) -> "SourceRecord":
         _check_name(self.host, "host")
         _check_name(self.addr, "addr")
-        _check_int(self.port, "port", 1, 65535)
-        _check_int(self.version, "version", 0, 1 << 62)
-        _check_int(self.size_bytes, "size_bytes", 0, 1 << 50)
-        _check_int(self.chunk_bytes, "chunk_bytes", 1, 1 << 40)
-        if not isinstance(self.digest, str) or len(self.digest) > 128:
-            raise MalformedMessage("digest: not a digest")
-        if not isinstance(self.chunks, tuple) or len(self.chunks) > MAX_CHUNKS \
-                or not all(isinstance(c, str) and len(c) <= 128 for c in self.chunks):
-            raise MalformedMessage("chunks: not a list of digests")
         if len(self.chunks) != -(-self.size_bytes // self.chunk_bytes):
             raise MalformedMessage("chunks: count differs from size / chunk size")
         return self
+
+
+class Ready(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str
+    slot: SlotIndex
+    instance: Instance
+    version: Version
+
+
+class Verdict(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str
+    slot: SlotIndex
+    instance: Instance
+    verdict: Literal["switch", "drop"]
+
+
+class WorldStatus(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    nonce: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$")]
+    dead: Annotated[list[str], msgspec.Meta(max_length=MAX_RECORDS)]
+
+
+class _SourceListDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    world: Annotated[int, msgspec.Meta(ge=0, le=MAX_RECORDS)]
+    records: Annotated[list, msgspec.Meta(max_length=MAX_RECORDS)]
+
+
+def _typed(cls, fields):
+    """Fields (authenticated, decoded by the bounded parser) -> the struct, or MalformedMessage."""
+    try:
+        return msgspec.convert(fields, cls, strict=True)
+    except msgspec.ValidationError as e:
+        raise MalformedMessage(f"not a {cls.__name__.lstrip('_')}: {e}") from None
+
+
+def _fields(message: msgspec.Struct) -> dict:
+    return msgspec.to_builtins(message)
 
 
 def sign(secret: bytes, fields: dict) -> bytes:
@@ -148,17 +187,13 @@ def open_signed(secret: bytes, data: bytes) -> dict:
 
 
 def encode_source(secret: bytes, record: SourceRecord) -> bytes:
-    return sign(secret, dict(asdict(record.validate()), chunks=list(record.chunks)))
+    fields = _fields(record)
+    _typed(SourceRecord, fields).check()       # never sign what a standby would refuse
+    return sign(secret, fields)
 
 
 def decode_source(secret: bytes, data: bytes) -> SourceRecord:
-    msg = open_signed(secret, data)
-    try:
-        chunks = msg.pop("chunks")
-        record = SourceRecord(**msg, chunks=tuple(chunks) if isinstance(chunks, list) else chunks)
-    except (KeyError, TypeError) as e:
-        raise MalformedMessage(f"not a source record: {e}") from None
-    return record.validate()
+    return _typed(SourceRecord, open_signed(secret, data)).check()
 
 
 @dataclass(frozen=True)
@@ -171,7 +206,7 @@ class SourceList:
 def encode_source_list(blobs: list[bytes], world: int) -> bytes:
     """The launcher's answer to ``chaos_sources/all``: the signed records as they came, and the
     current world size (so a standby knows how many offers to wait for)."""
-    return json.dumps({"world": world, "records": [b.decode() for b in blobs[:MAX_RECORDS]]}).encode()
+    return msgspec.json.encode(_SourceListDoc(world, [b.decode() for b in blobs[:MAX_RECORDS]]))
 
 
 def decode_source_list(secret: bytes, data: bytes) -> SourceList:
@@ -179,22 +214,18 @@ def decode_source_list(secret: bytes, data: bytes) -> SourceList:
     if len(data) > MAX_RECORD_BYTES * 8:
         raise OversizedMessage(f"source list of {len(data)} bytes")
     try:
-        doc = jsonline.decode(data, MAX_RECORD_BYTES * 8, MalformedMessage)
+        doc = _typed(_SourceListDoc, jsonline.decode(data, MAX_RECORD_BYTES * 8, MalformedMessage))
     except MalformedMessage as e:
         raise MalformedMessage(f"source list: {e}") from None
-    items = doc.get("records")
-    if not isinstance(items, list) or len(items) > MAX_RECORDS:
-        raise MalformedMessage("source list: not a list of records")
-    world = _check_int(doc.get("world"), "world", 0, MAX_RECORDS)
     good, bad = [], []
-    for item in items:
+    for item in doc.records:
         try:
             if not isinstance(item, str):
                 raise MalformedMessage("not a string")
             good.append(decode_source(secret, item.encode()))
         except PeerMessageError as e:
             bad.append(str(e))
-    return SourceList(good, bad, world)
+    return SourceList(good, bad, doc.world)
 
 
 def best_version(records: list[SourceRecord]) -> list[SourceRecord]:
@@ -211,34 +242,30 @@ def best_version(records: list[SourceRecord]) -> list[SourceRecord]:
 
 
 def encode_ready(secret: bytes, host: str, slot: int, instance: str, version: int) -> bytes:
-    return sign(secret, {"host": host, "slot": slot, "instance": instance, "version": version})
+    return sign(secret, _fields(Ready(host, slot, instance, version)))
 
 
 def decode_ready(secret: bytes, key: str, data: bytes) -> tuple[str, int]:
     """(instance, version) a standby reports; its host and slot must be the key's."""
     host, slot = parse_slot_key(key)
-    msg = open_signed(secret, data)
-    if msg.get("host") != host or msg.get("slot") != slot:
+    ready = _typed(Ready, open_signed(secret, data))
+    if (ready.host, ready.slot) != (host, slot):
         raise MalformedMessage("ready message names another slot than its key")
-    instance = msg.get("instance")
-    if not isinstance(instance, str) or not 0 < len(instance) <= 64:
-        raise MalformedMessage("ready message without an instance")
-    return instance, _check_int(msg.get("version"), "version", 0, 1 << 62)
+    return ready.instance, ready.version
 
 
 VERDICTS = ("switch", "drop")
 
 
 def encode_verdict(secret: bytes, host: str, slot: int, instance: str, verdict: str) -> bytes:
-    return sign(secret, {"host": host, "slot": slot, "instance": instance, "verdict": verdict})
+    return sign(secret, _fields(Verdict(host, slot, instance, verdict)))
 
 
 def decode_verdict(secret: bytes, host: str, slot: int, instance: str, data: bytes) -> str:
-    msg = open_signed(secret, data)
-    if (msg.get("host"), msg.get("slot"), msg.get("instance")) != (host, slot, instance) \
-            or msg.get("verdict") not in VERDICTS:
-        raise MalformedMessage("verdict for another standby, or not a verdict")
-    return msg["verdict"]
+    got = _typed(Verdict, open_signed(secret, data))
+    if (got.host, got.slot, got.instance) != (host, slot, instance):
+        raise MalformedMessage("verdict for another standby")
+    return got.verdict
 
 
 NONCE_HEX = 32
@@ -255,17 +282,12 @@ def check_nonce(nonce: str) -> str:
 def encode_world_status(secret: bytes, nonce: str, dead: list[tuple[str, int]]) -> bytes:
     """The launcher's answer to ``chaos_world/<nonce>``: slots of the current world whose
     process has exited, signed and bound to the asker's nonce."""
-    return sign(secret, {"nonce": check_nonce(nonce),
-                         "dead": [slot_key(h, s) for h, s in sorted(dead)[:MAX_RECORDS]]})
+    return sign(secret, _fields(WorldStatus(
+        check_nonce(nonce), [slot_key(h, s) for h, s in sorted(dead)[:MAX_RECORDS]])))
 
 
 def decode_world_status(secret: bytes, nonce: str, data: bytes) -> list[tuple[str, int]]:
-    msg = open_signed(secret, data)
-    dead = msg.get("dead")
-    if msg.get("nonce") != nonce or not isinstance(dead, list) or len(dead) > MAX_RECORDS:
-        raise MalformedMessage("world status for another request, or not a world status")
-    return [parse_slot_key(k) if isinstance(k, str) else _bad_slot(k) for k in dead]
-
-
-def _bad_slot(value) -> tuple[str, int]:
-    raise MalformedMessage(f"not host:slot: {str(value)[:80]!r}")
+    status = _typed(WorldStatus, open_signed(secret, data))
+    if status.nonce != nonce:
+        raise MalformedMessage("world status for another request")
+    return [parse_slot_key(k) for k in status.dead]
