@@ -225,9 +225,9 @@ class PeerWatch:
             sock = socket.create_connection((peer.host, peer.port), timeout=timeout_s)
             transfer.send_frame(sock, transfer.request(peer.token, (peer.host, peer.port),
                                                        "watch", version))
-            reply = transfer.recv_frame(sock)
-            if not reply.get("ok"):
-                raise transfer.AuthenticationError(f"refused: {str(reply.get('error'))[:200]}")
+            reply = transfer.recv_reply(sock)
+            if not reply.ok:
+                raise transfer.AuthenticationError(f"refused: {str(reply.error)[:200]}")
             sock.settimeout(None)
         except (OSError, transfer.AuthenticationError) as e:
             if sock is not None:
@@ -247,8 +247,8 @@ class PeerWatch:
                 return
             self._socks.append(sock)
         try:
-            msg = transfer.recv_frame(sock)
-            if msg.get("bye"):
+            msg = transfer.recv_reply(sock)
+            if msg.bye:
                 with self._lock:
                     self._bye.add(peer.id)
                 return

@@ -2,9 +2,14 @@
 
 Wire protocol (TCP, one persistent connection per (joiner, source)):
 
-    request  := u32 length || JSON {"op": "manifest"|"range", "version", "start", "end", "nonce", "mac"}
-    response := u32 length || JSON {"ok": true, "nbytes": n} || n raw bytes
-              | u32 length || JSON {"ok": false, "error": "..."}   (then the server closes)
+    request  := u32 length || JSON ShardRequest {"op": "manifest"|"range"|"watch", "version",
+                "start", "end", "to", "nonce", "mac"}
+    response := u32 length || JSON Reply {"ok": true, "nbytes": n} || n raw bytes
+              | u32 length || JSON Reply {"error": "..."}   (then the server closes)
+              | on a crash watch, when its process leaves on purpose: JSON Reply {"bye": true}
+
+Both are msgspec structs: a request is checked against :class:`ShardRequest` after its MAC, a
+reply decoded straight into :class:`Reply`.
 
 ``mac`` is HMAC-SHA256 over the canonical JSON of the other fields, keyed with the source's per-sync
 token. Tokens are exchanged through Horovod's own (already connected and authenticated) collective, so
@@ -25,7 +30,6 @@ is dropped and its work re-planned over the rest. Only if no source is left does
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -35,8 +39,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Annotated, Callable, Iterable, Literal
 
+import msgspec
 import torch
 
 from .. import jsonline, signing
@@ -86,8 +91,40 @@ def request(token: bytes, to: tuple[str, int], op: str, version: int, start: int
 verify = signing.check_fields
 
 
-def send_frame(sock: socket.socket, obj: dict) -> None:
-    data = json.dumps(obj, separators=(",", ":")).encode()
+class ShardRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A peer's request, as :func:`request` signs it; checked against this schema after its MAC."""
+
+    op: Literal["manifest", "range", "watch"]
+    version: Annotated[int, msgspec.Meta(ge=0, le=1 << 62)]
+    nonce: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    mac: str
+    start: Annotated[int, msgspec.Meta(ge=0, le=1 << 50)] = 0
+    end: Annotated[int, msgspec.Meta(ge=0, le=1 << 50)] = 0
+    to: Annotated[str, msgspec.Meta(max_length=300)] = ""     # "" is no server's address
+
+
+class Reply(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """What a shard server answers: ``ok`` and the byte count that follows, or ``error``; on a
+    crash watch, ``bye`` when its process leaves on purpose."""
+
+    ok: bool = False
+    nbytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 50)] | None = None
+    error: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    bye: bool = False
+
+
+_reply_decoder = msgspec.json.Decoder(Reply, strict=True)
+
+
+def _typed_request(req: dict) -> ShardRequest:
+    try:
+        return msgspec.convert(req, ShardRequest, strict=True)
+    except msgspec.ValidationError as e:
+        raise AuthenticationError(f"not a shard request: {e}") from None
+
+
+def send_frame(sock: socket.socket, obj: dict | msgspec.Struct) -> None:
+    data = msgspec.json.encode(obj)
     sock.sendall(_LEN.pack(len(data)) + data)
 
 
@@ -118,6 +155,21 @@ def recv_frame(sock: socket.socket, limit: int = MAX_HEADER_BYTES,
     body = bytearray(n)
     _recv_exact_into(sock, memoryview(body), deadline)
     return jsonline.decode(bytes(body), limit, AuthenticationError)
+
+
+def recv_reply(sock: socket.socket, deadline: float | None = None) -> Reply:
+    """A server's answer, typed (bounded: a frame of at most MAX_HEADER_BYTES)."""
+    head = bytearray(_LEN.size)
+    _recv_exact_into(sock, memoryview(head), deadline)
+    (n,) = _LEN.unpack(head)
+    if n > MAX_HEADER_BYTES:
+        raise AuthenticationError(f"reply of {n} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")
+    body = bytearray(n)
+    _recv_exact_into(sock, memoryview(body), deadline)
+    try:
+        return _reply_decoder.decode(body)
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise AuthenticationError(f"not a reply: {e}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,7 +297,7 @@ class ShardServer:
             watchers, self._watchers = list(self._watchers), set()
         for sock in watchers:
             try:
-                send_frame(sock, {"bye": True})
+                send_frame(sock, Reply(bye=True))
                 sock.close()
             except OSError:
                 pass
@@ -260,7 +312,7 @@ class ShardServer:
         log.info("shard request from %s:%s rejected: %s", peer[0], peer[1], why)
         self._on_reject(why, f"{peer[0]}:{peer[1]}")
         try:
-            send_frame(sock, {"ok": False, "error": why})
+            send_frame(sock, Reply(error=why[:1000]))
         except OSError:
             pass
 
@@ -340,14 +392,12 @@ class ShardServer:
                     return self._reject(sock, peer, "nothing published")
                 try:
                     verify(pub.token, req)
-                    if not self._addressed_here(req.get("to")):
-                        raise AuthenticationError(f"request for another server "
-                                                  f"{str(req.get('to'))[:60]!r}")
-                    if req.get("op") != "watch" and req.get("version") != pub.version:
-                        raise AuthenticationError(f"stale version {req.get('version')!r}")
-                    nonce = req.get("nonce")
-                    if not isinstance(nonce, str) or len(nonce) > 64:
-                        raise AuthenticationError("missing or malformed nonce")
+                    r = _typed_request(req)
+                    if not self._addressed_here(r.to):
+                        raise AuthenticationError(f"request for another server {r.to[:60]!r}")
+                    if r.op != "watch" and r.version != pub.version:
+                        raise AuthenticationError(f"stale version {r.version}")
+                    nonce = r.nonce
                     seen = self._offer_nonces if offered else pub.seen
                     if nonce in seen or len(seen) > _MAX_SEEN_NONCES:
                         raise AuthenticationError("replayed nonce")
@@ -355,19 +405,16 @@ class ShardServer:
                     if first:
                         first = False
                         self._unauthenticated.pop(sock, None)
-                    if req.get("op") == "watch":
+                    if r.op == "watch":
                         self._watchers.add(sock)
                         payload = None
-                    elif req.get("op") == "manifest":
+                    elif r.op == "manifest":
                         payload = memoryview(pub.manifest)
-                    elif req.get("op") == "range":
-                        a, b = req.get("start"), req.get("end")
-                        if not (type(a) is int and type(b) is int
-                                and 0 <= a <= b <= len(pub.data) and b - a <= MAX_RANGE_BYTES):
-                            raise AuthenticationError(f"bad range {a!r}..{b!r}")
-                        payload = pub.data[a:b]
                     else:
-                        raise AuthenticationError(f"unknown op {req.get('op')!r}")
+                        a, b = r.start, r.end
+                        if not (a <= b <= len(pub.data) and b - a <= MAX_RANGE_BYTES):
+                            raise AuthenticationError(f"bad range {a}..{b}")
+                        payload = pub.data[a:b]
                 except AuthenticationError as e:
                     return self._reject(sock, peer, str(e))
                 if payload is None:
@@ -381,7 +428,7 @@ class ShardServer:
                     self._active += 1
                     self._sending.add(sock)
             try:
-                send_frame(sock, {"ok": True, "nbytes": len(payload)})
+                send_frame(sock, Reply(ok=True, nbytes=len(payload)))
                 sock.sendall(payload)
             except OSError:
                 return
@@ -398,7 +445,7 @@ class ShardServer:
         # A watch connection stays open until this process exits (farewell) or dies (EOF at the peer).
         sock.settimeout(None)
         try:
-            send_frame(sock, {"ok": True, "nbytes": 0})
+            send_frame(sock, Reply(ok=True, nbytes=0))
             while sock.recv(1):
                 pass
         except OSError:
@@ -443,12 +490,12 @@ class _Conn:
                                       self.version, start, end))
 
     def response_header(self, expect: int | None) -> int:
-        head = recv_frame(self.sock)
-        if not head.get("ok"):
-            raise TransferError(f"{self.peer.id} refused: {head.get('error')}")
-        n = head.get("nbytes")
-        if type(n) is not int or n < 0 or (expect is not None and n != expect):
-            raise TransferError(f"{self.peer.id} announced {str(n)[:40]!r} bytes, expected "
+        head = recv_reply(self.sock)
+        if not head.ok:
+            raise TransferError(f"{self.peer.id} refused: {head.error}")
+        n = head.nbytes
+        if n is None or (expect is not None and n != expect):
+            raise TransferError(f"{self.peer.id} announced {n} bytes, expected "
                                 f"{expect if expect is not None else 'a count'}")
         return n
 
