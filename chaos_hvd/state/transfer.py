@@ -145,8 +145,8 @@ def _recv_exact_into(sock: socket.socket, view: memoryview,
         got += n
 
 
-def recv_frame(sock: socket.socket, limit: int = MAX_HEADER_BYTES,
-               deadline: float | None = None) -> dict:
+def _recv_body(sock: socket.socket, limit: int, deadline: float | None) -> bytearray:
+    """One length-prefixed frame's bytes, refused past `limit`."""
     head = bytearray(_LEN.size)
     _recv_exact_into(sock, memoryview(head), deadline)
     (n,) = _LEN.unpack(head)
@@ -154,18 +154,17 @@ def recv_frame(sock: socket.socket, limit: int = MAX_HEADER_BYTES,
         raise AuthenticationError(f"frame of {n} bytes exceeds the {limit}-byte limit")
     body = bytearray(n)
     _recv_exact_into(sock, memoryview(body), deadline)
-    return jsonline.decode(bytes(body), limit, AuthenticationError)
+    return body
+
+
+def recv_frame(sock: socket.socket, limit: int = MAX_HEADER_BYTES,
+               deadline: float | None = None) -> dict:
+    return jsonline.decode(bytes(_recv_body(sock, limit, deadline)), limit, AuthenticationError)
 
 
 def recv_reply(sock: socket.socket, deadline: float | None = None) -> Reply:
     """A server's answer, typed (bounded: a frame of at most MAX_HEADER_BYTES)."""
-    head = bytearray(_LEN.size)
-    _recv_exact_into(sock, memoryview(head), deadline)
-    (n,) = _LEN.unpack(head)
-    if n > MAX_HEADER_BYTES:
-        raise AuthenticationError(f"reply of {n} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")
-    body = bytearray(n)
-    _recv_exact_into(sock, memoryview(body), deadline)
+    body = _recv_body(sock, MAX_HEADER_BYTES, deadline)
     try:
         return _reply_decoder.decode(body)
     except (msgspec.DecodeError, RecursionError) as e:
