@@ -573,6 +573,7 @@ class _Work:
         self.to_deliver = len(needed)
         self.received: set[int] = set()     # chunks that arrived and matched their digests
         self.complete = threading.Event()   # every needed chunk arrived and matched its digest
+        self.losses = 0                     # sources dropped and bad chunks so far
         self.given_up = threading.Event()   # some chunk lost its last live holder: stop taking work
         self.socks: set[socket.socket] = set()
         if not needed:
@@ -671,12 +672,14 @@ class _Work:
 
     def drop(self, name: PeerId) -> None:
         with self.lock:
+            self.losses += 1
             self.alive.discard(name)
             self.orphans.extend(self.queues[name])
             self.queues[name].clear()
 
     def bad_chunk(self, c: int, name: PeerId) -> None:
         with self.lock:
+            self.losses += 1
             self.bad_from.setdefault(c, set()).add(name)
             self.attempts[c] = self.attempts.get(c, 0) + 1
             if self.attempts[c] >= MAX_CHUNK_ATTEMPTS:
@@ -688,8 +691,11 @@ class _Work:
             return len(self.orphans) + sum(len(q) for q in self.queues.values())
 
     def stranded(self) -> list[int]:
-        """Chunks left that no live source holds."""
+        """Chunks left that no live source holds (none before a source failed or sent a bad
+        chunk: the pull's wait loops ask every 20 ms, and only those events can strand one)."""
         with self.lock:
+            if not self.losses:
+                return []
             left = list(self.orphans) + [c for q in self.queues.values() for c in q]
             return [c for c in left if not any(self.holds(n, c) for n in self.alive)]
 
