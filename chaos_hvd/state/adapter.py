@@ -253,6 +253,7 @@ class ChaosState(State):
         self._world_abort = _world_abort()
         self._world = 0           # the Horovod world the crash watch was armed in
         self._still_blocked = 0   # repeated aborts since the last one
+        self._leaving = False     # a host change interrupted this world: its reset is coming
         self._peer_ports: set[int] = set()
         self._rank = -1
         self._synced = False
@@ -304,7 +305,15 @@ class ChaosState(State):
         try:
             super().check_host_updates()
         except HostsUpdatedInterrupt as e:
-            self._watch.disarm()  # peers may now leave on purpose: not a crash
+            if self._world_abort is None:
+                self._watch.disarm()  # the socket scan cannot tell this world from the next
+            else:
+                # Horovod's reset shuts this world down over its own connections (a last
+                # negotiation with every member): a member that dies now leaves the others
+                # waiting there for Gloo's timeout, so the watch stays armed until the reset.
+                # Its aborts reach this world only; a peer that leaves on purpose after the
+                # world ended is no crash (see _on_peer_dead).
+                self._leaving = True
             self._guard_reset()
             self._replica.snapshot.prehash()   # while Horovod re-forms the group
             if e.skip_sync:
@@ -407,6 +416,7 @@ class ChaosState(State):
         self._rank = rank
         self._peer_ports = {p.port for p in peers}
         self._world = self._world_abort.world() if self._world_abort is not None else 0
+        self._leaving = False
         path = agent_client.socket_for_host(replica.config.agent_socket, _my_host())
         members = (lambda: agent_client.agreed_members(path)) if path else None
         self._watch.arm([p for p in peers if p.id != rank], replica.version, hosts=hosts,
@@ -480,6 +490,11 @@ class ChaosState(State):
     def _on_peer_dead(self, peer: transfer.PeerId) -> None:
         self._still_blocked = 0
         path, n = self._abort()
+        if path == "world-ended" and self._leaving:
+            # after a host change our world was shut down: this peer ended with it (a host
+            # Horovod removed exits without a goodbye); the world guard watches the next world
+            log.debug("peer rank %s left after world %d ended", peer, self._world)
+            return
         log.warning("peer rank %s vanished: aborted %d collective connection(s) (%s, world %d)",
                     peer, n, path, self._world)
         self._log.write(events.PeerDead(rank=self._rank, peer=peer, gloo_sockets_aborted=n,
@@ -490,6 +505,8 @@ class ChaosState(State):
         collective has not failed yet (or the script has not called one since). The socket scan
         may have missed a connection opened meanwhile; an abort from the inside missed nothing
         (later operations of that world fail at once), so it is not repeated."""
+        if self._world_abort is not None and self._world_abort.world() != self._world:
+            return   # the world ended: nothing of it can still be blocked
         path, n = ("horovod", 0) if self._world_abort is not None else self._abort()
         self._still_blocked += 1
         if (n and path == "socket-scan") or self._still_blocked == 4:
