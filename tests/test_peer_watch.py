@@ -152,3 +152,37 @@ def test_a_peer_gone_before_its_watch_connects_is_dead():
         time.sleep(0.02)
     watch.disarm()
     assert dead == [4]
+
+
+def test_disarm_ends_the_watch_connections_and_threads():
+    """close() from another thread neither wakes a recv() blocked on the socket nor ends the
+    connection: without the shutdown every reset would leave one thread here and one
+    connection at each peer's shard server until that peer exits."""
+    import threading
+    import time
+
+    from chaos_hvd.state.peer_watch import PeerWatch
+    from chaos_hvd.state.transfer import Peer, ShardServer, new_token
+
+    srv, token = ShardServer("127.0.0.1"), new_token()
+    srv.publish(1, b"{}", memoryview(bytearray(8)), token)
+    dead = []
+    watch = PeerWatch(dead.append)
+    for _ in range(3):                                  # three armed periods, as three resets
+        watch.arm([Peer(1, "127.0.0.1", srv.port, token)], 1)
+        deadline = time.monotonic() + 5
+        while srv.watchers != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.watchers == 1
+        watch.disarm()
+        deadline = time.monotonic() + 5
+        while srv.watchers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.watchers == 0                        # the server saw the connection end
+    deadline = time.monotonic() + 5
+    while (any(t.name == "chaos-watch-1" for t in threading.enumerate())
+           and time.monotonic() < deadline):
+        time.sleep(0.01)
+    assert not any(t.name == "chaos-watch-1" for t in threading.enumerate())
+    assert dead == []                                   # a disarmed watch never fires
+    srv.close()

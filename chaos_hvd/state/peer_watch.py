@@ -214,10 +214,15 @@ class PeerWatch:
             self._generation += 1
             socks, self._socks = self._socks, []
         for s in socks:
+            # shutdown first: close() alone from this thread neither wakes the watch thread
+            # blocked in recv() nor ends the connection (the blocked call keeps the socket
+            # open), so every disarmed watch would stay connected to its peer's server -- a
+            # thread here and a connection there per peer and reset -- until that peer exits
             try:
-                s.close()
+                s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            s.close()
 
     def _watch(self, peer: transfer.Peer, version: int, gen: int, timeout_s: float) -> None:
         sock = None
