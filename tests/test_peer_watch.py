@@ -186,3 +186,37 @@ def test_disarm_ends_the_watch_connections_and_threads():
     assert not any(t.name == "chaos-watch-1" for t in threading.enumerate())
     assert dead == []                                   # a disarmed watch never fires
     srv.close()
+
+
+def test_describe_says_what_each_watch_saw():
+    """A collective that fails without the watch's abort logs this: per peer, whether its watch
+    was set up, when it ended and how, and whom the period fired for."""
+    import time
+
+    from chaos_hvd.state.peer_watch import PeerWatch
+    from chaos_hvd.state.transfer import Peer, ShardServer, new_token
+
+    live, token = ShardServer("127.0.0.1"), new_token()
+    live.publish(1, b"{}", memoryview(bytearray(8)), token)
+    gone = socket.create_server(("127.0.0.1", 0))
+    port = gone.getsockname()[1]
+    gone.close()
+    dead = []
+    watch = PeerWatch(dead.append)
+    assert not watch.fired
+    watch.arm([Peer(1, "127.0.0.1", live.port, token)], 1)
+    deadline = time.monotonic() + 5
+    while not live.watchers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    text = watch.describe()
+    assert not watch.fired and "fired for nobody; rank 1: watching since +" in text, text
+    watch.arm([Peer(2, "127.0.0.1", port, token)], 1)      # the next period: a peer gone
+    deadline = time.monotonic() + 5
+    while not dead and time.monotonic() < deadline:
+        time.sleep(0.01)
+    text = watch.describe()
+    assert watch.fired and dead == [2], text
+    assert "fired for rank 2; rank 2: gone before set up" in text, text
+    watch.disarm()
+    assert "fired for rank 2" in watch.describe()       # the period's story outlives the disarm
+    live.close()

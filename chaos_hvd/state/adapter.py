@@ -39,6 +39,7 @@ import logging
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -254,6 +255,7 @@ class ChaosState(State):
         self._world = 0           # the Horovod world the crash watch was armed in
         self._still_blocked = 0   # repeated aborts since the last one
         self._leaving = False     # a host change interrupted this world: its reset is coming
+        self._armed = False       # the crash watch was armed since the last restore
         self._peer_ports: set[int] = set()
         self._rank = -1
         self._synced = False
@@ -292,6 +294,13 @@ class ChaosState(State):
         return self._replica.version
 
     def restore(self) -> None:
+        if self._armed and not self._watch.fired:
+            # Gloo noticed a broken connection first (common: the dead peer's neighbours see
+            # it at once), or the watch missed a crash: its states tell which
+            failure = sys.exc_info()[1]
+            log.warning("a collective failed before the crash watch acted (%s); crash watch: %s",
+                        str(failure)[:200] if failure else "no exception", self._watch.describe())
+        self._armed = False
         self._watch.disarm()
         self._guard_reset()
         self._replica.restore()
@@ -417,6 +426,7 @@ class ChaosState(State):
         self._peer_ports = {p.port for p in peers}
         self._world = self._world_abort.world() if self._world_abort is not None else 0
         self._leaving = False
+        self._armed = True
         path = agent_client.socket_for_host(replica.config.agent_socket, _my_host())
         members = (lambda: agent_client.agreed_members(path)) if path else None
         self._watch.arm([p for p in peers if p.id != rank], replica.version, hosts=hosts,

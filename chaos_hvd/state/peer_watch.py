@@ -149,6 +149,11 @@ class PeerWatch:
         self._generation = 0
         self._socks: list[socket.socket] = []
         self._bye: set[transfer.PeerId] = set()
+        # the last armed period, for describe(): when, each watch's state, whom it fired for
+        self._armed_gen = -1
+        self._armed_at = 0.0
+        self._states: dict[transfer.PeerId, str] = {}
+        self._fired: transfer.PeerId | None = None
 
     def arm(self, peers: Iterable[transfer.Peer], version: int, connect_timeout_s: float = 10.0,
             hosts: dict[transfer.PeerId, str] | None = None,
@@ -159,10 +164,12 @@ class PeerWatch:
         agreed membership without saying bye is dead too: a host that vanished silently (power
         loss, cut link) never closes its sockets, but its agents stop hearing it."""
         self.disarm()
+        peers = list(peers)
         with self._lock:
             gen = self._generation
             self._bye = set()
-        peers = list(peers)
+            self._armed_gen, self._armed_at, self._fired = gen, time.monotonic(), None
+            self._states = {p.id: "connecting" for p in peers}
         for peer in peers:
             threading.Thread(target=self._watch, args=(peer, version, gen, connect_timeout_s),
                              name=f"chaos-watch-{peer.id}", daemon=True).start()
@@ -195,6 +202,7 @@ class PeerWatch:
             if gen != self._generation:
                 return
             self._generation += 1  # one abort per armed period
+            self._fired = peer
             self._on_dead(peer)
         if self._on_still_blocked is not None:
             threading.Thread(target=self._repeat, args=(gen + 1,), name="chaos-watch-repeat",
@@ -241,22 +249,53 @@ class PeerWatch:
                 # refused, reset or closed: its process is gone (its server lives as long as it
                 # does), and it died between the sync that named it and this watch
                 log.warning("rank %s died before its crash watch was set up (%s)", peer.id, e)
+                self._note(gen, peer.id, f"gone before set up ({e})")
                 self._fire(gen, peer.id)
                 return
             # could not establish a watch: Gloo's timeout remains the fallback, so say so
             log.warning("no crash watch on rank %s (%s:%s): %s", peer.id, peer.host, peer.port, e)
+            self._note(gen, peer.id, f"not set up ({e})")
             return
         with self._lock:
             if gen != self._generation:
                 sock.close()
                 return
             self._socks.append(sock)
+            self._states[peer.id] = f"watching since {self._since()}"
         try:
             msg = transfer.recv_reply(sock)
             if msg.bye:
                 with self._lock:
                     self._bye.add(peer.id)
+                self._note(gen, peer.id, "said bye")
                 return
-        except (OSError, transfer.AuthenticationError, ConnectionError):
-            pass
+            why = "an unexpected reply"
+        except (OSError, transfer.AuthenticationError, ConnectionError) as e:
+            why = type(e).__name__
+        self._note(gen, peer.id, f"ended ({why})")
         self._fire(gen, peer.id)
+
+    def _since(self) -> str:
+        return f"+{time.monotonic() - self._armed_at:.3f} s"
+
+    def _note(self, gen: int, peer: transfer.PeerId, what: str) -> None:
+        """Record a watch's state for describe(), if `gen` is still the last armed period (a
+        disarm moves the generation on: the period's states stay until the next arm)."""
+        with self._lock:
+            if gen == self._armed_gen and peer in self._states \
+                    and not self._states[peer].startswith(("ended", "gone", "said", "not")):
+                self._states[peer] = f"{what} at {self._since()}"
+
+    def describe(self) -> str:
+        """The last armed period: its age, each watch's state, whom it fired for. Logged when a
+        collective failed without this watch's abort, to see why the watch did not act."""
+        with self._lock:
+            states = ", ".join(f"rank {p}: {s}" for p, s in sorted(self._states.items()))
+            return (f"armed {time.monotonic() - self._armed_at:.3f} s ago, fired for "
+                    f"{'nobody' if self._fired is None else f'rank {self._fired}'}; {states}")
+
+    @property
+    def fired(self) -> bool:
+        """Whether the last armed period fired."""
+        with self._lock:
+            return self._fired is not None
