@@ -298,7 +298,8 @@ class ChaosState(State):
             # Gloo noticed a broken connection first (common: the dead peer's neighbours see
             # it at once), or the watch missed a crash: its states tell which
             failure = sys.exc_info()[1]
-            log.warning("a collective failed before the crash watch acted (%s); crash watch: %s",
+            log.warning("a collective failed while the crash watch had not fired (%s); "
+                        "crash watch: %s",
                         str(failure)[:200] if failure else "no exception", self._watch.describe())
         self._armed = False
         self._watch.disarm()

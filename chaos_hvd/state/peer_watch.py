@@ -279,11 +279,11 @@ class PeerWatch:
         return f"+{time.monotonic() - self._armed_at:.3f} s"
 
     def _note(self, gen: int, peer: transfer.PeerId, what: str) -> None:
-        """Record a watch's state for describe(), if `gen` is still the last armed period (a
-        disarm moves the generation on: the period's states stay until the next arm)."""
+        """Record a watch's state for describe() while its period is armed: a disarm (or a
+        fire) moves the generation on and freezes the period's story until the next arm, so
+        the watches that a disarm's shutdown wakes are not told as peers that ended."""
         with self._lock:
-            if gen == self._armed_gen and peer in self._states \
-                    and not self._states[peer].startswith(("ended", "gone", "said", "not")):
+            if gen == self._generation and peer in self._states:
                 self._states[peer] = f"{what} at {self._since()}"
 
     def describe(self) -> str:
