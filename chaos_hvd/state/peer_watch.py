@@ -150,7 +150,6 @@ class PeerWatch:
         self._socks: list[socket.socket] = []
         self._bye: set[transfer.PeerId] = set()
         # the last armed period, for describe(): when, each watch's state, whom it fired for
-        self._armed_gen = -1
         self._armed_at = 0.0
         self._states: dict[transfer.PeerId, str] = {}
         self._fired: transfer.PeerId | None = None
@@ -168,7 +167,7 @@ class PeerWatch:
         with self._lock:
             gen = self._generation
             self._bye = set()
-            self._armed_gen, self._armed_at, self._fired = gen, time.monotonic(), None
+            self._armed_at, self._fired = time.monotonic(), None
             self._states = {p.id: "connecting" for p in peers}
         for peer in peers:
             threading.Thread(target=self._watch, args=(peer, version, gen, connect_timeout_s),
