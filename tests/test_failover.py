@@ -92,6 +92,17 @@ sys.path.insert(0, os.path.dirname(sys.argv[0]))
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
+def _first_step_after(job: ElasticJob, t: float, what: str) -> ev.Step:
+    return job.wait_for(lambda es: [e for e in es if isinstance(e, ev.Step) and e.t_mono > t],
+                        120, what)[0]
+
+
+def _story(events: list, t0: float) -> str:
+    """The job's records but steps and commits, timed from `t0`: what an assertion shows."""
+    return "\n".join(f"{e.t_mono - t0:8.3f} {e}" for e in events
+                     if not isinstance(e, (ev.Step, ev.Commit, ev.Committed, ev.StateCommit)))
+
+
 ARGS = ["--model", "medium", "--samples", "512", "--batch-size", "16", "--step-sleep", "0.05",
         "--commit-every", "2", "--epochs", "6"]
 
@@ -115,13 +126,10 @@ def test_a_member_that_dies_while_the_world_forms_is_not_waited_for(tmp_path, de
         job.set_hosts(["localhost:1", "127.0.0.1:1", f"{third[2]}:1"])   # a standby joins
         switched = job.wait_for(lambda es: [e for e in es if isinstance(e, ev.StandbySwitch)],
                                 120, "the standby switched in")[0]
-        resumed = job.wait_for(lambda es: [e for e in es if isinstance(e, ev.Step)
-                                           and e.t_mono > switched.t_mono], 120,
-                               "training after the switch")[0]
+        resumed = _first_step_after(job, switched.t_mono, "training after the switch")
         rc = job.wait(300)
     events = job.events()
-    story = "\n".join(f"{e.t_mono - switched.t_mono:8.3f} {e}" for e in events
-                      if not isinstance(e, (ev.Step, ev.Commit, ev.Committed, ev.StateCommit)))
+    story = _story(events, switched.t_mono)
     assert rc == 0, job.log_tail() + story
     waited = resumed.t_mono - switched.t_mono
     assert resumed.size == 2 and waited < 10, \
@@ -195,13 +203,10 @@ def test_a_member_that_dies_while_the_world_shuts_down_is_not_waited_for(tmp_pat
         job.wait_for(lambda es: marker.exists() and marker.read_text(), 120,
                      "the worker on 127.0.0.1 died at a host change")
         died = float(marker.read_text())
-        resumed = job.wait_for(lambda es: [e for e in es if isinstance(e, ev.Step)
-                                           and e.t_mono > died], 120,
-                               "training after the death")[0]
+        resumed = _first_step_after(job, died, "training after the death")
         rc = job.wait(300)
     events = job.events()
-    story = "\n".join(f"{e.t_mono - died:8.3f} {e}" for e in events
-                      if not isinstance(e, (ev.Step, ev.Commit, ev.Committed, ev.StateCommit)))
+    story = _story(events, died)
     assert rc == 0, job.log_tail() + story
     waited = resumed.t_mono - died
     print(f"training resumed {waited:.2f} s after the death")
