@@ -294,15 +294,15 @@ class ChaosState(State):
         return self._replica.version
 
     def restore(self) -> None:
-        if self._armed and not self._watch.fired:
+        armed, self._armed = self._armed, False
+        self._watch.disarm()   # first: the story below is then the period's final one
+        if armed and not self._watch.fired:
             # Gloo noticed a broken connection first (common: the dead peer's neighbours see
             # it at once), or the watch missed a crash: its states tell which
             failure = sys.exc_info()[1]
             log.warning("a collective failed while the crash watch had not fired (%s); "
                         "crash watch: %s",
                         str(failure)[:200] if failure else "no exception", self._watch.describe())
-        self._armed = False
-        self._watch.disarm()
         self._guard_reset()
         self._replica.restore()
         self._replica.snapshot.prehash()   # the sync after the reset needs the digests
